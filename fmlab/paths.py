@@ -1,0 +1,272 @@
+"""Probability paths, schedules, prediction conversions, time samplers and loss weightings.
+
+Convention (DESIGN.md): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1. A schedule gives
+
+    x_t = alpha_t * x1 + sigma_t * x0,        dx_t/dt = d_alpha_t * x1 + d_sigma_t * x0,
+
+with alpha_0 = 0, sigma_0 = 1 and alpha_1 = 1, sigma_1 = 0. The linear (CondOT) path is
+alpha_t = t, sigma_t = 1 - t, so x_t = (1 - t) x0 + t x1 and dx_t = x1 - x0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ScheduleOutput", "Schedule", "LinearSchedule", "CosineSchedule", "VPSchedule",
+    "SCHEDULES", "get_schedule", "PathSample", "sample_path", "expand_t",
+    "velocity_from_x1", "x1_from_velocity", "velocity_from_eps", "eps_from_velocity",
+    "x1_from_eps", "eps_from_x1", "convert_prediction", "PREDICTIONS",
+    "sample_times", "TIME_SAMPLERS", "loss_weight", "WEIGHTINGS", "check_time",
+]
+
+
+class ScheduleOutput(NamedTuple):
+    alpha: Tensor
+    sigma: Tensor
+    d_alpha: Tensor
+    d_sigma: Tensor
+
+
+class Schedule:
+    """A path schedule t -> (alpha_t, sigma_t, d alpha/dt, d sigma/dt)."""
+
+    name = "schedule"
+
+    def __call__(self, t: Tensor) -> ScheduleOutput:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class LinearSchedule(Schedule):
+    """CondOT / rectified-flow path: alpha = t, sigma = 1 - t (Lipman et al. 2023, Liu et al. 2023)."""
+
+    name = "linear"
+
+    def __call__(self, t: Tensor) -> ScheduleOutput:
+        return ScheduleOutput(t, 1 - t, torch.ones_like(t), -torch.ones_like(t))
+
+
+class CosineSchedule(Schedule):
+    """Trigonometric path: alpha = sin(pi t / 2), sigma = cos(pi t / 2) (variance preserving, alpha^2 + sigma^2 = 1)."""
+
+    name = "cosine"
+
+    def __call__(self, t: Tensor) -> ScheduleOutput:
+        h = 0.5 * math.pi
+        return ScheduleOutput(torch.sin(h * t), torch.cos(h * t), h * torch.cos(h * t), -h * torch.sin(h * t))
+
+
+class VPSchedule(Schedule):
+    """Variance-preserving path of DDPM/score SDEs with a linear beta(r), r = 1 - t (Song et al. 2021).
+
+    In the papers' time r (data at r = 0): alpha(r) = exp(-0.5 int_0^r beta), beta(r) = b_min + r (b_max - b_min).
+    Ours: alpha_t = exp(-T(1 - t) / 2) with T(r) = b_min r + (b_max - b_min) r^2 / 2, sigma_t = sqrt(1 - alpha_t^2).
+    alpha_0 is exp(-T(1)/2) ~ 6.6e-3 (not exactly 0), as in the papers.
+    """
+
+    name = "vp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"VPSchedule needs 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = beta_min, beta_max
+
+    def __call__(self, t: Tensor) -> ScheduleOutput:
+        r = 1 - t
+        integral = self.beta_min * r + 0.5 * (self.beta_max - self.beta_min) * r**2  # int_0^r beta
+        beta = self.beta_min + (self.beta_max - self.beta_min) * r
+        alpha = torch.exp(-0.5 * integral)
+        sigma = torch.sqrt((1 - alpha**2).clamp_min(0))
+        d_alpha = 0.5 * beta * alpha  # d/dt = -d/dr
+        d_sigma = -alpha * d_alpha / sigma.clamp_min(1e-6)  # d sigma = -alpha d_alpha / sigma; finite at t = 1
+        return ScheduleOutput(alpha, sigma, d_alpha, d_sigma)
+
+    def __repr__(self) -> str:
+        return f"VPSchedule(beta_min={self.beta_min}, beta_max={self.beta_max})"
+
+
+SCHEDULES: dict[str, Callable[[], Schedule]] = {
+    "linear": LinearSchedule, "cosine": CosineSchedule, "vp": VPSchedule,
+}
+
+
+def get_schedule(schedule: str | Schedule) -> Schedule:
+    """Return a schedule object from a name ('linear', 'cosine', 'vp') or pass one through."""
+    if isinstance(schedule, Schedule):
+        return schedule
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+    return SCHEDULES[schedule]()
+
+
+def check_time(t: Tensor, name: str = "t") -> None:
+    """Raise a ValueError naming `name` if any time lies outside [0, 1]."""
+    if t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{t.min().item():.4g}, {t.max().item():.4g}]")
+
+
+def expand_t(t: Tensor | float, x: Tensor) -> Tensor:
+    """Broadcast a per-sample time [B] (or a scalar) against x [B, ...] as [B, 1, ..., 1]."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    if t.shape[0] != x.shape[0]:
+        raise ValueError(f"t has batch size {t.shape[0]} but x has {x.shape[0]}")
+    return t.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+@dataclass(frozen=True)
+class PathSample:
+    """One draw from a conditional path: endpoints, times, the point x_t and its velocity dx_t."""
+
+    x0: Tensor
+    x1: Tensor
+    t: Tensor
+    x_t: Tensor
+    dx_t: Tensor
+
+
+def sample_path(x0: Tensor, x1: Tensor, t: Tensor, schedule: str | Schedule = "linear") -> PathSample:
+    """x_t = alpha_t x1 + sigma_t x0 and dx_t = d_alpha_t x1 + d_sigma_t x0 for paired (x0, x1)."""
+    if x0.shape != x1.shape:
+        raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
+    check_time(t)
+    a, s, da, ds = get_schedule(schedule)(expand_t(t, x1))
+    return PathSample(x0=x0, x1=x1, t=t, x_t=a * x1 + s * x0, dx_t=da * x1 + ds * x0)
+
+
+# --- conversions between predictions --------------------------------------------------
+# From x_t = a x1 + s x0 and v = da x1 + ds x0 (a 2x2 linear system in (x1, x0)):
+#   x1 = (ds x_t - s v) / (a ds - s da),   x0 = (a v - da x_t) / (a ds - s da).
+# For the linear path, det = -1: x1 = x_t + (1 - t) v and v = (x1 - x_t) / (1 - t).
+
+def _coeffs(x_t: Tensor, t: Tensor, schedule: str | Schedule) -> ScheduleOutput:
+    return get_schedule(schedule)(expand_t(t, x_t))
+
+
+def x1_from_velocity(v: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear") -> Tensor:
+    a, s, da, ds = _coeffs(x_t, t, schedule)
+    return (ds * x_t - s * v) / (a * ds - s * da)
+
+
+def eps_from_velocity(v: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear") -> Tensor:
+    a, s, da, ds = _coeffs(x_t, t, schedule)
+    return (a * v - da * x_t) / (a * ds - s * da)
+
+
+def velocity_from_x1(x1: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear",
+                     eps: float = 0.0) -> Tensor:
+    """v = da x1 + ds x0 with x0 = (x_t - a x1) / s; for the linear path v = (x1 - x_t) / (1 - t).
+
+    `eps` is added to sigma to keep the division finite at t = 1 (sigma = 0)."""
+    a, s, da, ds = _coeffs(x_t, t, schedule)
+    return da * x1 + ds * (x_t - a * x1) / (s + eps)
+
+
+def velocity_from_eps(x0: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear",
+                      eps: float = 0.0) -> Tensor:
+    """v = da x1 + ds x0 with x1 = (x_t - s x0) / a; for the linear path v = (x_t - x0) / t."""
+    a, s, da, ds = _coeffs(x_t, t, schedule)
+    return da * (x_t - s * x0) / (a + eps) + ds * x0
+
+
+def x1_from_eps(x0: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear", eps: float = 0.0) -> Tensor:
+    a, s, _, _ = _coeffs(x_t, t, schedule)
+    return (x_t - s * x0) / (a + eps)
+
+
+def eps_from_x1(x1: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear", eps: float = 0.0) -> Tensor:
+    a, s, _, _ = _coeffs(x_t, t, schedule)
+    return (x_t - a * x1) / (s + eps)
+
+
+PREDICTIONS = ("velocity", "x1", "eps")
+
+
+def convert_prediction(pred: Tensor, x_t: Tensor, t: Tensor, source: str, target: str,
+                       schedule: str | Schedule = "linear", eps: float = 0.0) -> Tensor:
+    """Convert a network output between 'velocity', 'x1' (clean data) and 'eps' (noise x0) heads."""
+    for name, value in (("source", source), ("target", target)):
+        if value not in PREDICTIONS:
+            raise ValueError(f"{name} must be one of {PREDICTIONS}, got {value!r}")
+    if source == target:
+        return pred
+    v = {"velocity": lambda: pred,
+         "x1": lambda: velocity_from_x1(pred, x_t, t, schedule, eps),
+         "eps": lambda: velocity_from_eps(pred, x_t, t, schedule, eps)}[source]()
+    if target == "velocity":
+        return v
+    return (x1_from_velocity if target == "x1" else eps_from_velocity)(v, x_t, t, schedule)
+
+
+# --- time samplers ---------------------------------------------------------------------
+
+def _uniform(n: int, g: torch.Generator | None, device, **_) -> Tensor:
+    return torch.rand(n, generator=g, device=device)
+
+
+def _logit_normal(n: int, g: torch.Generator | None, device, mu: float = 0.0, sigma: float = 1.0, **_) -> Tensor:
+    """t = sigmoid(mu + sigma z), z ~ N(0, 1) (Esser et al. 2024, SD3)."""
+    return torch.sigmoid(mu + sigma * torch.randn(n, generator=g, device=device))
+
+
+def _cosine(n: int, g: torch.Generator | None, device, **_) -> Tensor:
+    """t = 1 - cos(pi u / 2): denser near noise where the linear path's velocity is hardest to learn."""
+    u = torch.rand(n, generator=g, device=device)
+    return 1 - torch.cos(0.5 * math.pi * u)
+
+
+TIME_SAMPLERS = {"uniform": _uniform, "logit_normal": _logit_normal, "cosine": _cosine}
+
+
+def sample_times(n: int, kind: str = "uniform", generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None, **params: float) -> Tensor:
+    """Draw n times in [0, 1] from 'uniform', 'logit_normal' (mu, sigma) or 'cosine'."""
+    if kind not in TIME_SAMPLERS:
+        raise ValueError(f"time sampler must be one of {sorted(TIME_SAMPLERS)}, got {kind!r}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if kind == "logit_normal" and params.get("sigma", 1.0) <= 0:
+        raise ValueError(f"logit_normal sigma must be > 0, got {params['sigma']}")
+    if device is None and generator is not None:
+        device = generator.device
+    return TIME_SAMPLERS[kind](n, generator, device, **params)
+
+
+# --- loss weightings -----------------------------------------------------------------------
+
+WEIGHTINGS = ("none", "min_snr")
+
+
+def loss_weight(t: Tensor, kind: str = "none", schedule: str | Schedule = "linear", gamma: float = 5.0,
+                prediction: str = "velocity") -> Tensor:
+    """Per-sample weight w(t) for a squared-error loss on the given head.
+
+    'min_snr' (Hang et al. 2023, "Efficient diffusion training via Min-SNR weighting"): weight the
+    clean-data error by min(SNR_t, gamma), SNR_t = alpha_t^2 / sigma_t^2. A head error is c_t times the
+    x1 error, with c = 1 (x1), a / s (eps) and da - ds a / s (velocity; 1 / (1 - t) on the linear path),
+    so the head's weight is w = min(SNR, gamma) / c^2. On a VP path this gives the paper's
+    min(SNR, gamma) / SNR for eps and min(SNR, gamma) for x1.
+    """
+    if kind not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {kind!r}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if kind == "none":
+        return torch.ones_like(t)
+    if gamma <= 0:
+        raise ValueError(f"min_snr gamma must be > 0, got {gamma}")
+    a, s, da, ds = get_schedule(schedule)(t)
+    s = s.clamp_min(1e-6)
+    snr = a**2 / s**2
+    c = {"x1": torch.ones_like(t), "eps": a / s, "velocity": da - ds * a / s}[prediction]
+    return torch.clamp(snr, max=gamma) / c.pow(2).clamp_min(1e-12)
