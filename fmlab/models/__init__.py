@@ -1,0 +1,7 @@
+"""Model backbones, time embeddings and parametrisation wrappers."""
+
+from .embeddings import FourierTimeEmbedding
+from .mlp import MLP
+from .parametrisation import FlowMapModel, Parametrised, build_model
+
+__all__ = ["FourierTimeEmbedding", "MLP", "Parametrised", "FlowMapModel", "build_model"]

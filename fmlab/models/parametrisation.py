@@ -1,0 +1,84 @@
+"""Parametrisation wrappers: the same backbone trained as a velocity field, an x1 (clean-data)
+predictor, an eps (noise) predictor, or a two-time average-velocity / flow-map network.
+
+Contract (DESIGN.md): `model(x, t)` always returns the velocity, so every solver can use any model;
+`model.predict(x, t)` returns the head in its own parametrisation (what a loss on that head needs).
+A two-time model returns the average velocity u(x, s, t) from `model(x, s, t)` and, on its diagonal,
+the instantaneous velocity `model(x, t) = u(x, t, t)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..paths import PREDICTIONS, Schedule, convert_prediction, get_schedule
+from .mlp import MLP
+
+FLOW_MAP_PREDICTIONS = ("average_velocity",)
+
+
+class Parametrised(nn.Module):
+    """Wrap a one-time backbone whose output is a 'velocity', 'x1' or 'eps' prediction."""
+
+    def __init__(self, backbone: nn.Module, prediction: str = "velocity", schedule: str | Schedule = "linear",
+                 sigma_min: float = 1e-3):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.backbone, self.prediction = backbone, prediction
+        self.schedule = get_schedule(schedule)
+        self.sigma_min = sigma_min  # keeps x1 -> velocity finite at t = 1, where 1 - t = 0
+        self.config: dict[str, Any] = {}
+
+    def predict(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.backbone(x, t)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """Velocity v(x, t); an x1 head gives v = (x1_hat - x) / (1 - t) on the linear path."""
+        return convert_prediction(self.predict(x, t), x, t, self.prediction, "velocity", self.schedule,
+                                  eps=self.sigma_min if self.prediction != "velocity" else 0.0)
+
+
+class FlowMapModel(nn.Module):
+    """Wrap a two-time backbone as an average velocity u(x, s, t); X(x, s, t) = x + (t - s) u(x, s, t)."""
+
+    prediction = "average_velocity"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.config: dict[str, Any] = {}
+
+    def forward(self, x: Tensor, s: Tensor, t: Tensor | None = None) -> Tensor:
+        if t is None:  # diagonal: u(x, t, t) is the instantaneous velocity
+            return self.backbone(x, s, s)
+        return self.backbone(x, s, t)
+
+    def predict(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        return self.backbone(x, s, t)
+
+    def flow_map(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        """X(x, s, t) = x + (t - s) u(x, s, t)."""
+        return x + _col(t - s, x) * self.backbone(x, s, t)
+
+
+def _col(t: Tensor, x: Tensor) -> Tensor:
+    return t.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def build_model(dim: int = 2, prediction: str = "velocity", time_inputs: int = 1, hidden: int = 256,
+                depth: int = 4, time_condition: str = "st", schedule: str = "linear") -> nn.Module:
+    """Build an MLP model from a plain config dict (what checkpoints store to rebuild it)."""
+    config = dict(dim=dim, prediction=prediction, time_inputs=time_inputs, hidden=hidden, depth=depth,
+                  time_condition=time_condition, schedule=schedule)
+    backbone = MLP(dim, hidden, depth, time_inputs, time_condition)
+    if time_inputs == 2:
+        if prediction not in FLOW_MAP_PREDICTIONS + ("velocity",):
+            raise ValueError(f"a two-time model predicts {FLOW_MAP_PREDICTIONS}, got prediction={prediction!r}")
+        model: nn.Module = FlowMapModel(backbone)
+    else:
+        model = Parametrised(backbone, prediction, schedule)
+    model.config = config
+    return model
