@@ -1,0 +1,183 @@
+"""Helpers every lab uses: the fast mode for CI, a per-session result cache, cached training, device text.
+
+`FMLAB_FAST=1` (environment variable) shrinks training steps and sample counts for CI *without changing the
+code path*: a lab asks `steps(full, fast)` / `pick(full, fast)` for its sizes and runs the same cells either way.
+
+Training inside a lab goes through `train_cached(config)`: the first call trains with a progress bar, every later
+call with an equal config returns the same trainer at once, so re-running a cell or moving a slider that only
+re-draws is instant. Results live in memory for the kernel's lifetime (restart the kernel to clear them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import platform
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+import torch
+
+__all__ = ["FAST_ENV", "fast_mode", "steps", "pick", "cached", "cache_key", "clear_cache", "cache_info",
+           "train_cached", "device_summary", "seeded"]
+
+FAST_ENV = "FMLAB_FAST"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+T = TypeVar("T")
+
+
+# --- fast mode -------------------------------------------------------------------------------------------
+
+def fast_mode() -> bool:
+    """True when the environment variable FMLAB_FAST is '1' (also 'true', 'yes', 'on'; '0' or unset: False).
+
+    Any other value is a ValueError naming FMLAB_FAST, so a typo in CI does not silently run the full lesson.
+    """
+    value = os.environ.get(FAST_ENV, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{FAST_ENV} must be one of {sorted(_TRUE | _FALSE - {''})} or unset, got {value!r}")
+
+
+def pick(full: T, fast: T) -> T:
+    """`fast` under FMLAB_FAST=1, else `full` (any value: a step count, a sample size, a grid resolution)."""
+    return fast if fast_mode() else full
+
+
+def steps(full: int, fast: int) -> int:
+    """A count (training steps, samples) chosen by the fast mode; both must be integers >= 1."""
+    for name, value in (("full", full), ("fast", fast)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return pick(full, fast)
+
+
+# --- in-memory cache ----------------------------------------------------------------------------------------
+
+_CACHE: dict[Hashable, Any] = {}
+
+
+def cache_key(*parts: Any) -> Hashable:
+    """A hashable key from configs: dataclasses become (class name, sorted field items), dicts sorted items,
+    lists tuples, recursively. Unhashable leftovers are a ValueError naming their type."""
+    key = tuple(_freeze(p) for p in parts)
+    try:
+        hash(key)
+    except TypeError as err:
+        raise ValueError(f"cache key parts must be hashable after freezing, got {parts!r}") from err
+    return key
+
+
+def _freeze(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return (type(value).__name__, _freeze(fields))
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, torch.Tensor):
+        raise ValueError("tensors cannot be cache keys; pass the config (numbers, strings) that produced them")
+    return value
+
+
+def cached(fn: Callable[..., T]) -> Callable[..., T]:
+    """Memoise `fn` in this kernel on its arguments (frozen by `cache_key`, so dataclass configs work).
+
+    The wrapper has `.cache_clear()`; `fmlab.labkit.clear_cache()` clears every cached function at once.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        key = cache_key(fn.__module__, fn.__qualname__, args, kwargs)
+        if key not in _CACHE:
+            _CACHE[key] = fn(*args, **kwargs)
+        return _CACHE[key]
+
+    def cache_clear() -> None:
+        prefix = (fn.__module__, fn.__qualname__)
+        for key in [k for k in _CACHE if k[:2] == prefix]:
+            del _CACHE[key]
+
+    wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+    return wrapper
+
+
+def clear_cache() -> None:
+    """Forget every cached result (trained models included)."""
+    _CACHE.clear()
+
+
+def cache_info() -> int:
+    """How many results the cache holds."""
+    return len(_CACHE)
+
+
+# --- cached training ------------------------------------------------------------------------------------------
+
+def train_cached(config: Any, progress: bool = True, **trainer_kwargs: Any) -> Any:
+    """Train `config` (a fmlab.train.TrainConfig) once per kernel and return the Trainer.
+
+    The trainer exposes `.ema` (the EMA model to sample from, eval mode), `.model`, `.log` (records with step,
+    loss, grad_norm, lr, elapsed_s) and `.config`. `progress` shows a tqdm bar (a widget in Jupyter). Extra
+    keyword arguments go to `Trainer(...)` (model=, data_fn=, runtime_settings=); objects among them are keyed
+    by identity unless you give a stable `cache_name=` to key on instead.
+    """
+    from .train import TrainConfig, Trainer
+
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a fmlab.train.TrainConfig, got {type(config).__name__}")
+    name = trainer_kwargs.pop("cache_name", None)
+    extras = name if name is not None else {k: _freeze_or_id(v) for k, v in trainer_kwargs.items()}
+    key = cache_key("train_cached", config, extras)
+    if key not in _CACHE:
+        trainer = Trainer(config, **trainer_kwargs)
+        trainer.fit(progress=progress)
+        trainer.ema.requires_grad_(False).eval()
+        _CACHE[key] = trainer
+    return _CACHE[key]
+
+
+def _freeze_or_id(value: Any) -> Any:
+    try:
+        frozen = _freeze(value)
+        hash(frozen)
+        return frozen
+    except (TypeError, ValueError):
+        return ("id", id(value))
+
+
+# --- seeding and device text ---------------------------------------------------------------------------------
+
+def seeded(seed: int) -> torch.Generator:
+    """A fresh CPU generator with `seed` (labs draw every random number from one of these)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return torch.Generator().manual_seed(seed)
+
+
+def device_summary() -> str:
+    """A few lines for the welcome lab: torch version, the device fmlab will pick, GPUs, CPU threads, fast mode."""
+    from .device import available_devices, cpu_count, default_threads, pick_device
+
+    dev = pick_device(None)
+    system = f"{platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    lines = [f"torch {torch.__version__} on {system}",
+             f"fmlab trains on: {dev} (available: {', '.join(available_devices())})"]
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        lines.append(f"GPU: {props.name}, {props.total_memory / 2**30:.1f} GiB")
+    elif dev.type == "mps":
+        lines.append("GPU: Apple silicon (MPS); closed-form ground truth runs in float64 on the CPU")
+    else:
+        lines.append("GPU: none found (fine: every 2D lab is sized for a laptop CPU)")
+    lines.append(f"CPU: {cpu_count()} cores available, torch uses {torch.get_num_threads()} threads "
+                 f"(fmlab's trainer default: {default_threads()})")
+    mode = "on: shortened training for CI" if fast_mode() else "off: the full lesson"
+    lines.append(f"fast mode (FMLAB_FAST): {mode}")
+    return "\n".join(lines)

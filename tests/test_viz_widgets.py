@@ -1,0 +1,59 @@
+"""fmlab.viz.widgets: controls, in-place figure updates, the interactive view."""
+
+import plotly.graph_objects as go
+import pytest
+
+from fmlab.viz import widgets as W
+
+
+def _render(a: float = 1.0, kind: str = "lines", n: int = 3) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=list(range(n)), y=[a * i for i in range(n)], mode=kind))
+    if kind == "markers":
+        fig.add_trace(go.Bar(x=[0], y=[a]))
+    return fig.update_layout(title=f"a = {a:.2f}, {kind}")
+
+
+def test_controls_validate_their_ranges():
+    assert W.slider("t", 0, 1, 0.01, 0.5, continuous_update=False).continuous_update is False
+    assert W.int_slider("steps", 1, 100, 10).value == 10
+    assert W.dropdown("kind", {"Linear": "linear", "VP": "vp"}).value == "linear"
+    assert W.checkbox("show", True).value is True
+    with pytest.raises(ValueError, match="value"):
+        W.slider("t", 0, 1, 0.1, 2.0)
+    with pytest.raises(ValueError, match="step"):
+        W.int_slider("n", 1, 5, 2, step=0)
+    with pytest.raises(ValueError, match="one of"):
+        W.dropdown("kind", ["a", "b"], "c")
+
+
+def test_update_figure_in_place_and_on_type_change():
+    fw = W.figure_widget(_render(1.0))
+    trace = fw.data[0]
+    W.update_figure(fw, _render(2.0))
+    assert fw.data[0] is trace and tuple(fw.data[0].y) == (0, 2, 4)  # same trace object, new data
+    assert fw.layout.title.text == "a = 2.00, lines"
+    W.update_figure(fw, _render(2.0, "markers"))
+    assert [t.type for t in fw.data] == ["scatter", "bar"]
+    with pytest.raises(ValueError, match="go.Figure"):
+        W.figure_widget("not a figure")
+
+
+def test_interactive_view_redraws_on_control_change_and_reports_errors():
+    view = W.interactive_view(_render, {"a": W.slider("a", 0, 3, 0.5, 1.0)}, kind="lines")
+    assert view.params() == {"kind": "lines", "a": 1.0}
+    view.controls["a"].value = 2.5
+    assert tuple(view.figure.data[0].y) == (0, 2.5, 5.0) and "2.50" in view.figure.layout.title.text
+    bad = W.interactive_view(lambda a, n: _render(a, n=n), {"a": W.slider("a", 0, 3, 0.5, 1.0)}, n=3)
+    bad.fixed["n"] = "x"  # the next redraw fails: the status line says so, the figure keeps its state
+    bad.controls["a"].value = 2.0
+    assert "could not redraw" in bad.status.value and tuple(bad.figure.data[0].y) == (0, 1, 2)
+
+
+def test_link_calls_update_with_all_values():
+    seen = []
+    a, b = W.slider("a", 0, 1, 0.1, 0.2), W.dropdown("b", ["x", "y"])
+    W.link({"a": a, "b": b}, lambda **kw: seen.append(kw), run_now=True)
+    b.value = "y"
+    assert seen == [{"a": 0.2, "b": "x"}, {"a": 0.2, "b": "y"}]
+    with pytest.raises(ValueError, match="controls"):
+        W.link({}, print)
