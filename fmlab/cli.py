@@ -1,0 +1,229 @@
+"""`python -m fmlab ...`: list losses, train a run, sample from it, evaluate it.
+
+    python -m fmlab losses
+    python -m fmlab train --data moons --loss cfm --coupling ot --steps 15000 --seed 0 --out runs/moons-ot
+    python -m fmlab sample runs/moons-ot --n 2000 --steps 100 --solver euler --out samples.npy
+    python -m fmlab eval runs/moons-ot --n 2000 --steps 1,2,4,8,100
+
+Time runs from noise (t = 0) to data (t = 1); sampling solves the EMA model's ODE forward in t.
+Bad input ends with a message naming the parameter and what is allowed, exit code 2, and no file written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 such as 1,2,4,8,100, got {text!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE parsed as JSON where it can be (numbers, true/false/null, lists), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. time_sampler=logit_normal), got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fmlab", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("losses", help="list the registered losses", description="Table of every registered loss: "
+                       "name, family, setting, paper and the paper's time convention mapped onto ours.")
+    p.add_argument("--family", default=None, help="only this family (e.g. 'flow matching')")
+
+    p = sub.add_parser("train", help="train a run", description="Train a model on a 2D toy set; writes "
+                       "OUT/config.json, OUT/metrics.jsonl and OUT/ckpt.pt (atomically).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from .train import TrainConfig  # its defaults are the CLI's defaults
+
+    d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    p.add_argument("--data", default=d["data"], help="toy data set (see fmlab.data.TOY_DATASETS)")
+    p.add_argument("--loss", default=d["loss"], help="loss name (see `python -m fmlab losses`)")
+    p.add_argument("--coupling", default=d["coupling"], help="independent, ot or sinkhorn")
+    p.add_argument("--coupling-reg", type=float, default=d["coupling_reg"],
+                   help="Sinkhorn regularisation (relative to the mean cost)")
+    p.add_argument("--prediction", default=d["prediction"], help="model head (None: the loss's own)")
+    p.add_argument("--steps", type=int, default=d["steps"])
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
+    p.add_argument("--warmup", type=int, default=d["warmup"], help="linear warmup steps")
+    p.add_argument("--lr-schedule", default=d["lr_schedule"], help="after warmup: cosine (decay to 0) or constant")
+    p.add_argument("--optimizer", default=d["optimizer"], help="adamw or adam")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--ema-decay", type=float, default=d["ema_decay"])
+    p.add_argument("--grad-clip", type=float, default=d["grad_clip"], help="max gradient norm, 0 disables")
+    p.add_argument("--hidden", type=int, default=d["hidden"], help="MLP width")
+    p.add_argument("--depth", type=int, default=d["depth"], help="MLP hidden layers")
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N, mps (None: the best available)")
+    p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (None: min(4, cores))")
+    p.add_argument("--log-every", type=int, default=d["log_every"])
+    p.add_argument("--ckpt-every", type=int, default=d["ckpt_every"], help="0: checkpoint only at the end")
+    p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="a loss setting, repeatable (e.g. --set time_sampler=logit_normal)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    for name, text in (("sample", "draw samples from a run's EMA model and save them as a NumPy array [n, d]"),
+                       ("eval", "W1/W2/W3 of a run's samples against fresh data at each step count, "
+                                "and the data-against-data noise floor at the same n")):
+        p = sub.add_parser(name, help=text.split(" and ")[0], description=text + ".",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("run", help="run directory (or its ckpt.pt)")
+        p.add_argument("--n", type=_positive_int, default=2000, help="number of samples")
+        p.add_argument("--solver", default="euler", help="ODE solver (see fmlab.solvers.SOLVERS)")
+        p.add_argument("--seed", type=int, default=0, help="seed of the noise x0 (and of the data in eval)")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (None: the best available)")
+        if name == "sample":
+            p.add_argument("--steps", type=_positive_int, default=100, help="solver steps")
+            p.add_argument("--out", required=True, help="output .npy file")
+        else:
+            p.add_argument("--steps", type=_int_list, default="1,2,4,8,100", help="comma-separated step counts")
+            p.add_argument("--floor-repeats", type=_positive_int, default=3,
+                           help="independent data pairs averaged for the noise floor")
+    return parser
+
+
+# --- commands ---------------------------------------------------------------------------------------
+
+def cmd_losses(args: argparse.Namespace) -> int:
+    from .losses import list_losses
+
+    rows = [(s.name, s.family, s.setting, s.paper, s.convention) for s in list_losses(args.family)]
+    if not rows:
+        raise ValueError(f"family {args.family!r} has no losses; families: {sorted({s.family for s in list_losses()})}")
+    header = ("name", "family", "setting", "paper", "time convention")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, tuple("-" * len(h) for h in header), *rows]:
+        print("  ".join([c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)] + [row[-1]]).rstrip())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import CKPT_NAME, TrainConfig, Trainer
+
+    out = Path(args.out)
+    if args.resume:
+        if not (out / CKPT_NAME).is_file():
+            raise ValueError(f"--resume: no checkpoint {str(out / CKPT_NAME)!r} to continue from")
+        trainer = Trainer.resume(out, device=args.device, threads=args.threads)
+    else:
+        if (out / CKPT_NAME).exists() and not args.overwrite:
+            raise ValueError(f"--out {str(out)!r} already holds a run; pass --resume to continue it, "
+                             f"--overwrite to replace it, or choose another --out")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {str(out)!r} exists and is not a directory")
+        settings = dict(args.settings)
+        config = TrainConfig(
+            data=args.data, loss=args.loss, coupling=args.coupling, coupling_reg=args.coupling_reg,
+            prediction=args.prediction, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+            lr_schedule=args.lr_schedule, optimizer=args.optimizer, weight_decay=args.weight_decay,
+            ema_decay=args.ema_decay, grad_clip=args.grad_clip, hidden=args.hidden, depth=args.depth, seed=args.seed,
+            device=args.device, threads=args.threads, log_every=args.log_every, ckpt_every=args.ckpt_every,
+            out=str(out), loss_settings=settings)
+        trainer = Trainer(config)  # every check (names, device, data) runs before anything is written
+    log = trainer.fit(progress=not args.no_progress)
+    last = log[-1] if log else {}
+    print(f"trained {trainer.step} steps on {trainer.device} in {trainer.elapsed:.1f} s; "
+          f"final loss {last.get('loss', float('nan')):.4f}; run saved in {out}")
+    return 0
+
+
+def _check_solver(name: str) -> None:
+    from .solvers import SOLVERS
+
+    if name not in SOLVERS:
+        raise ValueError(f"--solver must be one of {sorted(SOLVERS)}, got {name!r}")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .checkpoint import atomic_write
+    from .train import sample_run
+
+    _check_solver(args.solver)
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a directory; give a file name such as samples.npy")
+    x = sample_run(args.run, n=args.n, steps=args.steps, method=args.solver, seed=args.seed, device=args.device)
+    atomic_write(out, lambda f: np.save(f, x.numpy()))
+    print(f"saved {tuple(x.shape)} samples ({args.steps} {args.solver} steps) to {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .metrics import wasserstein
+    from .solvers import solve
+    from .train import load_run, toy_data_fn
+
+    _check_solver(args.solver)
+    model, config = load_run(args.run, args.device)
+    data_fn = toy_data_fn(config.data)
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(args.seed)
+    data = data_fn(args.n, g)  # the reference sample x1 ~ data
+    x0 = torch.randn(args.n, model.config["dim"], generator=g)  # one noise draw shared by every step count
+    ps = (1, 2, 3)
+    print(f"run {args.run}: {config.loss}/{config.coupling} on {config.data}, n={args.n}, solver={args.solver}")
+    for steps in args.steps:
+        x = solve(model, x0.to(device), steps=steps, method=args.solver).cpu()
+        values = "  ".join(f"W{p}={wasserstein(x, data, p):.4f}" for p in ps)
+        print(f"steps={steps:<4d} {values}")
+    floors = [[wasserstein(data_fn(args.n, g), data_fn(args.n, g), p) for p in ps] for _ in range(args.floor_repeats)]
+    mean = torch.tensor(floors, dtype=torch.float64).mean(0).tolist()
+    values = "  ".join(f"W{p}={m:.4f}" for p, m in zip(ps, mean, strict=True))
+    print(f"floor      {values}  (data vs data, n={args.n}, mean of {args.floor_repeats})")
+    return 0
+
+
+COMMANDS = {"losses": cmd_losses, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for bad input, with a message naming the parameter)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits 2 on malformed arguments
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted (a train run continues from its last checkpoint "
+              "with --resume)", file=sys.stderr)
+        return 130
