@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -294,7 +295,8 @@ class Trainer:
     # the loop
     def fit(self, progress: bool = True, callback: Callable[[int, dict[str, Any]], Any] | None = None
             ) -> list[dict[str, Any]]:
-        """Train until config.steps; returns the log. `callback(step, record)` runs at every log record.
+        """Train until config.steps; returns the log. `callback(step, record)` runs at every log record and may
+        add JSON-able keys to it (e.g. a metric against ground truth) before it is written.
 
         Records (every log_every steps and at the end): step, loss and grad_norm (means since the last record),
         lr (of the last step), elapsed_s, and the loss's diagnostics at the last step. With config.out set,
@@ -321,7 +323,9 @@ class Trainer:
                     record = self._record(diagnostics, lr)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
                     if callback is not None:
-                        callback(self.step, record)
+                        callback(self.step, record)  # it may add keys to the record: they are saved too
+                        record.update({k: _plain(v) for k, v in record.items()})
+                    self._write_record(record)
                 if self.out is not None and (self.step == cfg.steps or self._ckpt_due()):
                     self.save()
         finally:
@@ -342,10 +346,12 @@ class Trainer:
             raise FloatingPointError(f"the loss became {record['loss']} by step {self.step} (lr {lr:.3g}); "
                                      f"try a smaller lr or grad_clip")
         self.log.append(record)
+        return record
+
+    def _write_record(self, record: dict[str, Any]) -> None:
         if self.out is not None:
             with open(self.out / METRICS_NAME, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
-        return record
 
     # files
     def _start_files(self) -> None:
@@ -412,11 +418,19 @@ class Trainer:
 
 
 def _plain(value: Any) -> Any:
-    """A diagnostic as a JSON value: tensors become floats (or lists), numbers stay numbers."""
+    """A record value as a plain JSON value (what the weights-only checkpoint loader accepts too)."""
     if isinstance(value, Tensor):
         return value.item() if value.numel() == 1 else value.detach().cpu().tolist()
-    if isinstance(value, (bool, int, float, str)) or value is None:
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if value is None or isinstance(value, (bool, str)):
         return value
+    if isinstance(value, (int, float)):
+        return float(value) if isinstance(value, float) else int(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
     return str(value)
 
 

@@ -1,9 +1,11 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from fmlab.checkpoint import load_checkpoint
 from fmlab.data import sample_toy
 from fmlab.models import build_model
 from fmlab.train import (
@@ -160,9 +162,17 @@ def test_uninterrupted_runs_repeat_and_seeds_differ():
 def test_run_files_log_callback_and_sampling(tmp_path):
     out = tmp_path / "run"
     seen = []
+
+    def callback(step, record):
+        seen.append(step)
+        record.update(extra=np.float32(0.5), t=torch.tensor(2.0))  # callbacks may annotate records
+
     cfg = TrainConfig(steps=10, out=str(out), **{**TINY, "log_every": 4, "ckpt_every": 0})
-    log = Trainer(cfg).fit(progress=False, callback=lambda step, rec: seen.append((step, rec["loss"])))
-    assert [r["step"] for r in log] == [4, 8, 10] and [s for s, _ in seen] == [4, 8, 10]
+    log = Trainer(cfg).fit(progress=False, callback=callback)
+    assert [r["step"] for r in log] == [4, 8, 10] and seen == [4, 8, 10]
+    lines = [json.loads(x) for x in (out / METRICS_NAME).read_text().splitlines()]
+    assert lines == log and lines[0]["extra"] == 0.5 and lines[0]["t"] == 2.0
+    assert load_checkpoint(out / CKPT_NAME)["log"] == log
     assert {"loss", "grad_norm", "lr", "elapsed_s", "mse", "n_forward"} <= set(log[0])
     assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "config.json", "metrics.jsonl"]
     assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
