@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("run", help="run directory (or its ckpt.pt)")
         p.add_argument("--n", type=_positive_int, default=2000, help="number of samples")
-        p.add_argument("--solver", default="euler", help="ODE solver (see fmlab.solvers.SOLVERS)")
+        p.add_argument("--solver", default="euler",
+                       help="an ODE solver of fmlab.solvers.SOLVERS (euler, midpoint, heun, rk4), or flowmap: "
+                            "jumps X(x, t_i, t_i+1) of a two-time model")
         p.add_argument("--seed", type=int, default=0, help="seed of the noise x0 (and of the data in eval)")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (None: the best available)")
         if name == "sample":
@@ -162,10 +164,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _check_solver(name: str) -> None:
-    from .solvers import SOLVERS
+    from .train import sample_methods
 
-    if name not in SOLVERS:
-        raise ValueError(f"--solver must be one of {sorted(SOLVERS)}, got {name!r}")
+    if name not in sample_methods():
+        raise ValueError(f"--solver must be one of {sample_methods()}, got {name!r}")
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -188,8 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from .metrics import wasserstein
-    from .solvers import solve
-    from .train import load_run, toy_data_fn
+    from .train import generate, load_run, toy_data_fn
 
     _check_solver(args.solver)
     model, config = load_run(args.run, args.device)
@@ -201,7 +202,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ps = (1, 2, 3)
     print(f"run {args.run}: {config.loss}/{config.coupling} on {config.data}, n={args.n}, solver={args.solver}")
     for steps in args.steps:
-        x = solve(model, x0.to(device), steps=steps, method=args.solver).cpu()
+        x = generate(model, x0.to(device), steps, args.solver).cpu()
         values = "  ".join(f"W{p}={wasserstein(x, data, p):.4f}" for p in ps)
         print(f"steps={steps:<4d} {values}")
     floors = [[wasserstein(data_fn(args.n, g), data_fn(args.n, g), p) for p in ps] for _ in range(args.floor_repeats)]

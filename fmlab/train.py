@@ -42,6 +42,7 @@ from .models.parametrisation import FLOW_MAP_PREDICTIONS
 from .paths import PREDICTIONS
 
 __all__ = ["TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update", "load_run", "sample_run",
+           "generate", "sample_methods", "toy_data_fn",
            "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES"]
 
 CKPT_NAME, METRICS_NAME, CONFIG_NAME = "ckpt.pt", "metrics.jsonl", "config.json"
@@ -458,17 +459,40 @@ def load_run(out: str | Path, device: str | None = None) -> tuple[nn.Module, Tra
     return model.requires_grad_(False).eval().to(pick_device(device)), config
 
 
+def sample_methods() -> list[str]:
+    """Names `generate` accepts: the ODE solvers of fmlab.solvers.SOLVERS, and 'flowmap' for two-time models."""
+    from .solvers import SOLVERS
+
+    return sorted(SOLVERS) + ["flowmap"]
+
+
+def generate(model: nn.Module, x0: Tensor, steps: int, method: str = "euler") -> Tensor:
+    """Carry noise x0 (t = 0) to data (t = 1) in `steps` steps.
+
+    An ODE solver ('euler', 'heun', ...) integrates the velocity model(x, t) (for a two-time model: its diagonal
+    u(x, t, t)); 'flowmap' jumps x_{i+1} = X(x_i, t_i, t_{i+1}) with a two-time model (fmlab.flowmaps).
+    """
+    _check_choice(method, "method", tuple(sample_methods()))
+    _check_int(steps, "steps", 1)
+    if method != "flowmap":
+        from .solvers import solve
+
+        return solve(model, x0, steps=steps, method=method)
+    if getattr(model, "config", {}).get("time_inputs", 1) != 2:
+        raise ValueError("method='flowmap' needs a two-time (flow-map) model; this model takes one time: "
+                         "use an ODE solver")
+    from .flowmaps import sample_flow_map
+
+    return sample_flow_map(model, x0, steps=steps)
+
+
 def sample_run(out: str | Path, n: int = 2000, steps: int = 100, method: str = "euler", seed: int = 0,
                device: str | None = None) -> Tensor:
-    """n samples [n, d] (on the CPU) from the run's EMA model: x0 ~ N(0, I) (seeded, drawn on the CPU) solved
-    from t = 0 to t = 1 with `steps` steps of `method`."""
-    from .solvers import solve
-
+    """n samples [n, d] (on the CPU) from the run's EMA model: x0 ~ N(0, I) (seeded, drawn on the CPU) carried
+    from t = 0 to t = 1 by `generate` with `steps` steps of `method`."""
     _check_int(n, "n", 1)
-    _check_int(steps, "steps", 1)
-    model, _ = load_run(out, device)
-    dim = model.config["dim"]
     _check_int(seed, "seed", 0)
-    x0 = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))  # x0 ~ N(0, I) at t = 0
-    device_ = next(model.parameters()).device
-    return solve(model, x0.to(device_), steps=steps, method=method).cpu()
+    _check_choice(method, "method", tuple(sample_methods()))
+    model, _ = load_run(out, device)
+    x0 = torch.randn(n, model.config["dim"], generator=torch.Generator().manual_seed(seed))  # x0 ~ N(0, I)
+    return generate(model, x0.to(next(model.parameters()).device), steps, method).cpu()
