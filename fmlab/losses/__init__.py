@@ -4,6 +4,7 @@ from . import flow_matching  # noqa: F401  (registers cfm, x1_prediction, reflow
 from .batch import Batch, draw_times, one_time_batch
 from .flow_matching import cfm_loss, per_sample_mse, reflow_pairs, x1_prediction_loss
 from .registry import LossSpec, get_loss, list_losses, register
+from .unrolled import anchored_consistency_loss, wtfm_loss  # noqa: F401  (registers wtfm, anchored_consistency)
 
 __all__ = ["Batch", "draw_times", "one_time_batch", "LossSpec", "get_loss", "list_losses", "register",
            "cfm_loss", "x1_prediction_loss", "reflow_pairs", "per_sample_mse"]

@@ -1,0 +1,269 @@
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fmlab.losses import Batch, get_loss, list_losses
+from fmlab.losses.unrolled import (
+    anchored_consistency_loss,
+    consistency_weights,
+    head_velocity,
+    unroll_window,
+    window_batch,
+    wtfm_loss,
+)
+from fmlab.models import build_model
+from fmlab.paths import sample_path
+from fmlab.train import TrainConfig, Trainer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small models: one thread is fastest and keeps a shared 2-core machine responsive."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Scale(nn.Module):
+    """v(x, t) = theta x (velocity head) or x1hat(x, t) = theta x (x1 head): one parameter, closed-form gradients."""
+
+    def __init__(self, theta: float, prediction: str = "velocity"):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(theta, dtype=torch.float64))
+        self.prediction = prediction
+
+    def predict(self, x, t):
+        return self.theta * x
+
+    def forward(self, x, t):
+        return self.predict(x, t) if self.prediction == "velocity" else (self.predict(x, t) - x) / (1 - t[:, None])
+
+
+class Recorder(nn.Module):
+    """Wraps a model and records, per forward call, the norm of the gradient that reaches its output."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.prediction, self.calls = model, model.prediction, []
+
+    def predict(self, x, t):
+        return self._record(self.model.predict(x, t))
+
+    def forward(self, x, t):
+        return self._record(self.model(x, t))
+
+    def _record(self, out):
+        slot = len(self.calls)
+        self.calls.append(None)
+        if out.requires_grad:
+            out.register_hook(lambda g: self.calls.__setitem__(slot, float(g.norm())))
+        return out
+
+
+def _batch(n=48, seed=0, window=4, steps=16, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, 2, generator=g, dtype=dtype)
+    x1 = torch.randn(n, 2, generator=g, dtype=dtype) * 0.5 + torch.tensor([2.0, -1.0], dtype=dtype)
+    return window_batch(x0, x1, g, window=window, steps=steps)
+
+
+def _model(prediction="velocity", seed=0):
+    torch.manual_seed(seed)
+    return build_model(prediction=prediction, hidden=32, depth=2).double()
+
+
+def _grads(model, loss):
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))])
+
+
+def test_registry_has_both_unrolled_losses_with_their_conventions():
+    names = {s.name for s in list_losses("unrolled")}
+    assert names == {"wtfm", "anchored_consistency"}
+    for name in names:
+        spec = get_loss(name)
+        assert "t -> 1 - t" in spec.convention and "unrolling" in spec.paper
+    assert get_loss("wtfm").defaults["detach"] is False
+    assert get_loss("anchored_consistency").defaults["detach"] is True
+    assert (get_loss("anchored_consistency").defaults["anchor_weight"],
+            get_loss("anchored_consistency").defaults["consistency_weight"]) == (0.8, 0.2)
+
+
+def test_window_batch_starts_fit_the_window():
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(128, 2, generator=g), torch.randn(128, 2, generator=g) + 3
+    b = window_batch(x0, x1, g, window=8, steps=16)
+    assert float(b.t.min()) >= 0 and float(b.t.max()) <= 0.5 and float(b.t.max()) > 0.4
+    grid = window_batch(x0, x1, g, window=3, steps=8, t0_grid=True)
+    k = grid.t * 8
+    assert torch.allclose(k, k.round(), atol=1e-5) and float(k.max()) <= 5
+    with pytest.raises(ValueError, match="window must be <= steps"):
+        window_batch(x0, x1, g, window=9, steps=8)
+    with pytest.raises(ValueError, match="window must be an integer >= 1"):
+        window_batch(x0, x1, g, window=0)
+
+
+def test_true_path_endpoint_is_the_start_plus_L_dt_times_the_velocity():
+    b = _batch(window=8)
+    for w in (1, 3, 8):
+        end = sample_path(b.x0, b.x1, b.t + w / 16).x_t
+        start = sample_path(b.x0, b.x1, b.t).x_t
+        assert torch.allclose(end - start, w / 16 * (b.x1 - b.x0))  # x_{t0 + L dt} - x_{t0} = L dt (x1 - x0)
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "x1"])
+@pytest.mark.parametrize("window", [1, 2, 5])
+def test_terminal_loss_is_dt2_times_single_terms_plus_cross_terms(prediction, window):
+    model, b, steps = _model(prediction), _batch(window=5), 16
+    dt = 1 / steps
+    loss, diag = wtfm_loss(model, b, window=window, steps=steps)
+    # hand-rolled window, independent of unroll_window
+    x = (1 - b.t[:, None]) * b.x0 + b.t[:, None] * b.x1
+    t, errors = b.t.clone(), []
+    for _ in range(window):
+        v = model(x, t) if prediction == "velocity" else (model.predict(x, t) - x) / (1 - t[:, None])
+        errors.append(v - (b.x1 - b.x0))
+        x, t = x + dt * v, t + dt
+    x_end = (1 - t[:, None]) * b.x0 + t[:, None] * b.x1
+    terminal = ((x - x_end) ** 2).sum(1)  # ||E_L||^2 per sample
+    single = sum((e**2).sum(1) for e in errors)
+    cross = sum(((errors[i] * errors[j]).sum(1) for i in range(window) for j in range(window) if i != j),
+                torch.zeros(len(x), dtype=x.dtype))
+    assert torch.allclose(terminal, dt**2 * (single + cross))  # the expansion, per sample
+    assert torch.allclose(diag["terminal"], terminal.mean() / 2)
+    assert torch.allclose(diag["single"], dt**2 * single.mean() / 2)
+    assert torch.allclose(diag["cross"], dt**2 * cross.mean() / 2)
+    assert torch.allclose(loss, (terminal / 2).mean() / (window * dt) ** 2)
+    assert diag["n_forward"] == window and diag["n_backward"] == 1
+    if window == 1:
+        assert float(diag["cross"]) == 0.0
+
+
+def test_window_of_one_is_flow_matching_for_both_heads():
+    b = _batch(window=1)
+    v_model = _model("velocity")
+    assert torch.allclose(wtfm_loss(v_model, b, window=1)[0], get_loss("cfm").fn(v_model, b)[0])
+    x_model = _model("x1")  # through an x1 head the window's velocity is (x1hat - x) / (1 - t): weight 1 / (1 - t)^2
+    assert torch.allclose(wtfm_loss(x_model, b, window=1)[0], get_loss("x1_prediction").fn(x_model, b, eps=0.0)[0])
+
+
+def test_x1_head_transition_is_the_manuscripts_affine_step():
+    model, b, dt = _model("x1"), _batch(), 1 / 16
+    x = sample_path(b.x0, b.x1, b.t).x_t
+    win = unroll_window(model, x, b.t, dt, 1)
+    c = (dt / (1 - b.t))[:, None]
+    assert torch.allclose(win.xs[1], (1 - c) * x + c * model.predict(x, b.t))  # (1 - dt/(1-t)) x + dt/(1-t) x1hat
+    assert torch.allclose(head_velocity(model, x, b.t), win.vs[0])
+    with pytest.raises(ValueError, match="t_start \\+ window \\* dt"):
+        unroll_window(model, x, torch.full_like(b.t, 0.9), dt, 4)
+
+
+@pytest.mark.parametrize("window", [1, 2, 4])
+def test_bptt_and_detached_gradients_match_closed_forms_on_a_linear_field(window):
+    # v = theta x: xhat_k = (1 + dt theta)^k x. Full BPTT: dE/dtheta = L dt (1 + dt theta)^(L-1) x;
+    # detached states: dE/dtheta = dt sum_k xhat_k (no path through the states).
+    theta, dt, b = 0.7, 1 / 8, _batch(window=4, steps=8)
+    x = sample_path(b.x0, b.x1, b.t).x_t
+    xs = [(1 + dt * theta) ** k * x for k in range(window + 1)]
+    err = xs[-1] - x - window * dt * (b.x1 - b.x0)  # E_L
+    scale = 1 / (2 * len(x) * (window * dt) ** 2)  # loss = mean_b ||E||^2 / d / (L dt)^2 with d = 2
+    full = 2 * scale * (err * window * dt * (1 + dt * theta) ** (window - 1) * x).sum()
+    detached = 2 * scale * (err * dt * sum(xs[:-1])).sum()
+    for detach, expected in ((False, full), (True, detached)):
+        model = Scale(theta)
+        loss, _ = wtfm_loss(model, b, window=window, steps=8, detach=detach)
+        (grad,) = torch.autograd.grad(loss, [model.theta])
+        assert torch.allclose(grad, expected), (detach, grad, expected)
+    assert torch.allclose(full, detached) == (window == 1)
+
+
+def test_detached_wtfm_keeps_the_loss_value_but_cuts_gradients_through_states():
+    model, b = _model(), _batch()
+    full, _ = wtfm_loss(model, b, window=4, detach=False)
+    det, _ = wtfm_loss(model, b, window=4, detach=True)
+    assert torch.allclose(full, det)
+    g_full, g_det = _grads(model, full), _grads(model, det)
+    assert (g_full - g_det).norm() > 1e-3 * g_full.norm()
+    # detached gradient = gradient with every network input precomputed and frozen
+    with torch.no_grad():
+        frozen = unroll_window(model, sample_path(b.x0, b.x1, b.t).x_t, b.t, 1 / 16, 4).xs
+    v = torch.stack([model(frozen[k], b.t + k / 16) for k in range(4)])
+    x_end = frozen[0] + (1 / 16) * v.sum(0)
+    target = sample_path(b.x0, b.x1, b.t + 4 / 16).x_t
+    manual = ((x_end - target) ** 2).mean(1).mean() / (4 / 16) ** 2
+    assert torch.allclose(g_det, _grads(model, manual))
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "x1"])
+def test_anchored_consistency_with_detach_equals_a_frozen_teacher_and_blocks_later_steps(prediction):
+    model, b, steps, window = _model(prediction), _batch(window=3), 16, 3
+    rec = Recorder(model)
+    loss, diag = anchored_consistency_loss(rec, b, window=window, steps=steps, detach=True)
+    g = _grads(model, loss)
+    assert rec.calls[0] is not None and rec.calls[0] > 0  # gradient reaches the first prediction ...
+    assert rec.calls[1:] == [None] * (window - 1)  # ... and never the later steps of the window
+    # the same loss against a frozen copy of the model producing the teacher predictions
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    x = sample_path(b.x0, b.x1, b.t).x_t
+    v0 = head_velocity(model, x, b.t)
+    with torch.no_grad():
+        x1_state = x + v0 / steps
+        teacher = unroll_window(frozen, x1_state, b.t + 1 / steps, 1 / steps, window - 1).vs.mean(0)
+    manual = 0.8 * ((v0 - (b.x1 - b.x0)) ** 2).mean() + 0.2 * ((v0 - teacher) ** 2).mean()
+    assert torch.allclose(loss, manual)
+    assert torch.allclose(g, _grads(model, manual))
+    assert torch.allclose(diag["anchor"], ((v0 - (b.x1 - b.x0)) ** 2).mean())
+
+
+def test_anchored_consistency_without_detach_backpropagates_through_the_whole_window():
+    model, b = _model(), _batch(window=3)
+    rec = Recorder(model)
+    loss, _ = anchored_consistency_loss(rec, b, window=3, detach=False)
+    g_full = _grads(model, loss)
+    assert len(rec.calls) == 3 and all(c is not None and c > 0 for c in rec.calls)  # every step gets gradient
+    loss_det, _ = anchored_consistency_loss(model, b, window=3, detach=True)
+    assert torch.allclose(loss, loss_det)  # same value ...
+    assert (g_full - _grads(model, loss_det)).norm() > 1e-3 * g_full.norm()  # ... different gradient
+
+
+def test_consistency_weights_and_errors():
+    assert consistency_weights(4) == (0.8, 0.2)
+    assert consistency_weights(4, "taylor") == (1.0, (3 / 4) ** 2)
+    assert consistency_weights(2, "fixed", 1.0, 0.5) == (1.0, 0.5)
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        consistency_weights(2, "snr")
+    with pytest.raises(ValueError, match=">= 0"):
+        consistency_weights(2, "fixed", -1.0, 0.2)
+    model, b = _model(), _batch()
+    with pytest.raises(ValueError, match="window must be >= 2"):
+        anchored_consistency_loss(model, b, window=1)
+    loss, diag = anchored_consistency_loss(model, b, window=4, weighting="taylor")
+    assert diag["w_consistency"] == (3 / 4) ** 2
+    assert torch.allclose(loss, diag["anchor"] + (3 / 4) ** 2 * diag["consistency"])
+
+
+def test_losses_train_through_the_trainer_with_ot_coupling_and_both_heads():
+    for name in ("wtfm", "anchored_consistency"):
+        for prediction in ("velocity", "x1"):
+            config = TrainConfig(data="moons", loss=name, coupling="ot", prediction=prediction, steps=3, batch_size=32,
+                                 hidden=16, depth=2, log_every=1, threads=1, loss_settings={"window": 4, "steps": 8})
+            log = Trainer(config).fit(progress=False)
+            assert len(log) == 3 and all(math.isfinite(r["loss"]) for r in log)
+            assert log[-1]["n_forward"] == 4
+    g = torch.Generator().manual_seed(3)
+    x0, x1 = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g) + 2
+    for name in ("wtfm", "anchored_consistency"):
+        spec = get_loss(name)
+        for prediction in ("velocity", "x1"):
+            settings = spec.settings({"window": 4, "steps": 8})
+            batch = spec.make_batch(x0, x1, torch.Generator().manual_seed(0), **settings)
+            model = build_model(prediction=prediction, hidden=16, depth=2)
+            loss, diag = spec.fn(model, batch, **settings)
+            assert loss.ndim == 0 and torch.isfinite(loss) and diag["n_forward"] == 4
+            loss.backward()
+    with pytest.raises(ValueError, match="no setting"):
+        get_loss("wtfm").settings({"windw": 2})
+    assert isinstance(_batch(), Batch)
