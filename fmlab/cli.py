@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="a loss setting, repeatable (e.g. --set time_sampler=logit_normal)")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint, with its saved "
+                   "settings (only --device, --threads and --no-progress apply)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -243,6 +243,7 @@ class Trainer:
         self._window = torch.zeros(3, dtype=torch.float64)  # (sum of losses, sum of grad norms, count) since last log
         self._one = torch.ones((), dtype=torch.float64)
         self.out = Path(config.out) if config.out is not None else None
+        self._resumed = False  # True once state came from a checkpoint
 
     # construction helpers
     def _build_model(self) -> nn.Module:
@@ -357,8 +358,11 @@ class Trainer:
     # files
     def _start_files(self) -> None:
         """Write config.json and (re)write metrics.jsonl from the log held in memory (after a resume: up to the
-        checkpoint, dropping records a killed run wrote after it)."""
+        checkpoint, dropping records a killed run wrote after it). A fresh run removes an old run's ckpt.pt."""
         self.out.mkdir(parents=True, exist_ok=True)
+        stale = self.out / CKPT_NAME
+        if not self._resumed and stale.exists():  # a fresh run replaces an old one: never mix their files
+            stale.unlink()
         text = json.dumps(self.config.to_dict(), indent=2) + "\n"
         atomic_write(self.out / CONFIG_NAME, lambda f: f.write(text.encode()))
         lines = "".join(json.dumps(r) + "\n" for r in self.log)
@@ -385,6 +389,7 @@ class Trainer:
         self.log = [dict(r) for r in state["log"]]
         self._window = state["window"].clone()
         self.elapsed = float(state["elapsed_s"])
+        self._resumed = True
 
     def save(self, path: str | Path | None = None) -> Path:
         """Atomically write the checkpoint (default out/ckpt.pt)."""

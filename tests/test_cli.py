@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import subprocess
@@ -7,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fmlab.checkpoint import load_checkpoint
 from fmlab.cli import main
 from fmlab.losses import list_losses
 
@@ -129,3 +131,14 @@ def test_bad_eval_and_missing_run(tmp_path, capsys):
     (tmp_path / "ckpt.pt").write_bytes(b"garbage")
     assert main(["sample", str(tmp_path), "--out", str(tmp_path / "s.npy")]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_the_run(tmp_path):
+    out = tmp_path / "run"
+    small = [*TINY, "--steps", "6", "--log-every", "3", "--ckpt-every", "0"]
+    assert main(["train", "--out", str(out), *small]) == 0
+    assert main(["train", "--out", str(out), *small, "--seed", "5", "--steps", "3", "--overwrite"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["seed"] == 5 and config["steps"] == 3
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [3]
+    assert load_checkpoint(out / "ckpt.pt")["step"] == 3
