@@ -1,6 +1,11 @@
 """Every loss family, registered by name. Import a family module here to register it."""
 
-from . import flow_matching  # noqa: F401  (registers cfm, x1_prediction, reflow)
+from . import (
+    consistency,  # noqa: F401  (registers ct, cd, ctm, facm)
+    flow_matching,  # noqa: F401  (registers cfm, x1_prediction, reflow)
+    flowmap_eulerian,  # noqa: F401  (registers emd, esd, ayf_emd)
+    meanflow,  # noqa: F401  (registers meanflow, imf, soflow)
+)
 from .batch import Batch, draw_times, one_time_batch
 from .flow_matching import cfm_loss, per_sample_mse, reflow_pairs, x1_prediction_loss
 from .registry import LossSpec, get_loss, list_losses, register

@@ -1,0 +1,190 @@
+"""The MeanFlow family: MeanFlow (Geng et al. 2025), improved MeanFlow (iMF, Geng, Lu et al. 2025), SoFlow (Luo, Yuan
+& Liu 2025). All three learn the average velocity u from the conditional path alone (no teacher), by the Eulerian rule.
+
+Convention (DESIGN.md): t = 0 is noise, t = 1 is data, x_s = (1 - s) x0 + s x1, X(x, s, t) = x + (t - s) u(x, s, t).
+The papers put data at time 0 (z_tau = (1 - tau) x + tau eps, fmlab.conventions): with tau = 1 - t their
+u(z_t, r, t) (from t_p down to r_p < t_p) is our -u(z, s = 1 - t_p, t = 1 - r_p), their v = eps - x is our
+-(x1 - x0), and d/dt_p = -d/ds. Differentiating X(x_s, s, t) = const along the trajectory gives the MeanFlow identity
+in our time,
+
+    u(x_s, s, t) = v(x_s, s) + (t - s) d/ds u(x_s, s, t),    d/ds u = (du/dx) v + du/ds   (JVP, tangent (v, 1, 0)),
+
+which is the Eulerian residual E = v - u + (t - s) du_v = 0 of fmlab.losses.flowmap_eulerian.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..flowmaps import flow_map, two_time_batch
+from ..paths import expand_t
+from .batch import Batch, draw_times
+from .flow_matching import per_sample_mse
+from .flowmap_eulerian import EULERIAN, adaptive_weight, diagonal_mask, eulerian_residual, path_point
+from .registry import LossSpec, register
+
+__all__ = ["meanflow_loss", "imf_loss", "soflow_loss", "soflow_batch"]
+
+
+def meanflow_loss(model: nn.Module, batch: Batch, norm_p: float = 1.0, norm_c: float = 1e-3,
+                  **_: Any) -> tuple[Tensor, dict]:
+    """MeanFlow (Geng, Deng, Bai, Kolter & He 2025, Algorithm 1).
+
+    Paper (data at 0): L = w || u(z_t, r, t) - sg(u_tgt) ||^2, u_tgt = v - (t - r)(v d_z u + d_t u), v = eps - x,
+    w = sg(1 / (||Delta||^2 + c)^p) (adaptive weight, p = 1, c = 1e-3). Ours (tau = 1 - t, u_paper = -u):
+
+        L = w || u(x_s, s, t) - sg[ (x1 - x0) + (t - s) du ] ||^2,   du = d/ds u(x_s, s, t) along x1 - x0 (one JVP).
+
+    The target uses the conditional velocity x1 - x0 twice (target and JVP tangent); its conditional mean given x_s
+    is the marginal identity, so the expected update vanishes at the exact map (for p = 0; the adaptive weight
+    correlates with the noise of the conditional target and shifts the fixed point slightly, see the tests).
+    Stop-gradient: the whole target, JVP included, and the weight. On the diagonal s = t the loss is flow matching.
+    Time sampling (defaults): both times logit-normal, paper (-0.4, 1.0) = ours (mu = 0.4, sigma = 1.0), sorted;
+    a fraction 0.75 of samples on the diagonal s = t (the paper's "25% r != t"). Weighting: adaptive, p = `norm_p`,
+    c = `norm_c` on the per-sample mean square (the paper sums over dimensions; c scales accordingly).
+    """
+    x = path_point(batch, batch.s)
+    v = batch.x1 - batch.x0
+    _, u, du = eulerian_residual(model, x, batch.s, batch.t, v)
+    u_tgt = (v + expand_t(batch.t - batch.s, x) * du).detach()  # u = v + (t - s) d/ds u
+    err = per_sample_mse(u, u_tgt)
+    loss = (adaptive_weight(err, norm_p, norm_c) * err).mean()
+    diag = diagonal_mask(batch)
+    return loss, {"mse": err.mean().detach(), "fm": _mean(err, diag), "meanflow": _mean(err, ~diag),
+                  "n_forward": 0, "n_jvp": 1, "n_backward": 1}
+
+
+def imf_loss(model: nn.Module, batch: Batch, norm_p: float = 1.0, norm_c: float = 0.01, aux_v_loss: bool = True,
+             **_: Any) -> tuple[Tensor, dict]:
+    """Improved MeanFlow, iMF (Geng, Lu, Wu, Shechtman, Kolter & He 2025; official code `iMeanFlow.forward`).
+
+    Paper (data at 0): the compound velocity V = u(z_t, r, t) + (t - r) sg(d/dt u) with the JVP tangent the model's
+    own predicted velocity v_theta(z_t, t) (not eps - x), and a v-loss L = w || V - (eps - x) ||^2 (w adaptive,
+    p = 1, c = 0.01), plus the auxiliary loss w || v_theta - (eps - x) ||^2 on the velocity head. Ours, with the
+    diagonal u(x, s, s) as the velocity head (iMF's boundary-condition option; no extra head):
+
+        V = u(x_s, s, t) - (t - s) sg[du],   du = d/ds u(x_s, s, t) along sg[u(x_s, s, s)]   (one JVP),
+        L = w || V - (x1 - x0) ||^2  +  w' || u(x_s, s, s) - (x1 - x0) ||^2   (`aux_v_loss`).
+
+    V is a function of x_s alone (the tangent is no longer the noisy x1 - x0), so the first term is a plain
+    regression of V on the conditional velocity; its minimiser is V = v*, i.e. the MeanFlow identity with the
+    marginal velocity. Stop-gradient: the JVP term and the tangent; gradients flow through u and (aux) the diagonal.
+    Time sampling (defaults): both times logit-normal, paper (-0.4, 1.0) = ours (0.4, 1.0), sorted; a fraction 0.5
+    of samples on the diagonal (the official `data_proportion`). Weighting: adaptive, p = `norm_p`, c = `norm_c`.
+    """
+    x = path_point(batch, batch.s)
+    v_c = batch.x1 - batch.x0
+    v_pred = model(x, batch.s, batch.s)  # the velocity head: the diagonal u(x, s, s)
+    _, u, du = eulerian_residual(model, x, batch.s, batch.t, v_pred.detach())
+    V = u - expand_t(batch.t - batch.s, x) * du.detach()  # compound velocity V = u - (t - s) sg(d/ds u)
+    err_u = per_sample_mse(V, v_c)
+    per = adaptive_weight(err_u, norm_p, norm_c) * err_u
+    err_v = per_sample_mse(v_pred, v_c)
+    if aux_v_loss:
+        per = per + adaptive_weight(err_v, norm_p, norm_c) * err_v
+    return per.mean(), {"v_loss": err_u.mean().detach(), "aux_v": err_v.mean().detach(), "n_forward": 1, "n_jvp": 1,
+                        "n_backward": 1}
+
+
+def soflow_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = None, labels: Tensor | None = None,
+                 diagonal_fraction: float = 0.75, velocity_mu: float = 0.2, velocity_sigma: float = 1.0,
+                 start_mu: float = -0.2, start_sigma: float = 0.8, end_mu: float = 1.0, end_sigma: float = 0.8,
+                 l_ratio: float = 0.01, min_gap: float = 1e-4, **_: Any) -> Batch:
+    """SoFlow's times, in ours: a fraction `diagonal_fraction` of velocity samples s = t ~ logit-normal(0.2, 1.0);
+    the rest s ~ logit-normal(-0.2, 0.8), t = max(logit-normal(1.0, 0.8), s + min_gap); the finite-difference
+    neighbour r = s + l_ratio (t - s). (Paper, data at 0: t ~ LN(-0.2, 1.0); t ~ LN(0.2, 0.8), s ~ LN(-1.0, 0.8).)"""
+    if not 0.0 <= diagonal_fraction <= 1.0:
+        raise ValueError(f"diagonal_fraction must lie in [0, 1], got {diagonal_fraction}")
+    if not 0 < l_ratio < 1:
+        raise ValueError(f"l_ratio must lie in (0, 1), got {l_ratio}")
+    n, dev, dtype = len(x1), x1.device, x1.dtype
+    n_diag = int(round(diagonal_fraction * n))
+    ln = lambda m, sd: draw_times(n, generator, dev, "logit_normal", m, sd).to(dtype)  # noqa: E731
+    v_time = ln(velocity_mu, velocity_sigma)
+    s = ln(start_mu, start_sigma).clamp(max=1 - min_gap)
+    t = torch.maximum(ln(end_mu, end_sigma), s + min_gap).clamp(max=1.0)
+    perm = torch.randperm(n, generator=generator, device=dev)
+    diag = torch.zeros(n, dtype=torch.bool, device=dev)
+    diag[perm[:n_diag]] = True
+    s, t = torch.where(diag, v_time, s), torch.where(diag, v_time, t)
+    return Batch(x0=x0, x1=x1, s=s, t=t, r=(s + l_ratio * (t - s)).clamp(s, t), labels=labels)
+
+
+def soflow_loss(model: nn.Module, batch: Batch, norm_p: float = 1.0, norm_c: float = 0.01,
+                **_: Any) -> tuple[Tensor, dict]:
+    """SoFlow, solution flow models (Luo, Yuan & Liu 2025; official code `Soflow.get_consistency_loss`): JVP-free.
+
+    Paper (data at 0; f(x_t, t, s) = x_t + (s - t) NN(x_t, t, s) from t down to s): a velocity loss
+    w || NN(x_t, t, t) - (eps - x) ||^2 on 75% of the batch and, on the rest, the solution-consistency loss between
+    f(x_t, t, s) and sg f(x_l, l, s) at l = t + (s - t) ratio, x_l = x_t + (l - t)(eps - x) (an exact step of the
+    conditional path), implemented as sgn(s - t) <NN, sg((f_t - f_l) / (t - l)) w>. Ours (start s, destination t,
+    neighbour r = s + ratio (t - s) toward the data, x_r = x_s + (r - s)(x1 - x0)):
+
+        velocity (s = t):    w || u(x_s, s, s) - (x1 - x0) ||^2,
+        consistency (s < t): w < u(x_s, s, t), sg Delta >,   Delta = (X(x_s, s, t) - sg X(x_r, r, t)) / (r - s),
+
+    whose gradient equals that of w || X(x_s, s, t) - sg X(x_r, r, t) ||^2 / (2 (t - s)(r - s)): a finite-difference
+    (in s) Eulerian residual, Delta -> -E as r -> s, with no JVP. Stop-gradient: the neighbour's jump and the
+    weights. Time sampling (defaults): `soflow_batch`, a fraction 0.75 of samples on the diagonal (velocity loss),
+    ratio 0.01 fixed (the paper anneals it from 0.1 to 0.002 over training). Weighting: adaptive
+    w = sg(1 / (||.||^2 + c)^p), p = 1, c = 0.01, on each term (consistency: on ||Delta||^2).
+    """
+    diag = diagonal_mask(batch)
+    off = ~diag
+    x = path_point(batch, batch.s)
+    v_c = batch.x1 - batch.x0
+    per = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+    fm_err = delta_err = torch.zeros((), dtype=x.dtype)
+    if bool(diag.any()):
+        err = per_sample_mse(model(x[diag], batch.s[diag], batch.s[diag]), v_c[diag])
+        per = per.index_put((diag.nonzero().squeeze(1),), adaptive_weight(err, norm_p, norm_c) * err)
+        fm_err = err.mean().detach()
+    if bool(off.any()):
+        s, r, t = batch.s[off], batch.r[off], batch.t[off]
+        u = model(x[off], s, t)
+        X_s = x[off] + expand_t(t - s, u) * u  # X(x_s, s, t)
+        with torch.no_grad():
+            X_r = flow_map(model, path_point(batch, batch.r)[off], r, t)  # sg X(x_r, r, t), same (x0, x1)
+            delta = (X_s - X_r) / expand_t(r - s, u)  # finite-difference residual, ~ -E
+            d_err = per_sample_mse(delta, torch.zeros_like(delta))
+        w = adaptive_weight(d_err, norm_p, norm_c)
+        per = per.index_put((off.nonzero().squeeze(1),), w * (u * delta).flatten(1).mean(1))  # w <u, sg Delta> / d
+        delta_err = d_err.mean()
+    return per.mean(), {"fm": fm_err, "consistency": delta_err, "n_forward": 3, "n_jvp": 0, "n_backward": 1}
+
+
+def _mean(values: Tensor, mask: Tensor) -> Tensor:
+    return values[mask].mean().detach() if bool(mask.any()) else torch.zeros((), dtype=values.dtype)
+
+
+MEANFLOW_CONVENTION = ("paper: data at 0, u(z, r, t) from t down to r; "
+                       "ours: tau = 1 - t, u_paper(z, r, t) = -u(z, 1-t, 1-r)")
+
+register(LossSpec(
+    name="meanflow", fn=meanflow_loss, family=EULERIAN, setting="marginal-from-conditional",
+    paper="Geng, Deng, Bai, Kolter & He 2025, Mean flows for one-step generative modeling",
+    convention=MEANFLOW_CONVENTION, time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
+    defaults={"diagonal_fraction": 0.75, "time_sampler": "logit_normal", "mu": 0.4, "sigma": 1.0, "norm_p": 1.0,
+              "norm_c": 1e-3},
+    summary="regress u on sg[(x1 - x0) + (t - s) d/ds u] (the MeanFlow identity, conditional tangent)"))
+
+register(LossSpec(
+    name="imf", fn=imf_loss, family=EULERIAN, setting="marginal-from-conditional",
+    paper="Geng, Lu, Wu, Shechtman, Kolter & He 2025, Improved mean flows (iMF)",
+    convention=MEANFLOW_CONVENTION, time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
+    defaults={"diagonal_fraction": 0.5, "time_sampler": "logit_normal", "mu": 0.4, "sigma": 1.0, "norm_p": 1.0,
+              "norm_c": 0.01, "aux_v_loss": True},
+    summary="regress V = u - (t - s) sg(d/ds u along the model's own velocity) on x1 - x0 (a v-loss)"))
+
+register(LossSpec(
+    name="soflow", fn=soflow_loss, family=EULERIAN, setting="marginal-from-conditional",
+    paper="Luo, Yuan & Liu 2025, SoFlow: solution flow models for one-step generative modeling",
+    convention="paper: data at 0, f(x_t, t, s) = x_t + (s - t) NN from t down to s; ours: tau = 1 - t, NN = -u",
+    time_inputs=2, prediction="average_velocity", make_batch=soflow_batch,
+    defaults={"diagonal_fraction": 0.75, "velocity_mu": 0.2, "velocity_sigma": 1.0, "start_mu": -0.2,
+              "start_sigma": 0.8, "end_mu": 1.0, "end_sigma": 0.8, "l_ratio": 0.01, "min_gap": 1e-4, "norm_p": 1.0,
+              "norm_c": 0.01},
+    summary="flow matching on the diagonal + finite-difference (no JVP) Eulerian consistency"))
