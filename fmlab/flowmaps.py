@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
-from torch.func import jvp
+from torch import Tensor, nn
+from torch.func import functional_call, jvp
 
 from .paths import expand_t
 from .solvers import Trajectory, _check_grid, time_grid
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 __all__ = [
     "two_time_batch", "TWO_TIME_SAMPLERS", "average_velocity", "flow_map", "flow_map_jvp", "flow_map_X_jvp",
     "flow_map_fd", "partial_s", "partial_t", "diagonal_field", "sample_flow_map", "sample_consistency",
-    "VelocityTeacher", "GaussianMixtureTeacher", "as_teacher",
+    "VelocityTeacher", "GaussianMixtureTeacher", "as_teacher", "path_point", "fm_error", "per_sample_sq",
+    "frozen",
 ]
 
 TwoTimeModel = Callable[..., Tensor]  # model(x, s, t) -> u(x, s, t); model(x, t) -> u(x, t, t)
@@ -73,6 +74,35 @@ def two_time_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = N
     r = (s + lam * (t - s)).clamp(s, t)  # s <= r <= t
     z = torch.randn(x1.shape, generator=generator, device=dev, dtype=dtype) if extra_noise else None
     return Batch(x0=x0, x1=x1, t=t, s=s, r=r, z=z, labels=labels)
+
+
+# --- small pieces every flow-map loss uses -------------------------------------------------------------------
+
+def path_point(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    """x_t = (1 - t) x0 + t x1 on the linear path (per-sample t [B])."""
+    t = expand_t(t, x1)
+    return (1 - t) * x0 + t * x1
+
+
+def per_sample_sq(a: Tensor, b: Tensor | None = None) -> Tensor:
+    """||a - b||^2 / d per sample [B] (the per-sample MSE of fmlab.losses.flow_matching)."""
+    d = a if b is None else a - b
+    return d.pow(2).flatten(1).mean(1)
+
+
+def fm_error(model: TwoTimeModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    """Flow matching on the diagonal, per sample: ||u(x_t, t, t) - (x1 - x0)||^2 / d   [B]."""
+    return per_sample_sq(model(path_point(x0, x1, t), t, t), x1 - x0)
+
+
+def frozen(model: nn.Module) -> Callable[..., Tensor]:
+    """The model with its parameters under stop-gradient but its inputs differentiable: u_{sg(theta)}(x, s, t).
+
+    (Detaching the output would also cut the gradient through the inputs; TVM needs the input path.)
+    """
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    return lambda *args: functional_call(model, {**params, **buffers}, args)
 
 
 # --- evaluating a two-time model ---------------------------------------------------------------------------
@@ -225,6 +255,11 @@ class VelocityTeacher:
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         return self.field(x.detach(), _per_sample(t, x).detach())
 
+    def differentiable(self, x: Tensor, t: Tensor) -> Tensor:
+        """v(x, t) with gradients flowing back into x (not into the teacher's parameters, which no optimiser
+        of the student holds). Used by losses that differentiate through the teacher's input (LMD)."""
+        return self.field(x, _per_sample(t, x))
+
     def __repr__(self) -> str:
         return f"VelocityTeacher({self.name})"
 
@@ -239,8 +274,16 @@ class GaussianMixtureTeacher(VelocityTeacher):
     def __init__(self, target: Any, schedule: str = "linear"):
         self.target, self.schedule = target, schedule
         super().__init__(lambda x, t: target.velocity(x, t, schedule), name=f"exact velocity of {target!r}")
+        self._exact = getattr(target, "n_components", 0) == 1 and hasattr(target, "flow_map_exact")
+
+    def differentiable(self, x: Tensor, t: Tensor) -> Tensor:
+        """The closed-form velocity with autograd through x (fmlab.data.gaussian is differentiable in x)."""
+        return self.target.velocity(x, _per_sample(t, x), self.schedule)
 
     def flow_map(self, x: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
+        """Exact for a Gaussian (closed form); otherwise the adaptive DOP853 reference (one solve per (s, t))."""
+        if self._exact:
+            return self.target.flow_map_exact(x, s, t, self.schedule)
         return self.target.flow_map(x, s, t, self.schedule)
 
 
