@@ -1,0 +1,220 @@
+import os
+
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from fmlab.data import gmm_2d
+from fmlab.diagnostics import (
+    CrossTermVariance,
+    KStepDecomposition,
+    kstep_decomposition,
+    posterior_variance_power,
+    transition_jacobians,
+)
+from fmlab.models import build_model
+from fmlab.viz import unrolling as U
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one thread is fastest (the trainer reads OMP_NUM_THREADS for its default)."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env
+
+
+def _model(prediction="velocity"):
+    torch.manual_seed(0)
+    return build_model(prediction=prediction, hidden=16, depth=2)
+
+
+def _tiny(loss="cfm", steps=4, **kw):
+    return U.lab_config("8gaussians", loss, train_steps=steps, log_every=2, threads=1, **kw)
+
+
+# --- experiments ----------------------------------------------------------------------------------------------
+
+def test_run_is_cached_tracks_gradients_and_variance_and_calls_back():
+    U.clear_runs()
+    seen = []
+    config = _tiny()
+    r = U.run(config, track_every=2, variance_every=4, variance_windows=(1, 2), variance_batches=2, eval_steps=(4,),
+              n_eval=50, on_update=lambda res: seen.append(len(res.grad_steps)), progress=False)
+    assert r.grad_steps == [0, 2, 4] and r.norms().shape == (3, 4)
+    assert r.var_steps == [0, 4] and r.variances[-1].windows == [1, 2]
+    assert set(r.w1) == {4} and r.w1[4] > 0 and r.elapsed > 0
+    assert seen and seen[-1] == 3
+    again = U.run(config, track_every=2, variance_every=4, variance_windows=(1, 2), variance_batches=2,
+                  eval_steps=(4,), n_eval=50, on_update=lambda res: seen.append(-1), progress=False)
+    assert again is r and seen[-1] != -1  # cached: no retraining, no callbacks
+    with pytest.raises(ValueError, match="multiple of the config's log_every"):
+        U.run(config, track_every=3, progress=False)
+
+
+def test_labels_costs_and_equal_compute_configs():
+    assert U.label_of(_tiny()) == "single-step FM"
+    assert U.label_of(_tiny("x1_prediction", prediction="x1")) == "x1 prediction"
+    assert U.label_of(U.lab_config("moons", "wtfm", coupling="ot", window=4)) == "WT-FM L=4 BPTT + OT"
+    assert U.label_of(U.lab_config("moons", "anchored_consistency", window=2)) == "anchored L=2 (detached)"
+    assert U.relative_cost("cfm", {}) == 1.0
+    assert U.relative_cost("wtfm", {"window": 4, "detach": True}) == 4.0
+    assert U.relative_cost("anchored_consistency", {"window": 4, "detach": True}) == pytest.approx(2.0)
+    assert U.relative_cost("anchored_consistency", {"window": 4, "detach": False}) == 4.0
+    c = U.equal_time_config("moons", "wtfm", 400, window=4, steps=16)
+    assert c.steps == 100 and c.loss_settings["window"] == 4
+    configs = U.comparison_configs("moons", 400)
+    assert len(configs) == 2 * len(U.COMPARISON) and {c.coupling for c in configs} == {"independent", "ot"}
+
+
+def test_conclusion_quotes_the_numbers_it_compares():
+    class Fake:
+        def __init__(self, config, w1):
+            self.config, self.w1 = config, {16: w1}
+
+        @property
+        def label(self):
+            return U.label_of(self.config)
+
+    w1 = (0.2, 0.3, 0.25, 0.19, 0.1, 0.08, 0.22, 0.25)  # independent: FM, BPTT, detached, anchored; then + OT
+    results = [Fake(c, w) for c, w in zip(U.comparison_configs("moons", 400), w1, strict=True)]
+    text = U.conclusion(results, 16)
+    assert "full BPTT (L = 4) is not better than single-step FM" in text and "0.300 vs 0.200 (+50%)" in text
+    assert "With minibatch OT: full BPTT (L = 4) beats single-step FM" in text
+    assert "Minibatch OT lowers W1 for 3 of 4 methods" in text
+
+
+# --- figures: parametrisation ---------------------------------------------------------------------------------
+
+def test_render_grad_norms_one_panel_per_level_and_replay_cuts_the_curves():
+    steps = [0, 10, 20, 30]
+    curves = {"field": (steps, torch.ones(4, 4)), "x1 prediction": (steps, 10 * torch.ones(4, 4))}
+    fig = U.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9))
+    assert isinstance(fig, go.Figure) and len(fig.data) == 8
+    assert fig.layout.annotations[3].text.startswith("t = 0.9 (near data)")
+    part = U.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9), upto=15)
+    assert len(part.data[0].x) == 2 and "step 10" in part.layout.title.text
+    assert part.layout.title.text != fig.layout.title.text
+
+
+def test_render_w1_bars_and_samples():
+    fig = U.render_w1_bars({"moons": {"field": 0.1, "x1 prediction": 0.2}, "scurve": {"field": 0.3}},
+                           floors={"moons": 0.05, "scurve": 0.1})
+    assert [t.name for t in fig.data] == ["field", "x1 prediction", "noise floor (data vs data)"]
+    assert list(fig.data[1].y) == [0.2, None]
+    pts = torch.randn(20, 2)
+    grid = U.render_samples({"moons": {"field": pts, "x1 prediction": pts}}, {"moons": pts},
+                            {"moons": {"field": 0.1, "x1 prediction": 0.2}})
+    assert "moons: x1 prediction (W1 0.200)" in [a.text for a in grid.layout.annotations]
+
+
+def test_transition_profiles_match_the_diagnostic_and_the_formula_near_the_data():
+    models = {"field": _model(), "x1 prediction": _model("x1")}
+    prof = U.transition_profiles(models, n=16, n_times=4, euler_steps=8)
+    ts, norms = prof["field"]
+    assert ts.shape == (4,) and float(ts[-1]) == pytest.approx(1 - 1 / 8)
+    assert torch.all((norms - 1).abs() < 0.2)  # I + dt J_v: close to 1
+    fig = U.render_transition_norms(prof, 1 / 8)
+    assert fig.data[-1].name == "dt / (1 - t)" and fig.data[-1].y[-1] == pytest.approx(1.0)  # dt / (1 - t) -> 1
+    one = transition_jacobians(models["field"], torch.zeros(3, 2), 0.0, 1 / 8, 1).spectral_norm
+    assert one.shape == (1, 3)
+
+
+# --- figures: unrolling -------------------------------------------------------------------------------------------
+
+def test_window_view_starts_on_the_path_and_its_error_is_the_title():
+    torch.manual_seed(0)
+    x0, x1 = torch.randn(5, 2), torch.randn(5, 2)
+    data = U.window_view_data(_model(), x0, x1, t0=0.25, window=3, dt=0.125)
+    assert torch.allclose(data["true"][0], data["unrolled"][0])  # xhat_0 = x_{t0}
+    assert torch.allclose(data["true"][-1], 0.375 * x0 + 0.625 * x1)  # x_{t0 + L dt}
+    err = float((data["true"][-1] - data["unrolled"][-1]).pow(2).sum(1).mean())
+    fig = U.render_window(data, 0.25, 3, 0.125)
+    assert f"{err:.4f}" in fig.layout.title.text
+    other = U.render_window(U.window_view_data(_model(), x0, x1, 0.25, 1, 0.125), 0.25, 1, 0.125)
+    assert other.layout.title.text != fig.layout.title.text
+
+
+def test_render_decomposition_shows_the_exact_split():
+    b = U.window_batch_at("8gaussians", 64, 0.2)
+    d = kstep_decomposition(_model(), b, 4, 16)
+    fig = U.render_decomposition(d)
+    heat, bars = fig.data
+    mat = torch.tensor(heat.z, dtype=torch.float64)
+    assert torch.allclose(torch.diagonal(mat), d.single.double())
+    assert bars.y[0] + bars.y[1] == pytest.approx(bars.y[2], rel=1e-5)  # single + cross = k-step loss
+    fake = KStepDecomposition(window=2, dt=0.1, terminal=torch.tensor(4.0), single=torch.tensor([1.0, 1.0]),
+                              cross=torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
+    assert "cross-terms are 50%" in U.render_decomposition(fake).layout.title.text
+
+
+def test_render_variance_relative_to_L2_with_the_closed_form():
+    r = CrossTermVariance(windows=[1, 2, 4, 8], variance=torch.tensor([0.0, 1.0, 3.0, 9.0]), mean_norm=torch.zeros(4),
+                          t0=0.25, steps=16, coupling="independent")
+    vbar, closed = posterior_variance_power(gmm_2d("8modes"), 0.25, (1, 2, 4, 8), n=512)
+    fig = U.render_variance({"independent": r}, ((1, 2, 4, 8), closed))
+    assert list(fig.data[0].y) == [1.0, 3.0, 9.0]
+    assert fig.data[1].y[2] == pytest.approx(vbar**6, rel=1e-6)  # Var^8 / Var^2
+    absolute = U.render_variance({"independent": r}, ((1, 2, 4, 8), closed), relative=False, step=40)
+    assert list(absolute.data[0].y) == [1.0, 3.0, 9.0] and "training step 40" in absolute.layout.title.text
+
+
+def test_detach_gradients_and_step_gradients_show_what_detach_cuts():
+    model = _model()
+    rows = U.detach_gradients(model, windows=(1, 2), n=64)
+    assert rows[0]["cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert rows[1]["loss BPTT"] == pytest.approx(rows[1]["loss detached"], rel=1e-6)
+    b = U.window_batch_at("8gaussians", 32, 0.2)
+    on = U.step_gradients(model, b, "anchored_consistency", window=3, detach=True)
+    off = U.step_gradients(model, b, "anchored_consistency", window=3, detach=False)
+    assert on["outputs"][0] > 0 and on["outputs"][1:] == [None, None]
+    assert all(v is not None for v in off["outputs"]) and off["states"][1] is not None
+    wt = U.step_gradients(model, b, "wtfm", window=3, detach=True)
+    assert wt["states"] == [None, None, None]  # detached WT-FM: no gradient reaches any state
+    assert all(p.grad is None for p in model.parameters())
+
+
+# --- widgets ------------------------------------------------------------------------------------------------------
+
+def test_replay_view_slider_redraws_the_measurement_it_points_to():
+    curves = {"field": ([0, 10, 20], torch.ones(3, 4))}
+    view = U.ReplayView(lambda upto: U.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9), upto=upto), [0, 10, 20])
+    view.finish([0, 10, 20])
+    assert view.slider.max == 2 and view.play.max == 2
+    view.slider.value = 1
+    assert "step 10" in view.figure.layout.title.text and len(view.figure.data[0].x) == 2
+    view.slider.value = 0
+    assert "step 0" in view.figure.layout.title.text
+
+
+def test_window_and_decomposition_widgets_respond_to_their_sliders():
+    model = _model()
+    w = U.window_widget(model, n=6)
+    before = w.figure.layout.title.text
+    w.controls["window"].value = 2
+    assert w.figure.layout.title.text != before and w.status.value == ""
+    d = U.decomposition_widget(model, n=32)
+    before = d.figure.layout.title.text
+    d.controls["window"].value = 2
+    assert d.figure.layout.title.text != before
+
+
+def test_unrolling_widget_trains_on_demand_and_caches():
+    U.clear_runs()
+    view = U.unrolling_widget("8gaussians", base_steps=8, n_eval=40, euler_steps=16)
+    first = view.figure.layout.title.text
+    assert first.startswith("WT-FM L=4 BPTT:")
+    view.controls["detach"].value = True
+    assert view.figure.layout.title.text.startswith("WT-FM L=4 detached:")
+    n = len(U._RUNS)
+    view.controls["detach"].value = False  # back to a trained configuration: cached, nothing new trains
+    assert len(U._RUNS) == n and view.figure.layout.title.text == first
+    view.controls["loss"].value = "anchored_consistency"
+    view.controls["window"].value = 1
+    assert "(anchored needs L >= 2)" in view.figure.layout.title.text and view.status.value == ""
