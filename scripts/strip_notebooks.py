@@ -7,7 +7,8 @@
 
 Stripping removes every output except the text outputs (streams and text/plain results) of cells whose first
 line is `# NBVAL_CHECK_OUTPUT`: those are what `pytest --nbval-lax` compares, so they stay in the notebook.
-Images, widgets, HTML and errors go; execution counts are reset; cell and notebook metadata keep only what
+Images, widgets, HTML and errors go; execution counts are reset (kept checked cells get their position among
+the code cells, since nbval fails a cell that has outputs but no count); cell and notebook metadata keep only what
 matters (tags, source hiding, kernelspec, language name). `--execute` runs the notebook first with nbclient
 under FMLAB_FAST=1 (in the notebook's folder) so the kept outputs are fresh.
 
@@ -56,11 +57,18 @@ def _text_outputs(outputs: list) -> list:
 def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A stripped copy of `nb` (see the module docstring)."""
     nb = copy.deepcopy(nb)
+    count = 0
     for cell in nb.cells:
         cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in KEEP_CELL_META}
         if cell["cell_type"] == "code":
-            cell["execution_count"] = None
+            count += 1
             cell["outputs"] = _text_outputs(cell.get("outputs", [])) if is_checked(cell) else []
+            # nbval treats a cell with outputs but no execution count as "unrun" and fails it: checked cells with
+            # outputs get a stable count (their position among the code cells), every other cell None.
+            cell["execution_count"] = count if cell["outputs"] else None
+            for out in cell["outputs"]:
+                if out["output_type"] == "execute_result":
+                    out["execution_count"] = cell["execution_count"]
         else:
             cell.pop("outputs", None)
             cell.pop("execution_count", None)

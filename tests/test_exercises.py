@@ -66,3 +66,9 @@ def test_loss_constant_matches_monte_carlo():
     assert EF.loss_constant() == pytest.approx(mc, rel=0.02)
     assert EF.check_loss_constant(mc, quiet=True)
     assert not EF.check_loss_constant(9.0 / (1 - t) ** 2, quiet=True)  # the prior variance, not the posterior
+
+
+def test_welcome_checker():
+    from fmlab.exercises.welcome import check_time_on_path
+
+    assert check_time_on_path(0.75, quiet=True) and not check_time_on_path(0.25, quiet=True)  # 0.25: noise share

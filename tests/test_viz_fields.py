@@ -122,3 +122,13 @@ def test_loss_gap_can_fail_for_a_wrong_target():
     demo = F.marginalisation_demo(Shifted(), n=5_000, include_exact=False)
     gaps = [g.gap for g in demo.gaps.values()]
     assert max(gaps) - min(gaps) > 0.03 * abs(sum(gaps) / 2) or min(g.grad_cosine for g in demo.gaps.values()) < 0.99
+
+
+def test_fields_widget_point_choices_follow_the_data():
+    view = F.fields_widget("three_points")
+    assert list(view.controls["point"].options) == [0, 1, 2]
+    view.controls["point"].value = 2
+    view.controls["data"].value = "8modes"
+    assert list(view.controls["point"].options) == list(range(8)) and view.status.value == ""
+    view.controls["point"].value = 5
+    assert "component 5" in view.figure.layout.annotations[0].text

@@ -232,12 +232,21 @@ def render_marginalisation_1d(t: float = 0.5) -> go.Figure:
 # --- widgets ---------------------------------------------------------------------------------------------------------
 
 def fields_widget(data: str = "three_points") -> View:
-    """t slider, data selector and data-point selector over `render_fields`."""
-    return interactive_view(render_fields, {
+    """t slider, data selector and data-point selector over `render_fields`; the data-point choices follow the
+    number of components of the selected data."""
+    controls = {
         "t": slider("t", 0.0, T_MAX, 0.01, 0.5, continuous_update=False),
         "data": dropdown("data", list(FIELD_DATA), data),
-        "point": dropdown("data point x1 (component)", list(range(8)), 0),
-    })
+        "point": dropdown("data point x1 (component)", list(range(_data(data).n_components)), 0),
+    }
+
+    def sync_points(change: dict) -> None:  # registered before the view's redraw, so it runs first
+        k = _data(change["new"]).n_components
+        if len(controls["point"].options) != k:
+            controls["point"].options = list(range(k))  # resets the choice to component 0
+
+    controls["data"].observe(sync_points, names="value")
+    return interactive_view(render_fields, controls)
 
 
 def marginalisation_1d_widget() -> View:
