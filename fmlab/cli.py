@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=d["depth"], help="MLP hidden layers")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N, mps (None: the best available)")
-    p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (None: min(4, cores))")
+    p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (None: max(1, min(4, cores // 2)))")
     p.add_argument("--log-every", type=int, default=d["log_every"])
     p.add_argument("--ckpt-every", type=int, default=d["ckpt_every"], help="0: checkpoint only at the end")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=_int_list, default="1,2,4,8,100", help="comma-separated step counts")
             p.add_argument("--floor-repeats", type=_positive_int, default=3,
                            help="independent data pairs averaged for the noise floor")
+    from .images import register_image_cli  # image runs: train --config celeba64, prepare, image sample/eval
+
+    register_image_cli(sub)
     return parser
 
 
@@ -221,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse itself exits 2 on malformed arguments
     try:
-        return COMMANDS[args.command](args)
+        code = args.image_dispatch(args) if hasattr(args, "image_dispatch") else None  # None: not an image run
+        return code if code is not None else COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
         return 2

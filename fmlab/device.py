@@ -18,11 +18,13 @@ __all__ = ["pick_device", "available_devices", "seed_everything", "default_threa
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
-# Measured on a 2-core x86 VM (torch 2.13 CPU): 256-wide, 4-deep MLP, batch 256, one Adam step on the
-# CFM loss: 1 thread ~136 steps/s, 2 threads ~190 steps/s with the cores otherwise idle (1.4x). A
-# [256, 256] x [256, 256] matmul is too small to split well across many threads, so gains flatten
-# beyond ~4 threads while synchronisation costs grow, and threads competing with other busy processes
-# for the same cores are slower than one thread. Default: min(4, cores available to this process).
+# Measured on a 2-core x86 VM (torch 2.13 CPU wheel), 256-wide 4-deep MLP, batch 256, one Adam step:
+#   cores otherwise idle:          1 thread ~136 steps/s, 2 threads ~190 steps/s (1.4x);
+#   cores shared with busy jobs:   1 thread ~17 steps/s,  2 threads ~1 step/s (the trainer's full CFM step;
+#                                  OpenMP threads spin-wait for a core that another process holds).
+# A [256, 256] matmul on 256 rows is too small to split across many threads (gains flatten by ~4), and
+# oversubscription costs far more than threads gain, so the default leaves half the cores to Jupyter, the
+# browser and other jobs: max(1, min(4, cores // 2)).
 MAX_THREADS = 4
 
 
@@ -87,8 +89,8 @@ def cpu_count() -> int:
 
 
 def default_threads() -> int:
-    """Intra-op CPU threads for the small 2D models: $OMP_NUM_THREADS if set, else min(4, cores available)."""
+    """Intra-op CPU threads for the small 2D models: $OMP_NUM_THREADS if set, else max(1, min(4, cores // 2))."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.strip().isdigit() and int(env) >= 1:
         return int(env)
-    return min(MAX_THREADS, cpu_count())
+    return max(1, min(MAX_THREADS, cpu_count() // 2))
