@@ -70,8 +70,10 @@ def reflow_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = Non
     """Replace the data by the teacher's generated partner of each x0 (the data batch x1 is ignored)."""
     if teacher is None:
         raise ValueError("reflow needs settings['teacher']: a trained velocity model whose ODE generates the pairs")
-    return one_time_batch(x0, reflow_pairs(teacher, x0, teacher_steps, teacher_method).to(x1.dtype), generator,
-                          **settings)
+    params = next(iter(teacher.parameters()), None) if isinstance(teacher, nn.Module) else None
+    device = x0.device if params is None else params.device  # the trainer builds batches on the CPU
+    pairs = reflow_pairs(teacher, x0.to(device), teacher_steps, teacher_method)
+    return one_time_batch(x0, pairs.to(x1.device, x1.dtype), generator, **settings)
 
 
 CONVENTION_SAME = "noise at t=0, data at t=1 (as ours)"
