@@ -53,6 +53,8 @@ def test_loss_splits_into_floor_plus_field_error():
         loss = float((net(x_t.float(), t.float()).double() - u).pow(2).mean())
     floor, err = T.loss_floor(GMM, n=20000, seed=7), T.field_error(net, GMM, n=20000, seed=7)
     assert err > 0.5 and loss == pytest.approx(floor + err, rel=0.02)  # L = L* + E||v - v*||^2 / d
+    parts = T.loss_decomposition(net, GMM, n=20000, seed=7)
+    assert parts == pytest.approx({"loss": loss, "floor": floor, "field_error": err}, rel=1e-6)
 
 
 def test_render_loss_curve_draws_loss_error_and_floor():
