@@ -1,10 +1,11 @@
+import pytest
 import torch
 from torch.func import jvp
 
 from fmlab.conventions import from_paper_time, paper_average_velocity, paper_path, paper_velocity, to_paper_time
 from fmlab.paths import sample_path
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def test_paper_path_is_our_path_and_velocity_is_eps_minus_x():

@@ -6,7 +6,7 @@ import torch
 
 from fmlab import paths as P
 
-torch.set_default_dtype(torch.float64)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "vp"])
