@@ -150,9 +150,10 @@ METHODS = (
 def unrolling(args: argparse.Namespace) -> None:
     sample_steps = 16
     data = args.data
-    print(f"{data}: every method gets the compute of {args.steps} single-step FM steps (fmlab.viz.unrolling."
-          f"relative_cost: WT-FM L steps cost L, anchored detached 1 + (L-1)/3); dt = 1/{sample_steps}; W1 "
-          f"(n = {args.n_eval}) with Euler {sample_steps} and 100 steps; mean+-sd over {args.seeds} seed(s)")
+    budget = ("the training time of {n} single-step FM steps (cost model fmlab.viz.unrolling.relative_cost)"
+              if args.budget == "time" else "{n} optimizer steps (unrolled methods get L times the compute)")
+    print(f"{data}: every method gets {budget.format(n=args.steps)}; dt = 1/{sample_steps}; W1 (n = {args.n_eval}) "
+          f"with Euler {sample_steps} and 100 steps; mean+-sd over {args.seeds} seed(s)")
     print(f"{'method':>26} | {'coupling':>11} | {'steps':>6} | {'W1@16':>13} | {'W1@100':>13} | {'train s':>7}")
     for coupling in ("independent", "ot"):
         for loss, settings in METHODS:
@@ -160,6 +161,8 @@ def unrolling(args: argparse.Namespace) -> None:
             w16, w100, secs = [], [], []
             for seed in range(args.seeds):
                 config = equal_time_config(data, loss, args.steps, coupling=coupling, seed=seed, **settings)
+                if args.budget == "steps":
+                    config = dataclasses.replace(config, steps=args.steps, log_every=max(1, args.steps // 40))
                 config = dataclasses.replace(config, threads=args.threads)
                 r = run(config, eval_steps=(sample_steps, 100), n_eval=args.n_eval, progress=False)
                 w16.append(r.w1[sample_steps])
@@ -212,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--track-every", type=int, default=50)
     parser.add_argument("--n-eval", type=int, default=1000)
     parser.add_argument("--data", default="moons")
+    parser.add_argument("--budget", choices=("time", "steps"), default="time",
+                        help="unrolling: equal training time (cost model) or equal optimizer steps")
     parser.add_argument("--t0", type=float, default=0.25)
     parser.add_argument("--batches", type=int, default=32)
     args = parser.parse_args(argv)

@@ -64,11 +64,12 @@ def test_labels_costs_and_equal_compute_configs():
     assert U.label_of(U.lab_config("moons", "wtfm", coupling="ot", window=4)) == "WT-FM L=4 BPTT + OT"
     assert U.label_of(U.lab_config("moons", "anchored_consistency", window=2)) == "anchored L=2 (detached)"
     assert U.relative_cost("cfm", {}) == 1.0
-    assert U.relative_cost("wtfm", {"window": 4, "detach": True}) == 4.0
-    assert U.relative_cost("anchored_consistency", {"window": 4, "detach": True}) == pytest.approx(2.0)
-    assert U.relative_cost("anchored_consistency", {"window": 4, "detach": False}) == 4.0
+    assert U.relative_cost("wtfm", {"window": 1}) == 1.0  # L = 1 is flow matching
+    assert U.relative_cost("wtfm", {"window": 4, "detach": True}) == 2.5  # (3 + 12) / 6
+    assert U.relative_cost("anchored_consistency", {"window": 4, "detach": True}) == 1.5  # (3 + 3 + 3) / 6
+    assert U.relative_cost("anchored_consistency", {"window": 4, "detach": False}) == 2.5
     c = U.equal_time_config("moons", "wtfm", 400, window=4, steps=16)
-    assert c.steps == 100 and c.loss_settings["window"] == 4
+    assert c.steps == 160 and c.loss_settings["window"] == 4
     configs = U.comparison_configs("moons", 400)
     assert len(configs) == 2 * len(U.COMPARISON) and {c.coupling for c in configs} == {"independent", "ot"}
 
@@ -121,7 +122,9 @@ def test_transition_profiles_match_the_diagnostic_and_the_formula_near_the_data(
     assert ts.shape == (4,) and float(ts[-1]) == pytest.approx(1 - 1 / 8)
     assert torch.all((norms - 1).abs() < 0.2)  # I + dt J_v: close to 1
     fig = U.render_transition_norms(prof, 1 / 8)
-    assert fig.data[-1].name == "dt / (1 - t)" and fig.data[-1].y[-1] == pytest.approx(1.0)  # dt / (1 - t) -> 1
+    gains = {tr.legendgroup: tr.y for tr in fig.data if tr.xaxis == "x2"}
+    assert gains["x1 prediction"][-1] == pytest.approx(1.0)  # dt / (1 - t) -> 1 at the last step
+    assert gains["field"][-1] == pytest.approx(1 / 8)  # a field's step always moves by dt times its output
     one = transition_jacobians(models["field"], torch.zeros(3, 2), 0.0, 1 / 8, 1).spectral_norm
     assert one.shape == (1, 3)
 
@@ -154,15 +157,16 @@ def test_render_decomposition_shows_the_exact_split():
     assert "cross-terms are 50%" in U.render_decomposition(fake).layout.title.text
 
 
-def test_render_variance_relative_to_L2_with_the_closed_form():
-    r = CrossTermVariance(windows=[1, 2, 4, 8], variance=torch.tensor([0.0, 1.0, 3.0, 9.0]), mean_norm=torch.zeros(4),
+def test_render_variance_measured_and_relative_to_L2_with_the_closed_form():
+    r = CrossTermVariance(windows=[1, 2, 4, 8], variance=torch.tensor([0.0, 2.0, 6.0, 18.0]), mean_norm=torch.zeros(4),
                           t0=0.25, steps=16, coupling="independent")
     vbar, closed = posterior_variance_power(gmm_2d("8modes"), 0.25, (1, 2, 4, 8), n=512)
-    fig = U.render_variance({"independent": r}, ((1, 2, 4, 8), closed))
-    assert list(fig.data[0].y) == [1.0, 3.0, 9.0]
-    assert fig.data[1].y[2] == pytest.approx(vbar**6, rel=1e-6)  # Var^8 / Var^2
-    absolute = U.render_variance({"independent": r}, ((1, 2, 4, 8), closed), relative=False, step=40)
-    assert list(absolute.data[0].y) == [1.0, 3.0, 9.0] and "training step 40" in absolute.layout.title.text
+    fig = U.render_variance({"independent": r}, ((1, 2, 4, 8), closed), step=40)
+    measured, growth, closed_trace = fig.data
+    assert list(measured.x) == [2, 4, 8] and list(measured.y) == [2.0, 6.0, 18.0]  # L = 1 (no cross-terms) left out
+    assert list(growth.y) == [1.0, 3.0, 9.0]
+    assert closed_trace.y[2] == pytest.approx(vbar**6, rel=1e-6)  # Var^8 / Var^2
+    assert "training step 40" in fig.layout.title.text
 
 
 def test_detach_gradients_and_step_gradients_show_what_detach_cuts():
@@ -177,7 +181,9 @@ def test_detach_gradients_and_step_gradients_show_what_detach_cuts():
     assert all(v is not None for v in off["outputs"]) and off["states"][1] is not None
     wt = U.step_gradients(model, b, "wtfm", window=3, detach=True)
     assert wt["states"] == [None, None, None]  # detached WT-FM: no gradient reaches any state
-    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())  # measured on a copy
+    frozen = _model().requires_grad_(False)  # a trainer's EMA model
+    assert U.step_gradients(frozen, b, "anchored_consistency", window=2)["outputs"][0] > 0
 
 
 # --- widgets ------------------------------------------------------------------------------------------------------

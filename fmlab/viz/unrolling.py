@@ -179,6 +179,7 @@ def run(config: Any, levels: Sequence[float] = DEFAULT_LEVELS, track_every: int 
             raise ValueError(f"{name} must be 0 or a multiple of the config's log_every ({config.log_every}), "
                              f"got {every}")
     measure(0)
+    diag_time[0] = 0.0  # only measurements made during training are subtracted from its wall time
     start = time.perf_counter()
     trainer.fit(progress=progress, callback=lambda step, record: measure(step))
     result.elapsed = time.perf_counter() - start - diag_time[0]
@@ -250,11 +251,11 @@ def render_grad_norms(curves: Mapping[str, tuple[Sequence[int], Tensor]], levels
         shown = max(shown, int(steps_t[keep].max()) if bool(keep.any()) else 0)
     step_text = f" (step {shown})" if upto is not None else ""
     apply_style(fig, title=f"Gradient norm at four noise levels{step_text}")
-    fig.update_yaxes(type="log" if log_y else "linear", title_text="||grad||")
+    fig.update_yaxes(type="log" if log_y else "linear", tickformat=".2~g", title_text="||grad||")
     fig.update_xaxes(title_text="training step", row=rows)
     if total_steps:
         fig.update_xaxes(range=[0, total_steps])
-    fig.update_layout(height=560, legend=dict(orientation="h", y=-0.16, x=0.0))
+    fig.update_layout(width=900, height=640, legend=dict(orientation="h", y=-0.14, x=0.0))
     fig.update_annotations(font_size=15)
     return fig
 
@@ -291,18 +292,24 @@ def transition_norm_profile(model: Any, x_start: Tensor, t_starts: Sequence[floa
 
 
 def render_transition_norms(profiles: Mapping[str, tuple[Tensor, Tensor]], dt: float) -> go.Figure:
-    """||T||_2 (mean over particles) against t for each head, beside dt / (1 - t), the x1 head's mixing weight."""
-    fig = go.Figure()
+    """Left: ||T||_2 of one Euler step (mean over particles) against t for each head. Right: the gain from the
+    network's output to the next state, d x_{k+1} / d(output): dt for a field, dt / (1 - t) for an x1 head; every
+    gradient that reaches the network through a state is multiplied by it."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=("state Jacobian ||T|| of one step", "gain: output -> next state"))
     for i, (label, (ts, norms)) in enumerate(profiles.items()):
-        fig.add_trace(go.Scatter(x=ts.tolist(), y=norms.tolist(), mode="lines+markers", name=label,
-                                 line=dict(color=_color(i, label), width=3)))
-    ts = next(iter(profiles.values()))[0] if profiles else torch.linspace(0, 1 - dt, 20)
-    fig.add_trace(go.Scatter(x=ts.tolist(), y=(dt / (1 - ts)).tolist(), mode="lines", name="dt / (1 - t)",
-                             line=dict(color=COLORS["reference"], dash="dot")))
-    fig.add_hline(y=1.0, line=dict(color=COLORS["path"], dash="dash"))
-    apply_style(fig, title=f"Transition Jacobian of one Euler step (dt = {dt:.3g})", x_title="time t (1 = data)",
-                y_title="spectral norm ||T||")
-    fig.update_layout(legend=dict(orientation="h", y=-0.2))
+        fig.add_trace(go.Scatter(x=ts.tolist(), y=norms.tolist(), mode="lines+markers", name=label, legendgroup=label,
+                                 line=dict(color=_color(i, label), width=3)), row=1, col=1)
+        gain = (dt / (1 - ts)) if "x1" in label else torch.full_like(ts, dt)
+        fig.add_trace(go.Scatter(x=ts.tolist(), y=gain.tolist(), mode="lines+markers", name=label, legendgroup=label,
+                                 showlegend=False, line=dict(color=_color(i, label), width=3, dash="dot")),
+                      row=1, col=2)
+    fig.add_hline(y=1.0, line=dict(color=COLORS["path"], dash="dash"), row=1, col=1)
+    apply_style(fig, title=f"One Euler step of each head (dt = {dt:.3g})")
+    fig.update_xaxes(title_text="time t (1 = data)")
+    fig.update_yaxes(title_text="spectral norm", row=1, col=1)
+    fig.update_yaxes(title_text="d x_next / d output", type="log", tickformat=".2~g", row=1, col=2)
+    fig.update_layout(width=980, height=480, legend=dict(orientation="h", y=-0.22))
     return fig
 
 
@@ -352,7 +359,7 @@ def render_window(view: Mapping[str, Tensor], t0: float, window: int, dt: float,
                 square=True)
     fig.update_xaxes(range=[-extent, extent])
     fig.update_yaxes(range=[-extent, extent])
-    fig.update_layout(legend=dict(orientation="h", y=-0.15), height=620, title_font_size=16)
+    fig.update_layout(legend=dict(orientation="h", y=-0.12), width=760, height=760, title_font_size=16)
     return fig
 
 
@@ -361,11 +368,12 @@ def render_decomposition(decomp: KStepDecomposition, title: str | None = None) -
     Right: the totals, single + cross = the k-step (terminal) loss."""
     L = decomp.window
     mat = (decomp.cross + torch.diag(decomp.single)).double()
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45],
-                        subplot_titles=("terms dt^2 e_i . e_j", "sum of the terms"))
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.22,
+                        subplot_titles=("terms dt^2 e_i . e_j (per coordinate)", "sum of the terms"))
     scale = float(mat.abs().max()) or 1.0
     fig.add_trace(go.Heatmap(z=mat.tolist(), x=list(range(1, L + 1)), y=list(range(1, L + 1)), zmid=0.0,
-                             zmin=-scale, zmax=scale, colorscale="RdBu_r", colorbar=dict(x=0.5, len=0.9),
+                             zmin=-scale, zmax=scale, colorscale="RdBu_r",
+                             colorbar=dict(x=0.39, len=0.9, thickness=14, tickformat=".1e"),
                              hovertemplate="i=%{y}, j=%{x}: %{z:.3g}<extra></extra>"), row=1, col=1)
     names = ["single-step", "cross-terms", "k-step loss"]
     values = [float(decomp.single_total), float(decomp.cross_total), float(decomp.terminal)]
@@ -374,38 +382,40 @@ def render_decomposition(decomp: KStepDecomposition, title: str | None = None) -
                          textposition="outside", showlegend=False), row=1, col=2)
     share = values[1] / values[2] if values[2] else 0.0
     apply_style(fig, title=title or f"k-step loss of a window of L = {L}: cross-terms are {100 * share:.0f}% of it")
-    fig.update_xaxes(title_text="step j", row=1, col=1)
-    fig.update_yaxes(title_text="step i", autorange="reversed", row=1, col=1)
-    fig.update_layout(width=820)
+    fig.update_xaxes(title_text="step j", dtick=1, row=1, col=1)
+    fig.update_yaxes(title_text="step i", autorange="reversed", dtick=1, row=1, col=1)
+    fig.update_yaxes(tickformat=".2~g", row=1, col=2)
+    fig.update_layout(width=940, height=520)
     return fig
 
 
 def render_variance(results: Mapping[str, CrossTermVariance], closed_form: tuple[Sequence[int], Tensor] | None = None,
-                    relative: bool = True, step: int | None = None) -> go.Figure:
-    """Cross-term gradient variance against the window length L (log scale), relative to its value at L = 2 when
-    `relative`, with the closed form Var(x1 | x_t0)^L (same normalisation) beside it."""
-    fig = go.Figure()
+                    step: int | None = None) -> go.Figure:
+    """Cross-term gradient variance against the window length L (log-log). Left: as measured, one curve per run.
+    Right: growth relative to L = 2, beside the closed form Var(x1 | x_t0)^L / Var(x1 | x_t0)^2."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=("measured variance", "growth relative to L = 2"))
     for i, (label, r) in enumerate(results.items()):
         ws = [w for w in r.windows if w >= 2]
         var = torch.stack([r.variance[r.windows.index(w)] for w in ws]).double()
-        y = var / var[0] if relative else var
         color = COLORS["ot"] if "OT" in label else COLORS["independent"] if i == 0 else SEQUENCE[i % len(SEQUENCE)]
-        fig.add_trace(go.Scatter(x=ws, y=y.tolist(), mode="lines+markers", name=f"measured: {label}",
-                                 line=dict(color=color, width=3), marker=dict(size=9)))
+        for col, y in ((1, var), (2, var / var[0])):
+            fig.add_trace(go.Scatter(x=ws, y=y.tolist(), mode="lines+markers", name=f"measured: {label}",
+                                     legendgroup=label, showlegend=col == 1, line=dict(color=color, width=3),
+                                     marker=dict(size=9)), row=1, col=col)
     if closed_form is not None:
-        ws_cf, curve = closed_form
-        pairs = [(w, float(c)) for w, c in zip(ws_cf, curve, strict=True) if w >= 2]
-        base = pairs[0][1] if relative else 1.0
-        fig.add_trace(go.Scatter(x=[w for w, _ in pairs], y=[c / base for _, c in pairs], mode="lines+markers",
+        pairs = [(w, float(c)) for w, c in zip(closed_form[0], closed_form[1], strict=True) if w >= 2]
+        fig.add_trace(go.Scatter(x=[w for w, _ in pairs], y=[c / pairs[0][1] for _, c in pairs], mode="lines+markers",
                                  name="closed form Var(x1|x_t0)^L", line=dict(color=COLORS["reference"], dash="dash"),
-                                 marker=dict(symbol="diamond", size=9)))
+                                 marker=dict(symbol="diamond", size=9)), row=1, col=2)
     t0 = next(iter(results.values())).t0 if results else 0.0
     when = f", training step {step}" if step is not None else ""
-    apply_style(fig, title=f"Cross-term gradient variance against L (t0 = {t0:g}{when})",
-                x_title="window length L", y_title="variance / variance at L = 2" if relative else "variance")
-    fig.update_yaxes(type="log")
-    fig.update_xaxes(type="log", tickvals=[2, 4, 8, 16])
-    fig.update_layout(legend=dict(orientation="h", y=-0.2))
+    apply_style(fig, title=f"Cross-term gradient variance against the window length (t0 = {t0:g}{when})")
+    fig.update_yaxes(type="log", dtick=1, tickformat=".0e")
+    fig.update_yaxes(title_text="variance (trace)", row=1, col=1)
+    fig.update_yaxes(title_text="variance(L) / variance(2)", row=1, col=2)
+    fig.update_xaxes(type="log", tickvals=[2, 4, 8, 16], title_text="window length L")
+    fig.update_layout(width=980, height=500, legend=dict(orientation="h", y=-0.22))
     return fig
 
 
@@ -422,21 +432,38 @@ def render_loss_curves(results: Sequence[RunResult], key: str = "first_step_fm",
     return fig
 
 
+METHOD_COLORS = {"single-step FM": COLORS["model"], "WT-FM": COLORS["highlight"], "WT-FM detached": "#0072B2",
+                 "anchored": "#CC79A7"}
+
+
+def method_color(label: str) -> str:
+    """One colour per method family (OT variants share it and get a hatch pattern)."""
+    if label.startswith("single-step"):
+        return METHOD_COLORS["single-step FM"]
+    if label.startswith("anchored"):
+        return METHOD_COLORS["anchored"]
+    if label.startswith("WT-FM") and "detached" in label:
+        return METHOD_COLORS["WT-FM detached"]
+    return METHOD_COLORS["WT-FM"] if label.startswith("WT-FM") else COLORS["path"]
+
+
 def render_comparison(results: Sequence[RunResult], steps: int, floor: float | None = None,
                       title: str | None = None) -> go.Figure:
-    """Horizontal bars of W1 at `steps` Euler steps for several runs, annotated with their training time."""
+    """Horizontal bars of W1 at `steps` Euler steps for several runs (colour: method; hatched: minibatch OT),
+    annotated with their step count and measured training time."""
     labels = [r.label for r in results]
     values = [r.w1[steps] for r in results]
-    text = [f"{v:.3f}  ({r.elapsed:.0f} s, {r.config.steps} steps)" for v, r in zip(values, results, strict=True)]
+    text = [f"{v:.3f}  ({r.config.steps} steps, {r.elapsed:.0f} s)" for v, r in zip(values, results, strict=True)]
     fig = go.Figure(go.Bar(y=labels, x=values, orientation="h", text=text, textposition="outside",
-                           marker_color=[_color(i, lbl) for i, lbl in enumerate(labels)]))
+                           marker=dict(color=[method_color(lbl) for lbl in labels],
+                                       pattern=dict(shape=["/" if lbl.endswith("+ OT") else "" for lbl in labels]))))
     if floor is not None:
         fig.add_vline(x=floor, line=dict(color=COLORS["reference"], dash="dash"),
                       annotation_text="noise floor", annotation_position="top")
-    apply_style(fig, title=title or f"W1 to the data, Euler with {steps} steps (lower is better)",
+    apply_style(fig, title=title or f"W1 to the data, Euler with {steps} steps (lower is better; hatched: OT)",
                 x_title="W1 (data units)")
-    fig.update_xaxes(range=[0, 1.35 * max(values + [floor or 0.0])])
-    fig.update_layout(height=max(320, 60 * len(labels) + 140), margin=dict(l=230))
+    fig.update_xaxes(range=[0, 1.6 * max(values + [floor or 0.0])])
+    fig.update_layout(width=920, height=max(320, 56 * len(labels) + 150), margin=dict(l=230))
     return fig
 
 
@@ -445,10 +472,10 @@ def render_comparison(results: Sequence[RunResult], steps: int, floor: float | N
 PARAM_DATASETS = ("moons", "scurve", "swissroll")
 
 
-def parametrisation_configs(data: str, steps: int, seed: int = 0) -> list[Any]:
+def parametrisation_configs(data: str, steps: int, seed: int = 0, log_every: int = 50) -> list[Any]:
     """The two runs of lab 06 on one dataset: the field (cfm, velocity head) and x1 prediction (x1 head)."""
-    return [lab_config(data, "cfm", train_steps=steps, seed=seed),
-            lab_config(data, "x1_prediction", prediction="x1", train_steps=steps, seed=seed)]
+    return [lab_config(data, "cfm", train_steps=steps, seed=seed, log_every=log_every),
+            lab_config(data, "x1_prediction", prediction="x1", train_steps=steps, seed=seed, log_every=log_every)]
 
 
 def head_label(result: RunResult) -> str:
@@ -464,7 +491,7 @@ def grad_norm_curves(results: Sequence[RunResult]) -> dict[str, tuple[list[int],
 def parametrisation_live(data: str = "moons", steps: int = 3000, track_every: int = 50, n_eval: int = 1000,
                          show: bool = True) -> tuple[list[RunResult], ReplayView]:
     """Train the field and the x1 head on `data`, the gradient-norm figure redrawn live, then replayable."""
-    configs = parametrisation_configs(data, steps)
+    configs = parametrisation_configs(data, steps, log_every=track_every)
 
     def render(results: Sequence[RunResult], upto: int | None) -> go.Figure:
         return render_grad_norms(grad_norm_curves(results), DEFAULT_LEVELS, upto=upto, total_steps=steps)
@@ -479,7 +506,7 @@ def parametrisation_table(steps: int, n_eval: int = 1000, track_every: int = 0,
     arguments match)."""
     table: dict[str, dict[str, RunResult]] = {}
     for data in datasets:
-        for config in parametrisation_configs(data, steps):
+        for config in parametrisation_configs(data, steps, log_every=track_every or 50):
             r = run(config, levels=DEFAULT_LEVELS, track_every=track_every, eval_steps=(100,), n_eval=n_eval)
             table.setdefault(data, {})[head_label(r)] = r
     return table
@@ -513,13 +540,13 @@ def render_samples(samples: Mapping[str, Mapping[str, Tensor]], data: Mapping[st
         for j, c in enumerate(cols, start=1):
             ref = data[d]
             fig.add_trace(go.Scatter(x=ref[:, 0].tolist(), y=ref[:, 1].tolist(), mode="markers", name="data x1",
-                                     marker=dict(color=COLORS["data"], size=3, opacity=0.35), legendgroup="data",
+                                     marker=dict(color=COLORS["data"], size=3, opacity=0.25), legendgroup="data",
                                      showlegend=i == 1 and j == 1), row=i, col=j)
             pts = samples[d].get(c)
             if pts is not None:
                 color = _HEAD_COLORS["x1"] if "x1" in c else COLORS["model"]
                 fig.add_trace(go.Scatter(x=pts[:, 0].tolist(), y=pts[:, 1].tolist(), mode="markers", name=c,
-                                         marker=dict(color=color, size=3, opacity=0.7), legendgroup=c,
+                                         marker=dict(color=color, size=4, opacity=0.8), legendgroup=c,
                                          showlegend=i == 1), row=i, col=j)
             fig.update_xaxes(range=[-extent, extent], row=i, col=j)
             fig.update_yaxes(range=[-extent, extent], scaleanchor=f"x{(i - 1) * len(cols) + j}", row=i, col=j)
@@ -567,23 +594,26 @@ def transition_widget(models: Mapping[str, Any], euler_steps: int = 16) -> Any:
 
 # --- lab 07: unrolling runs -----------------------------------------------------------------------------------
 
+STEP_OVERHEAD = 3.0  # per-step cost outside the network passes (data, batch, optimiser, EMA), in forward passes
+
+
 def relative_cost(loss: str, settings: Mapping[str, Any]) -> float:
-    """Cost of one training step relative to single-step FM, counting a forward pass as 1 and a backward as 2:
-    FM 3; WT-FM (BPTT or detached) 3 L; anchored consistency BPTT 3 L, detached 3 + (L - 1) (no-graph calls).
-    benchmarks/unrolling.py measures the real ratios."""
+    """Wall time of one training step relative to single-step FM, from a cost model: a forward pass costs 1, a
+    backward 2, plus a fixed per-step overhead of about one forward + backward (STEP_OVERHEAD = 3). FM: 3 + 3;
+    WT-FM (BPTT or detached): 3 + 3 L; anchored BPTT: 3 + 3 L; anchored detached: 3 + 3 + (L - 1) (no-graph calls).
+    It matches the ratios `python benchmarks/unrolling.py cost` measures to within their noise."""
     if loss in ("cfm", "x1_prediction"):
         return 1.0
     spec = get_loss(loss)
     window = int(settings.get("window", spec.defaults.get("window", 1)))
     detach = bool(settings.get("detach", spec.defaults.get("detach", False)))
-    if loss == "anchored_consistency" and detach:
-        return (3 + (window - 1)) / 3
-    return float(window)
+    passes = 3 + (window - 1) if loss == "anchored_consistency" and detach else 3 * window
+    return (STEP_OVERHEAD + passes) / (STEP_OVERHEAD + 3)
 
 
 def equal_time_config(data: str, loss: str, base_steps: int, coupling: str = "independent", seed: int = 0,
                       **settings: Any) -> Any:
-    """A config whose step count gives it the compute of `base_steps` single-step FM steps (see relative_cost)."""
+    """A config whose step count gives it the training time of `base_steps` single-step FM steps (relative_cost)."""
     n = max(20, int(round(base_steps / relative_cost(loss, settings))))
     return lab_config(data, loss, coupling=coupling, train_steps=n, seed=seed, log_every=_log_every(n), **settings)
 
@@ -658,7 +688,7 @@ def window_batch_at(data: str, n: int, t0: float, seed: int = 0) -> Any:
     return Batch(x0=x0, x1=x1, t=torch.full((n,), float(t0)))
 
 
-def window_widget(model: Any, data: str = "8gaussians", n: int = 24, euler_steps: int = 16, seed: int = 0) -> Any:
+def window_widget(model: Any, data: str = "8gaussians", n: int = 12, euler_steps: int = 16, seed: int = 0) -> Any:
     """Sliders for the window length L and its start t0 over `render_window` (the model's own unrolled states
     against the true path points of the same pairs)."""
     from .widgets import int_slider, interactive_view, slider
@@ -705,6 +735,7 @@ def detach_gradients(model: Any, data: str = "8gaussians", windows: Sequence[int
     x1 = sample_toy(data, n, generator=g)
     x0 = torch.randn(x1.shape, generator=g)
     rows = []
+    model = _trainable(model)
     params = _params(model)
     for w in windows:
         batch = window_batch(x0, x1, torch.Generator().manual_seed(seed), window=w, steps=euler_steps)
@@ -720,12 +751,20 @@ def detach_gradients(model: Any, data: str = "8gaussians", windows: Sequence[int
     return rows
 
 
+def _trainable(model: Any) -> Any:
+    """A copy of `model` whose parameters require grad (a trainer's EMA model is frozen)."""
+    import copy
+
+    return copy.deepcopy(model).requires_grad_(True)
+
+
 def step_gradients(model: Any, batch: Any, loss: str = "anchored_consistency", **settings: Any
                    ) -> dict[str, list[float | None]]:
     """What the detach switch cuts, measured: backpropagate the loss once and record, for every network call in
     order, the norm of the gradient reaching its output ('outputs') and reaching its input state ('states').
     None: no gradient can reach it (the call ran without a graph, or its input was detached)."""
     record: dict[str, list[float | None]] = {"outputs": [], "states": []}
+    model = _trainable(model)
 
     def hook(kind: str, tensor: Tensor) -> None:
         slot = len(record[kind])
@@ -753,7 +792,6 @@ def step_gradients(model: Any, batch: Any, loss: str = "anchored_consistency", *
     spec = get_loss(loss)
     value, _ = spec.fn(Probe(), batch, **spec.settings(settings))
     value.backward()
-    model.zero_grad(set_to_none=True)
     return record
 
 
@@ -778,7 +816,7 @@ def variance_live(data: str = "8gaussians", steps: int = 2000, every: int = 250,
             if pick:
                 latest["independent" if r.config.coupling == "independent" else "OT"] = r.variances[pick[-1]]
         step = upto if upto is not None else (results[-1].var_steps[-1] if results and results[-1].var_steps else 0)
-        return render_variance(latest, closed, relative=False, step=step)
+        return render_variance(latest, closed, step=step)
 
     return live_run(configs, render, lambda r: r.var_steps, show=show, variance_every=every,
                     variance_windows=windows, variance_t0=t0, variance_batches=batches, eval_steps=(100,),
@@ -789,11 +827,12 @@ FM_KEYS = ("mse", "first_step_fm", "anchor")  # the single-step FM error each lo
 
 
 def fm_curve(result: RunResult) -> tuple[list[float], list[float]]:
-    """(training seconds, single-step FM error of the first prediction) from a run's log."""
+    """(training time in single-step FM steps, by relative_cost; single-step FM error of the first prediction)."""
+    cost = relative_cost(result.config.loss, result.config.loss_settings)
     xs, ys = [], []
     for rec in result.log:
         key = next((k for k in FM_KEYS if k in rec), "loss")
-        xs.append(rec["elapsed_s"])
+        xs.append(rec["step"] * cost)
         ys.append(rec[key])
     return xs, ys
 
@@ -816,8 +855,8 @@ def render_unrolling_run(result: RunResult, baseline: RunResult, euler_steps: in
                                  line=dict(color=color, dash=dash, width=2), showlegend=r is baseline), row=1, col=2)
     fig.update_xaxes(range=[-3.2, 3.2], row=1, col=1)
     fig.update_yaxes(range=[-3.2, 3.2], scaleanchor="x", row=1, col=1)
-    fig.update_xaxes(title_text="training time (s)", row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(title_text="training time (in single-step FM steps)", row=1, col=2)
+    fig.update_yaxes(title_text="MSE / coordinate", row=1, col=2)
     w1, w1b = result.w1[euler_steps], baseline.w1[euler_steps]
     apply_style(fig, title=f"{result.label}: W1 = {w1:.3f} vs single-step FM {w1b:.3f} "
                            f"({euler_steps} steps){note}")
