@@ -28,7 +28,14 @@ from fmlab.data import gmm_2d, sample_toy  # noqa: E402
 from fmlab.diagnostics import DEFAULT_LEVELS, posterior_variance_power  # noqa: E402
 from fmlab.losses import get_loss  # noqa: E402
 from fmlab.models import build_model  # noqa: E402
-from fmlab.viz.unrolling import LAB_MODEL, equal_time_config, lab_config, noise_floor_w1, run  # noqa: E402
+from fmlab.viz.unrolling import (  # noqa: E402
+    LAB_MODEL,
+    equal_time_config,
+    lab_config,
+    noise_floor_w1,
+    relative_cost,
+    run,
+)
 
 WINDOWS = (1, 2, 4, 8)
 DATASETS = ("moons", "scurve", "swissroll")
@@ -48,19 +55,20 @@ def _stepper(loss: str, settings: dict, prediction: str = "velocity", batch: int
     def step() -> float:
         x1 = sample_toy("moons", batch, generator=g)
         x0 = torch.randn(x1.shape, generator=g)
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time of this process: on a shared machine, wall time measures the others
         b = spec.make_batch(x0, x1, g, **full)
         value, _ = spec.fn(model, b, **full)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
-        return time.perf_counter() - start
+        return time.process_time() - start
 
     return step
 
 
 def step_times(configs: list[tuple[str, dict]], repeats: int = 30) -> list[float]:
-    """Median ms per training step of each (loss, settings), timed round-robin (fair on a busy machine)."""
+    """CPU ms per training step of each (loss, settings): the median over `repeats` steps timed round-robin. With one
+    thread, process CPU time is the wall time the step would take on an idle core, whatever else the machine runs."""
     steppers = [_stepper(loss, settings) for loss, settings in configs]
     times: list[list[float]] = [[] for _ in configs]
     for i in range(repeats + 3):
@@ -76,7 +84,7 @@ def step_time(loss: str, settings: dict, repeats: int = 30) -> float:
 
 
 def cost(args: argparse.Namespace) -> None:
-    print(f"ms per training step (median of {args.repeats}, timed round-robin), MLP {LAB_MODEL['depth']} x "
+    print(f"CPU ms per training step (median of {args.repeats}, round-robin), MLP {LAB_MODEL['depth']} x "
           f"{LAB_MODEL['hidden']}, batch 256, {torch.get_num_threads()} thread(s), dt = 1/16")
     header = (f"{'L':>3} | {'WT-FM BPTT':>11} | {'WT-FM detached':>14} | {'ratio':>6} | {'anchored BPTT':>13} | "
               f"{'anchored detached':>17} | {'ratio':>6}")
@@ -94,8 +102,9 @@ def cost(args: argparse.Namespace) -> None:
             text = f"{a_bptt:>10.2f} ms | {a_det:>14.2f} ms | {a_bptt / a_det:>6.2f}"
         else:
             text = f"{'-':>13} | {'-':>17} | {'-':>6}"
+        model = relative_cost("wtfm", {"window": w})
         print(f"{w:>3} | {bptt:>8.2f} ms | {det:>11.2f} ms | {bptt / det:>6.2f} | {text}   (single-step FM "
-              f"{base:.2f} ms)")
+              f"{base:.2f} ms; WT-FM / FM measured {bptt / base:.2f}, cost model {model:.2f})")
     print("(WT-FM detached still backpropagates into every one of the L network calls; anchored detached runs the "
           "L - 1 later calls without a graph)")
 

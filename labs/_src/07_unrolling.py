@@ -265,7 +265,7 @@ print(U.conclusion(results, DT_STEPS))
 w1 = {r.label: r.w1[DT_STEPS] for r in results}
 slack = 1.5 if fast_mode() else 1.1
 assert w1["WT-FM L=4 BPTT"] > w1["single-step FM"] / slack, w1  # full BPTT does not beat single-step FM
-assert w1["anchored L=2 (detached)"] < slack * w1["single-step FM"], w1  # anchored consistency does as well
+assert w1["anchored L=2 (detached)"] < slack * w1["single-step FM"], w1  # anchored consistency: within 10% of FM
 ot_better = sum(w1[k + " + OT"] < w1[k] for k in w1 if not k.endswith(" + OT"))
 assert ot_better >= (2 if fast_mode() else 3), w1  # OT helps most methods
 """),
@@ -278,8 +278,11 @@ assert ot_better >= (2 if fast_mode() else 3), w1  # OT helps most methods
   (single-step FM) plus a self-consistency term: consistency and shortcut models, `anchored_consistency` here.
 - The cross-terms' gradient variance grows with the window and scales with $\mathrm{Var}(x_1 \mid x_t)$; minibatch OT
   lowers it at every $L$.
-- At equal compute full BPTT does not beat single-step flow matching; anchored consistency does as well or better;
-  OT is the most consistent stabiliser (the numbers above are this run's).
+- At equal training time full BPTT does not beat single-step flow matching, and gets worse with the window.
+  Anchored consistency (detached) beats full BPTT of the same window and comes close to single-step FM: on
+  8 Gaussians it matches it, on moons `benchmarks/unrolling.py` finds it 14% (independent) and 34% (OT) behind. Minibatch OT improves
+  every method and rescues the longest windows: it is the most consistent stabiliser (the numbers above are this
+  run's; `benchmarks/README.md` has the full tables).
 """),
 ]
 
