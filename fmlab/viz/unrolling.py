@@ -251,7 +251,9 @@ def render_grad_norms(curves: Mapping[str, tuple[Sequence[int], Tensor]], levels
         shown = max(shown, int(steps_t[keep].max()) if bool(keep.any()) else 0)
     step_text = f" (step {shown})" if upto is not None else ""
     apply_style(fig, title=f"Gradient norm at four noise levels{step_text}")
-    fig.update_yaxes(type="log" if log_y else "linear", tickformat=".2~g", title_text="||grad||")
+    fig.update_yaxes(type="log" if log_y else "linear", tickformat=".3~g", title_text="||grad||")
+    if log_y:
+        fig.update_yaxes(dtick="D2")  # 1-2-5 ticks in each decade
     fig.update_xaxes(title_text="training step", row=rows)
     if total_steps:
         fig.update_xaxes(range=[0, total_steps])
@@ -308,7 +310,7 @@ def render_transition_norms(profiles: Mapping[str, tuple[Tensor, Tensor]], dt: f
     apply_style(fig, title=f"One Euler step of each head (dt = {dt:.3g})")
     fig.update_xaxes(title_text="time t (1 = data)")
     fig.update_yaxes(title_text="spectral norm", row=1, col=1)
-    fig.update_yaxes(title_text="d x_next / d output", type="log", tickformat=".2~g", row=1, col=2)
+    fig.update_yaxes(title_text="d x_next / d output", type="log", tickformat=".3~g", dtick="D2", row=1, col=2)
     fig.update_layout(width=980, height=480, legend=dict(orientation="h", y=-0.22))
     return fig
 
