@@ -49,7 +49,9 @@ INSTALL_HINT = ("browser tests need Debian's chromium and the playwright python 
                 "chromium` (bash scripts/test.sh does it when run as root) and `pip install -e .[test]`, or point "
                 "FMLAB_CHROMIUM at a Chrome/Chromium binary")
 
-RUN_TIMEOUT_S = 120.0  # one notebook's "Run All"; a lab slower than SLOW_LAB_S in FAST mode is reported
+# One notebook's "Run All" (FMLAB_BROWSER_RUN_TIMEOUT overrides it, e.g. on a loaded machine); a lab slower than
+# SLOW_LAB_S in FAST mode is named in the terminal summary.
+RUN_TIMEOUT_S = float(os.environ.get("FMLAB_BROWSER_RUN_TIMEOUT", "120"))
 SLOW_LAB_S = 60.0
 CONTROL_TIMEOUT_S = 60.0  # kernel work after moving one control
 REDRAW_TIMEOUT_S = 10.0  # browser work after the kernel went idle
@@ -235,8 +237,9 @@ PAGE_HELPERS = r"""
   const DATA_KEYS = ['x', 'y', 'z', 'values', 'source', 'lat', 'r', 'a', 'b', 'u', 'v'];
   const nonEmpty = (v) => (Array.isArray(v) || ArrayBuffer.isView(v)) ? v.length > 0
     : (typeof v === 'string' ? v.length > 0 : !!(v && typeof v === 'object' && v.bdata));
+  document.addEventListener('plotlywidget-after-render', () => { F.rendered++; });
   const F = window.__fmlab = {
-    path: null, errors: [], sent: 0, pending: new Set(), hooked: null, runDone: false, runResult: null,
+    path: null, errors: [], sent: 0, pending: new Set(), hooked: null, runDone: false, runResult: null, rendered: 0,
     panel() {
       for (const w of window.jupyterapp.shell.widgets('main')) {
         if (w.context && w.context.path === F.path) return w;
@@ -262,7 +265,11 @@ PAGE_HELPERS = r"""
         if (direction !== 'recv' || msg.channel !== 'iopub') return;
         const parent = msg.parent_header && msg.parent_header.msg_id;
         if (type === 'status' && msg.content.execution_state === 'idle') F.pending.delete(parent);
-        if (type === 'error') F.errors.push(`${msg.content.ename}: ${msg.content.evalue}`);
+        if (type === 'error') {
+          const where = (msg.parent_header && msg.parent_header.msg_type) || '?';
+          const tb = (msg.content.traceback || []).join('\n').replace(/\x1b\[[0-9;]*m/g, '');
+          F.errors.push(`${msg.content.ename}: ${msg.content.evalue} (in reply to ${where})\n${tb.slice(-3000)}`);
+        }
         if (type === 'stream' && msg.content.name === 'stderr' && msg.content.text.includes('Traceback')) {
           F.errors.push(msg.content.text.slice(-2000));
         }
@@ -314,7 +321,9 @@ PAGE_HELPERS = r"""
     },
     widgetsLoading() { return F.node().innerText.includes('Loading widget...'); },
     plots() { return [...F.node().querySelectorAll('.js-plotly-plot')]; },
-    images() { return [...F.node().querySelectorAll('.jp-OutputArea-output img')]; },
+    images() {  // output images (matplotlib, PIL); plotly's own <img> placeholders do not count
+      return [...F.node().querySelectorAll('.jp-OutputArea-output img')].filter((i) => !i.closest('.js-plotly-plot'));
+    },
     drawn() {  // a FigureWidget first draws an empty plot, then its traces: wait for the traces
       const plotted = F.plots().every((gd) => gd._fullLayout && gd.querySelector('svg.main-svg') && gd.data
                                               && gd.data.length > 0);
@@ -327,7 +336,11 @@ PAGE_HELPERS = r"""
         const box = gd.getBoundingClientRect();
         const filled = (trace) => Object.entries(trace).some(([k, v]) => DATA_KEYS.includes(k) && nonEmpty(v));
         if (!gd.querySelector('svg.main-svg')) problems.push(`plotly figure ${i} has no svg`);
-        else if (!data.length) problems.push(`plotly figure ${i} has no traces`);
+        else if (!data.length) {
+          const title = gd.layout && gd.layout.title ? JSON.stringify(gd.layout.title).slice(0, 80) : 'none';
+          problems.push(`plotly figure ${i} has no traces (blank axes; layout title ${title}; ` +
+                        `${F.rendered} FigureWidget views finished rendering)`);
+        }
         else if (!data.some(filled)) problems.push(`plotly figure ${i}: every trace is empty`);
         if (box.width < 50 || box.height < 50) problems.push(`plotly figure ${i} is ${box.width}x${box.height} px`);
       });
@@ -404,6 +417,12 @@ class LabHarness:
             report.screenshots.append(self._screenshot(page, f"{report.name}-after.png"))
             problems = page.evaluate("__fmlab.cellProblems()")
             assert not problems, f"{report.name}: errors after moving the controls:\n" + "\n".join(problems)
+        except AssertionError:
+            try:  # what the page showed when the check failed
+                self._screenshot(page, f"{report.name}-failed.png", wait=False)
+            except Exception:  # noqa: S110 - the assertion above is what matters
+                pass
+            raise
         finally:
             page.close()
             try:
@@ -494,13 +513,15 @@ class LabHarness:
 
     def _move(self, page: Any, kind: str, el: Any) -> str:
         """Move one control like a student would; return what was done."""
-        if kind == "slider":
-            old = el.get_attribute("aria-valuenow")
+        if kind == "slider":  # one step up with the keyboard, or down when already at the maximum
+            readout = el.locator("xpath=ancestor::*[contains(@class, 'widget-slider')][1]//*[contains(@class, "
+                                 "'widget-readout')]").first
+            old = readout.inner_text() if readout.count() else el.get_attribute("aria-valuenow")
+            at_max = float(el.get_attribute("aria-valuenow") or 0) >= float(el.get_attribute("aria-valuemax") or 1)
             el.focus()
-            el.press("ArrowRight")
-            if el.get_attribute("aria-valuenow") == old:  # already at its maximum
-                el.press("ArrowLeft")
-            return f"{old} -> {el.get_attribute('aria-valuenow')}"
+            el.press("ArrowLeft" if at_max else "ArrowRight")
+            new = readout.inner_text() if readout.count() else el.get_attribute("aria-valuenow")
+            return f"{old} -> {new}"
         if kind == "dropdown":
             options = el.locator("option").all()
             values = [o.get_attribute("value") for o in options]
@@ -527,11 +548,12 @@ class LabHarness:
                 raise AssertionError(f"{name}: server reports the kernel busy for {CONTROL_TIMEOUT_S:.0f} s")
             time.sleep(0.1)  # REST polling interval (the frontend already reported idle)
 
-    def _screenshot(self, page: Any, filename: str) -> Path:
+    def _screenshot(self, page: Any, filename: str, wait: bool = True) -> Path:
         """The whole notebook in one image: the viewport is stretched to the notebook's height first."""
         height = page.evaluate("__fmlab.fullHeight()") + 40
         page.set_viewport_size({"width": VIEWPORT["width"], "height": min(height, MAX_SCREENSHOT_HEIGHT)})
-        page.wait_for_function("() => __fmlab.drawn()", timeout=10_000)
+        if wait:
+            page.wait_for_function("() => __fmlab.drawn()", timeout=10_000)
         self.artifacts.mkdir(parents=True, exist_ok=True)
         path = self.artifacts / filename
         page.screenshot(path=str(path))
