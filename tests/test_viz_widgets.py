@@ -57,3 +57,38 @@ def test_link_calls_update_with_all_values():
     assert seen == [{"a": 0.2, "b": "x"}, {"a": 0.2, "b": "y"}]
     with pytest.raises(ValueError, match="controls"):
         W.link({}, print)
+
+
+def test_live_figures_survive_trace_deltas_from_the_browser():
+    """plotly.js sends back its copies of contour / histogram / image arrays as trace deltas; with numpy arrays in
+    the FigureWidget plotly.py then fails ('truth value of an array is ambiguous'). Live figures hold lists there."""
+    import numpy as np
+
+    fig = go.Figure([go.Contour(z=np.ones((3, 3)), x=np.arange(3.0), y=np.arange(3.0)),
+                     go.Scatter(x=np.arange(3.0), y=np.array([0.0, np.nan, 1.0]))])
+    fw = W.figure_widget(fig)
+    assert isinstance(fw.data[0].z, tuple) and isinstance(fw.data[1].x, tuple) and fw.data[1].y[1] is None  # NaN -> gap
+    W.update_figure(fw, go.Figure([go.Contour(z=2 * np.ones((3, 3))), go.Scatter(x=np.arange(3.0))]))
+    assert isinstance(fw.data[0].z, tuple) and fw.data[0].z[0][0] == 2
+    uid = fw.data[0].uid
+    # plotly.js returns its cleaned copy of a plain array as a plain list (of a typed array: a typed-array spec, a
+    # dict, which is what breaks plotly.py when the figure holds numpy arrays)
+    delta = {"uid": uid, "z": [[2.0] * 3] * 3, "zmin": 2.0}
+    fw._last_trace_edit_id = 7
+    fw._handler_js2py_traceDeltas({"new": {"trace_deltas": [delta], "trace_edit_id": 7}})
+    numpy_widget = go.FigureWidget(go.Figure(go.Contour(z=np.ones((3, 3)))))  # the failure this guards against
+    numpy_widget._last_trace_edit_id = 1
+    spec = {"uid": numpy_widget.data[0].uid, "z": {"dtype": "f8", "shape": "3,3", "bdata": "AAAA"}}
+    with pytest.raises(ValueError, match="ambiguous"):
+        numpy_widget._handler_js2py_traceDeltas({"new": {"trace_deltas": [spec], "trace_edit_id": 1}})
+
+
+def test_view_modes():
+    out = W.interactive_view(_render, {"a": W.slider("a", 0, 3, 0.5, 1.0)})
+    assert out.live == "output" and isinstance(out.figure, go.Figure) and out.output in out.children
+    live = W.interactive_view(_render, {"a": W.slider("a", 0, 3, 0.5, 1.0)}, live="figurewidget")
+    assert isinstance(live.figure, go.FigureWidget) and live.figure in live.children
+    live.controls["a"].value = 3.0
+    assert tuple(live.figure.data[0].y) == (0, 3.0, 6.0)
+    with pytest.raises(ValueError, match="live"):
+        W.interactive_view(_render, {"a": W.slider("a", 0, 3, 0.5, 1.0)}, live="canvas")

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..data.gaussian import EmpiricalDistribution, GaussianMixture, gmm_2d, worked_example_1d
 from .paths import _np, segments
 from .style import COLORS, FONT_SIZE, apply_style
-from .widgets import View, dropdown, interactive_view, slider
+from .widgets import View, dropdown, interactive_view, t_slider
 
 __all__ = ["FIELD_DATA", "COMPONENT_COLORS", "field_data", "conditional_velocity", "quiver_xy", "posterior_colors",
            "render_fields", "render_marginalisation_1d", "fields_widget", "marginalisation_1d_widget",
@@ -235,7 +235,7 @@ def fields_widget(data: str = "three_points") -> View:
     """t slider, data selector and data-point selector over `render_fields`; the data-point choices follow the
     number of components of the selected data."""
     controls = {
-        "t": slider("t", 0.0, T_MAX, 0.01, 0.5, continuous_update=False),
+        "t": t_slider(0.5, T_MAX, continuous_update=False),
         "data": dropdown("data", list(FIELD_DATA), data),
         "point": dropdown("data point x1 (component)", list(range(_data(data).n_components)), 0),
     }
@@ -251,7 +251,7 @@ def fields_widget(data: str = "three_points") -> View:
 
 def marginalisation_1d_widget() -> View:
     """t slider over `render_marginalisation_1d`."""
-    return interactive_view(render_marginalisation_1d, {"t": slider("t", 0.0, 0.95, 0.01, 0.5)})
+    return interactive_view(render_marginalisation_1d, {"t": t_slider(0.5, 0.95)})
 
 
 # --- the marginalisation trick, numerically ---------------------------------------------------------------------

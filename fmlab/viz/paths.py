@@ -24,7 +24,7 @@ from torch import Tensor
 from ..data.gaussian import EmpiricalDistribution, gmm_2d, worked_example_1d
 from ..paths import SCHEDULES, get_schedule
 from .style import COLORS, FONT_SIZE, apply_style
-from .widgets import View, dropdown, interactive_view, slider
+from .widgets import View, dropdown, interactive_view, t_slider
 
 __all__ = ["SCHEDULE_LABELS", "MIXTURES", "schedule_values", "path_samples", "render_conditional_path",
            "render_marginal_path", "render_paths", "render_schedules", "render_worked_example",
@@ -314,7 +314,7 @@ def worked_example_check(t: float = 0.5) -> str:
 def paths_widget(x1: tuple[float, float] = (2.0, 1.0), n: int = 500) -> View:
     """t slider, schedule and mixture selectors over `render_paths` (redraws when the slider is released)."""
     return interactive_view(render_paths, {
-        "t": slider("t", 0.0, 1.0, 0.01, 0.5, continuous_update=False),
+        "t": t_slider(0.5, continuous_update=False),
         "schedule": dropdown("schedule", {v: k for k, v in SCHEDULE_LABELS.items()}),
         "mixture": dropdown("data", list(MIXTURES)),
     }, x1=tuple(x1), n=n)
@@ -323,14 +323,14 @@ def paths_widget(x1: tuple[float, float] = (2.0, 1.0), n: int = 500) -> View:
 def schedules_widget() -> View:
     """t slider and schedule selector over `render_schedules`."""
     return interactive_view(render_schedules, {
-        "t": slider("t", 0.0, 1.0, 0.01, 0.5),
+        "t": t_slider(0.5),
         "schedule": dropdown("schedule", {v: k for k, v in SCHEDULE_LABELS.items()}),
     })
 
 
 def worked_example_widget(n: int = 4000) -> View:
     """t slider over `render_worked_example`."""
-    return interactive_view(render_worked_example, {"t": slider("t", 0.0, 0.95, 0.01, 0.5)}, n=n)
+    return interactive_view(render_worked_example, {"t": t_slider(0.5, 0.95)}, n=n)
 
 
 _ = W  # ipywidgets is imported so that a missing install fails at import, not at the first slider move

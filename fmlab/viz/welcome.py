@@ -19,7 +19,7 @@ from ..data import TOY_DATASETS, sample_toy
 from ..solvers import solve
 from .paths import _np
 from .style import COLORS, FONT_SIZE, apply_style
-from .widgets import View, int_slider, interactive_view, slider
+from .widgets import View, int_slider, interactive_view, t_slider
 
 __all__ = ["toy_points", "render_interpolation", "interpolation_widget", "sample_model", "render_tour",
            "render_samples", "sampling_steps_widget"]
@@ -78,7 +78,7 @@ def render_interpolation(t: float = 0.5, data: str = "moons", n: int = 400, seed
 
 def interpolation_widget(data: str = "moons") -> View:
     """A t slider over `render_interpolation`: the first slider of the labs."""
-    return interactive_view(render_interpolation, {"t": slider("t", 0.0, 1.0, 0.01, 0.0)}, data=data)
+    return interactive_view(render_interpolation, {"t": t_slider(0.0)}, data=data)
 
 
 def sample_model(model: nn.Module, n: int = 1000, steps: int = 50, method: str = "euler", seed: int = 1) -> Tensor:

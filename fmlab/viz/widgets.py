@@ -3,11 +3,12 @@
 The pattern (DESIGN.md 6): a pure render function `render_xxx(**params) -> go.Figure` that tests call directly,
 and a thin widget function that calls
 
-    interactive_view(render_xxx, {"t": slider("t", 0, 1, 0.01, 0.5)}, fixed_param=...)
+    interactive_view(render_xxx, {"t": t_slider(0.5)}, fixed_param=...)
 
-which draws `render_xxx(t=0.5, fixed_param=...)` into a plotly `go.FigureWidget` and, whenever a control moves,
-re-renders and copies the new data and layout into the same FigureWidget inside `batch_update()` (one message to
-the browser, no flicker). Render functions keep themselves fast (precompute, cache); controls whose redraw costs
+which draws `render_xxx(t=0.5, fixed_param=...)` and re-renders whenever a control moves. By default the figure
+sits in an ipywidgets.Output and is replaced on each change (robust wherever the cell is in the notebook; see
+View); `live="figurewidget"` instead keeps one plotly `go.FigureWidget` and copies the new data and layout into it
+inside `batch_update()`. Render functions keep themselves fast (precompute, cache); controls whose redraw costs
 more than ~50 ms use `continuous_update=False` so that the figure updates when the slider is released.
 """
 
@@ -17,10 +18,21 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ipywidgets as W
+import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["slider", "int_slider", "dropdown", "checkbox", "figure_widget", "update_figure", "link",
-           "controls_box", "interactive_view", "View"]
+__all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "figure_widget", "update_figure",
+           "link", "controls_box", "interactive_view", "View", "LIVE_MODES"]
+
+# Live figures carry plain lists, never numpy arrays. plotly.js answers a restyle with "trace deltas" holding its own
+# copies of the arrays; for numpy-backed traces these come back as typed-array dicts and plotly.py's FigureWidget then
+# fails comparing them with the numpy arrays it holds ("truth value of an array ... is ambiguous"), seen in
+# JupyterLab with plotly 7 on contour, histogram and scatter traces alike. No trace type is exempt.
+TYPED_ARRAY_SAFE: frozenset[str] = frozenset()
+
+# Step of every time slider. JupyterLab's slider (noUiSlider) reports its value to assistive technology and to browser
+# tests rounded to one decimal (aria-valuenow); with a step of 0.05 every arrow-key press changes what it reports.
+T_STEP = 0.05
 
 _STYLE = {"description_width": "initial"}
 _LAYOUT = {"width": "360px"}
@@ -38,6 +50,12 @@ def slider(description: str, min: float, max: float, step: float, value: float, 
     return W.FloatSlider(value=value, min=min, max=max, step=step, description=description,
                          continuous_update=continuous_update, readout_format=readout_format, style=_STYLE,
                          layout=_LAYOUT)
+
+
+def t_slider(value: float = 0.5, max: float = 1.0, min: float = 0.0, continuous_update: bool = True,
+             description: str = "t") -> W.FloatSlider:
+    """The time slider of the labs: t in [min, max] (0 = noise, 1 = data) in steps of T_STEP."""
+    return slider(description, min, max, T_STEP, value, continuous_update=continuous_update)
 
 
 def int_slider(description: str, min: int, max: int, value: int, step: int = 1,
@@ -74,7 +92,8 @@ def figure_widget(fig: go.Figure) -> go.FigureWidget:
     """A live `go.FigureWidget` copy of `fig` (updates in place when its data or layout change)."""
     if not isinstance(fig, go.Figure):
         raise ValueError(f"fig must be a plotly go.Figure, got {type(fig).__name__}")
-    return go.FigureWidget(fig)
+    data = [tr if tr.type in TYPED_ARRAY_SAFE else type(tr)(_trace_props(tr)) for tr in fig.data]
+    return go.FigureWidget(data=data, layout=fig.layout)
 
 
 def update_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
@@ -101,7 +120,20 @@ def _trace_props(trace: Any) -> dict[str, Any]:
     props = trace.to_plotly_json()
     props.pop("type", None)
     props.pop("uid", None)
-    return props
+    return _lists(props) if trace.type not in TYPED_ARRAY_SAFE else props
+
+
+def _lists(value: Any) -> Any:
+    """numpy arrays -> nested lists (NaN -> None), recursively through dicts and lists."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and np.isnan(value).any():
+            return np.where(np.isnan(value), None, value).tolist()
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
 
 
 # --- wiring ------------------------------------------------------------------------------------------------
@@ -127,35 +159,69 @@ def controls_box(controls: Mapping[str, W.Widget] | Sequence[W.Widget], per_row:
     return W.VBox(rows)
 
 
+LIVE_MODES = ("output", "figurewidget")
+
+
 class View(W.VBox):
     """Controls above a live figure, plus a status line that shows an error instead of failing silently.
 
-    Attributes: `controls` (name -> widget), `figure` (the go.FigureWidget), `status` (an HTML widget),
-    `params()` (current keyword arguments of the render function) and `redraw()`.
+    live="output" (default) shows each rendered go.Figure in an ipywidgets.Output, replaced on every change;
+    live="figurewidget" keeps one go.FigureWidget and updates it in place (`update_figure`). The default is the
+    Output because a FigureWidget whose cell is attached below the visible part of a JupyterLab notebook can stay
+    an empty placeholder (plotly 7's widget draws its figure only on Lumino's "after-attach"), seen in headless
+    Chromium with JupyterLab 4.6; a figure shown in an Output draws wherever it is.
+
+    Attributes: `controls` (name -> widget), `figure` (the go.Figure shown now, or the go.FigureWidget), `status`
+    (an HTML widget), `params()` (current keyword arguments of the render function) and `redraw()`.
     """
 
     def __init__(self, render: Callable[..., go.Figure], controls: Mapping[str, W.ValueWidget],
-                 fixed: Mapping[str, Any] | None = None, per_row: int = 3):
-        self.render, self.controls, self.fixed = render, dict(controls), dict(fixed or {})
-        self.figure = figure_widget(render(**self.params()))
+                 fixed: Mapping[str, Any] | None = None, per_row: int = 3, live: str = "output"):
+        if live not in LIVE_MODES:
+            raise ValueError(f"live must be one of {LIVE_MODES}, got {live!r}")
+        self.render, self.controls, self.fixed, self.live = render, dict(controls), dict(fixed or {}), live
         self.status = W.HTML("")
-        super().__init__([controls_box(self.controls, per_row), self.figure, self.status])
+        first = render(**self.params())
+        if live == "figurewidget":
+            self.figure = figure_widget(first)
+            shown: W.Widget = self.figure
+        else:
+            self.output = W.Output()
+            self._show(first)
+            shown = self.output
+        super().__init__([controls_box(self.controls, per_row), shown, self.status])
         link(self.controls, lambda **_: self.redraw())
+
+    def _show(self, fig: go.Figure) -> None:
+        from IPython import get_ipython
+        from IPython.display import display
+
+        self.figure = fig
+        if get_ipython() is None:  # plain Python (tests, scripts): nothing to show the figure in
+            return
+        with self.output:
+            self.output.clear_output(wait=True)  # wait: no flicker, the old figure stays until the new one arrives
+            display(fig)
 
     def params(self) -> dict[str, Any]:
         return {**self.fixed, **{name: c.value for name, c in self.controls.items()}}
 
     def redraw(self) -> None:
         try:
-            update_figure(self.figure, self.render(**self.params()))
+            fig = self.render(**self.params())
+            if self.live == "figurewidget":
+                update_figure(self.figure, fig)
+            else:
+                self._show(fig)
             self.status.value = ""
         except Exception as err:  # shown to the student; the figure keeps its last good state
             self.status.value = f"<span style='color:#D55E00'>could not redraw: {type(err).__name__}: {err}</span>"
 
 
 def interactive_view(render: Callable[..., go.Figure], controls: Mapping[str, W.ValueWidget], per_row: int = 3,
-                     **fixed: Any) -> View:
-    """Controls wired to a pure render function: `render(**fixed, **{name: control.value})` on every change."""
+                     live: str = "output", **fixed: Any) -> View:
+    """Controls wired to a pure render function: `render(**fixed, **{name: control.value})` on every change
+    (see View for `live`)."""
     if not callable(render):
         raise ValueError(f"render must be callable, got {type(render).__name__}")
-    return View(render, controls, fixed, per_row)
+    return View(render, controls, fixed, per_row, live)
