@@ -134,7 +134,7 @@ def esd_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
     x = path_point(batch, batch.s)
     with torch.no_grad():
         b_self = model(x, batch.s, batch.s)  # the self-teacher b = u(x, s, s), sg
-    b = torch.where(diagonal_mask(batch)[:, None], batch.x1 - batch.x0, b_self)
+    b = torch.where(diagonal_mask(batch).reshape(-1, *([1] * (x.ndim - 1))), batch.x1 - batch.x0, b_self)
     res, _, _ = eulerian_residual(model, x, batch.s, batch.t, b)
     err = per_sample_mse(res, torch.zeros_like(res))
     diag = diagonal_mask(batch)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, frozen, path_point, per_sample_sq
 from ..flowmaps import two_time_batch as _two_time_batch
+from ..paths import expand_t
 from .batch import Batch
 from .registry import LossSpec, register
 
@@ -79,7 +80,7 @@ def lsd_loss(model: nn.Module, batch: Batch, rescale: bool = False, **_: Any) ->
         v = model(X.detach(), batch.t, batch.t)  # sg[u(sg[X], t, t)]
     res = dX - v
     if rescale:
-        res = res / (batch.t - batch.s).clamp_min(1e-3)[:, None]
+        res = res / expand_t((batch.t - batch.s).clamp_min(1e-3), res)
     lag = per_sample_sq(res)
     return (fm + lag).mean(), _diag(3, 1, fm=fm, lagrangian=lag)
 

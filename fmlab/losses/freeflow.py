@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, path_point, per_sample_sq
+from ..paths import expand_t
 from .batch import Batch
 from .registry import LossSpec, register
 
@@ -65,7 +66,7 @@ def freeflow_loss(model: nn.Module, batch: Batch, teacher: Any = None, fake: nn.
         with torch.no_grad():
             z = torch.randn_like(x1_hat) if batch.z is None else batch.z
             x_r = path_point(z, x1_hat.detach(), batch.r)
-            direction = (1 - batch.r)[:, None] * (fake(x_r, batch.r) - field(x_r, batch.r))  # D_F - D_T
+            direction = expand_t(1 - batch.r, x_r) * (fake(x_r, batch.r) - field(x_r, batch.r))  # D_F - D_T
         corr = (x1_hat * direction).flatten(1).mean(1)
         loss = loss + corrector_weight * corr.mean()
         diag.update(corrector_gap=per_sample_sq(direction).mean(), n_forward=5)
