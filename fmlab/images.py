@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,9 @@ from .train_images import (
     to_uint8,
 )
 
-__all__ = ["is_image_run", "load_image_run", "sample_images", "evaluate_images", "register_image_cli"]
+__all__ = ["is_image_run", "load_image_run", "sample_images", "evaluate_images", "register_image_cli", "LAB_RUNS",
+           "LAB_EVAL_STEPS", "LabPlan", "plan_lab", "train_lab_run", "lab_samples", "lab_reference", "lab_scores",
+           "preset_table"]
 
 
 # --- using a run --------------------------------------------------------------------------------------------------
@@ -242,8 +246,6 @@ def _dispatch_sample(args: argparse.Namespace) -> int | None:
 def _dispatch_eval(args: argparse.Namespace) -> int | None:
     if not is_image_run(args.run):
         return None
-    import dataclasses
-
     from .fid import FID_N, inception_extractor, reference_stats
 
     model, config = load_image_run(args.run, args.device)
@@ -280,3 +282,176 @@ def _dispatch_prepare(args: argparse.Namespace) -> int:
     data = CelebA64(args.data_root, split=args.split, crop=args.crop, size=args.image_size)
     print(f"{data.name}: cache {data.cache_path} ({data.images.nbytes / 2**20:.0f} MB)")
     return 0
+
+
+# --- the final lab: plan, train, sample, score ---------------------------------------------------------------------
+
+LAB_RUNS: dict[str, str] = {  # label -> registered loss (the head is the loss's own)
+    "field (cfm)": "cfm",
+    "x1 prediction": "x1_prediction",
+    "anchored consistency": "anchored_consistency",
+    "MeanFlow (flow map)": "meanflow",
+}
+LAB_EVAL_STEPS = (1, 2, 4, 50)
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    """How lab 10 trains on the machine at hand (see `plan_lab`): one ImageTrainConfig per run via `config(loss)`."""
+
+    kind: str  # 'fast' (FMLAB_FAST / CI), 'cpu' (a laptop's lesson) or 'gpu' (the real run)
+    device: str
+    data: str
+    data_root: str | None
+    preset: str
+    image_size: int
+    batch_size: int
+    lr: float
+    budget_s: float  # per run
+    images_per_s: float  # measured (flow matching, one process)
+    steps: int
+    n_eval: int
+    eval_steps: tuple[int, ...] = LAB_EVAL_STEPS
+    n_faces: int = 20_000
+
+    def config(self, loss: str, **overrides: Any) -> ImageTrainConfig:
+        every = max(1, self.steps // 8)
+        base = dict(data=self.data, data_root=self.data_root, loss=loss, preset=self.preset,
+                    image_size=self.image_size, batch_size=self.batch_size, lr=self.lr, steps=self.steps,
+                    warmup=min(200, self.steps // 10), ema_decay=0.999 if self.kind != "gpu" else 0.9995,
+                    dropout=0.0 if self.kind != "gpu" else 0.1, log_every=every, ckpt_every=0, sample_every=every,
+                    sample_n=16 if self.kind == "fast" else 36, sample_steps=8, device=self.device,
+                    threads=1 if self.kind == "fast" else None, n_faces=self.n_faces, seed=0)
+        return ImageTrainConfig(**{**base, **overrides})
+
+    def describe(self) -> str:
+        label = {"fast": "FAST MODE (FMLAB_FAST=1): a short demonstration run, not a result",
+                 "cpu": "CPU: a short run sized for a laptop (a GPU gives the real lesson)",
+                 "gpu": "GPU: the real run"}[self.kind]
+        minutes = self.steps * self.batch_size / self.images_per_s / 60
+        return (f"{label}\n  data: {self.data} at {self.image_size}x{self.image_size}, UNet preset "
+                f"'{self.preset}', batch {self.batch_size}, on {self.device}\n"
+                f"  measured {self.images_per_s:.0f} images/s (flow matching) -> {self.steps} steps per run "
+                f"(~{minutes:.1f} min for flow matching; JVP losses take ~2-3x longer)\n"
+                f"  evaluation: {self.n_eval} samples at {', '.join(map(str, self.eval_steps))} steps")
+
+
+def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: str | None = None,
+             data_root: str | None = None) -> LabPlan:
+    """Size lab 10's runs from a throughput measured on this device.
+
+    fast (default: FMLAB_FAST): procedural faces at 16 px, the 'tiny' UNet, 30-45 steps per run (seconds). On a GPU:
+    CelebA if found (data_root / $FMLAB_CELEBA) else the procedural faces, 64 px, the 'small' UNet (9.6M), batch 128,
+    5 minutes of flow matching per run. On a CPU: 16 px, 'tiny', batch 32, 40 s of flow matching per run (JVP losses
+    take 2-3x longer at the same step count). `budget_s` overrides the time per run.
+    """
+    from .data.celeba import celeba_available
+    from .device import pick_device
+    from .labkit import fast_mode
+    from .train_images import measure_throughput, plan_steps
+
+    fast = fast_mode() if fast is None else fast
+    dev = pick_device(device)
+    kind = "fast" if fast else "gpu" if dev.type == "cuda" else "cpu"
+    data = "celeba" if kind != "fast" and celeba_available(data_root) else "faces"
+    sizes = {"fast": dict(preset="tiny", image_size=16, batch_size=12, lr=3e-3, budget_s=3.0, n_eval=16,
+                          n_faces=512, limits=(30, 45)),
+             "cpu": dict(preset="tiny", image_size=16, batch_size=32, lr=2e-3, budget_s=40.0, n_eval=128,
+                         n_faces=4096, limits=(200, 5000)),
+             "gpu": dict(preset="small", image_size=64, batch_size=128, lr=2e-4, budget_s=300.0, n_eval=5000,
+                         n_faces=20_000, limits=(500, 200_000))}[kind]
+    low, high = sizes.pop("limits")
+    if budget_s is not None:
+        sizes["budget_s"] = float(budget_s)
+    plan = LabPlan(kind=kind, device=str(dev), data=data, data_root=data_root, steps=1, images_per_s=1.0, **sizes)
+    measured = measure_throughput(plan.config("cfm"), steps=1 if fast else 3, warmup=1)
+    steps = plan_steps(measured["images_per_s"], plan.budget_s, plan.batch_size, low, high)
+    return dataclasses.replace(plan, images_per_s=measured["images_per_s"], steps=steps)
+
+
+_LAB_CACHE: dict[Any, Any] = {}
+
+
+def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
+    """Train (once per kernel: cached on the config) the run `label` of LAB_RUNS with a progress bar and a live
+    figure of the sample grid and the loss; a cached run draws its final state at once."""
+    from .labkit import cache_key
+    from .viz.images import LiveTraining
+
+    if label not in LAB_RUNS:
+        raise ValueError(f"label must be one of {list(LAB_RUNS)}, got {label!r}")
+    config = plan.config(LAB_RUNS[label])
+    key = cache_key("train_lab_run", config)
+    view = LiveTraining(f"{label}", config.steps, show=live) if live else None
+    if key not in _LAB_CACHE:
+        trainer = ImageTrainer(config, on_grid=view.on_grid if view else None)
+        trainer.fit(progress=True, callback=view.on_record if view else None)
+        _LAB_CACHE[key] = trainer
+    trainer = _LAB_CACHE[key]
+    if view is not None:
+        view.show_final(trainer)
+    return trainer
+
+
+def lab_samples(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1) -> dict[str, dict[int, np.ndarray]]:
+    """{label: {steps: uint8 [n_eval, H, W, 3]}}: every model from the same noise at every step count of the plan
+    (Euler steps for velocity models, flow-map jumps for MeanFlow). Cached per kernel."""
+    from .labkit import cache_key
+
+    out = {}
+    for label, trainer in trainers.items():
+        key = cache_key("lab_samples", trainer.config, plan.n_eval, plan.eval_steps, seed)
+        if key not in _LAB_CACHE:
+            _LAB_CACHE[key] = {k: to_uint8(sample_images(trainer.ema, plan.n_eval, k, None, seed))
+                               for k in plan.eval_steps}
+        out[label] = _LAB_CACHE[key]
+    return out
+
+
+def lab_reference(plan: LabPlan, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, Any]:
+    """(n training images chosen at random (seeded), the data set) for scoring."""
+    config = plan.config("cfm")
+    dataset = image_dataset(config, "train", progress=True)
+    n = min(n or plan.n_eval, len(dataset.images))
+    pick = np.sort(np.random.default_rng(seed).choice(len(dataset.images), size=n, replace=False))
+    return np.asarray(dataset.images[pick]), dataset
+
+
+def lab_scores(plan: LabPlan, samples: dict[str, dict[int, np.ndarray]], inception: str | None = None
+               ) -> list[dict[str, Any]]:
+    """Rows {'model', 'steps', 'name', 'value', 'n', 'note'}: FID (labelled by sample size; only with Inception
+    weights) and the proxies, for every model and step count, plus a baseline row 'noise (no training)': the
+    scores of Gaussian noise images, what a model that learned nothing would get."""
+    from .fid import image_scores, inception_extractor, reference_stats
+
+    reference, dataset = lab_reference(plan)
+    extractor = inception_extractor(inception)
+    stats = reference_stats(extractor, dataset.images, dataset.name) if extractor is not None else None
+    g = torch.Generator().manual_seed(123)
+    noise = to_uint8(torch.randn(plan.n_eval, 3, plan.image_size, plan.image_size, generator=g).clamp(-1, 1))
+    rows = []
+    for label, by_steps in [("noise (no training)", {0: noise}), *samples.items()]:
+        for k, images in by_steps.items():
+            for score in image_scores(images, reference, extractor, stats):
+                rows.append({"model": label, "steps": k, "name": score.name, "value": score.value, "n": score.n,
+                             "note": score.note})
+    return rows
+
+
+def preset_table(image_size: int = 64) -> str:
+    """The UNet presets: parameters and GFLOPs per forward pass of one image (counted on the meta device: no
+    memory, no arithmetic), as a text table."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models.unet import UNET_PRESETS, build_unet
+
+    lines = [f"{'preset':<8}{'params':>10}{f'GFLOPs/img at {image_size}px':>24}"]
+    for name in UNET_PRESETS:
+        with torch.device("meta"):
+            model = build_unet(name, image_size=image_size)
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model.backbone(torch.zeros(1, 3, image_size, image_size), torch.full((1,), 0.5))
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        lines.append(f"{name:<8}{params:>9.2f}M{counter.get_total_flops() / 1e9:>24.2f}")
+    return "\n".join(lines)

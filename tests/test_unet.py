@@ -50,7 +50,7 @@ def test_preset_parameter_counts_match_docs():
 
 def test_flops_of_tiny_match_docs():
     stats = unet_stats(build_unet("tiny", image_size=32))
-    assert stats["gflops"] == pytest.approx(0.155, rel=0.02)
+    assert stats["gflops"] == pytest.approx(0.127, rel=0.02)  # attention at 8 px for a 32-px image
     assert stats["params_M"] == pytest.approx(0.3037, rel=0.01)
 
 

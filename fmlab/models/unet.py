@@ -22,8 +22,8 @@ Presets (parameters and forward cost measured with `unet_stats`, 3 x 64 x 64 inp
 GFLOPs = 2 x multiply-adds of one forward pass of one image, from torch.utils.flop_counter):
 
     preset  ch   mult        blocks  attention  params   GFLOPs/img (64x64)  use
-    tiny    16   1,2,2       1       16         0.304M   0.53   (0.16 at 32x32)  tests, the lab's fast mode
-    mini    32   1,2,2       1       16         1.20M    2.05   (0.57 at 32x32)  a laptop CPU's lesson
+    tiny    16   1,2,2       1       16         0.304M   0.53   (0.13 at 32x32)  tests, the lab's fast mode
+    mini    32   1,2,2       1       16         1.20M    2.05   (0.50 at 32x32)  a laptop CPU's lesson
     small   64   1,2,2,2     2       16         9.59M    11.8                    the lab's default on a GPU
     base    128  1,2,2,2     2       16         38.3M    46.7                    DDPM's CIFAR-10 width
     large   160  1,2,2,2     2       16         59.8M    72.9                    the longest runs
@@ -102,8 +102,8 @@ class Attention(nn.Module):
     def forward(self, h: Tensor) -> Tensor:
         b, c, hh, ww = h.shape
         q, k, v = self.qkv(self.norm(h)).reshape(b * self.heads, 3 * c // self.heads, hh * ww).chunk(3, dim=1)
-        d = q.shape[1]
-        w = torch.softmax(torch.bmm(q.transpose(1, 2), k) / math.sqrt(d), dim=-1)  # [B*heads, HW, HW]
+        q = q * q.shape[1] ** -0.5  # scale q (C/heads x HW) rather than the HW x HW logits: same result, cheaper
+        w = torch.softmax(torch.bmm(q.transpose(1, 2), k), dim=-1)  # softmax(q^T k / sqrt(d)): [B*heads, HW, HW]
         out = torch.bmm(v, w.transpose(1, 2)).reshape(b, c, hh, ww)  # out_i = sum_j w_ij v_j
         return (h + self.proj(out)) / math.sqrt(2)
 
@@ -240,7 +240,9 @@ def build_unet(preset: str = "small", image_size: int = 64, in_channels: int = 3
                **overrides: Any) -> nn.Module:
     """A UNet preset wrapped in its parametrisation: Parametrised (velocity / x1 / eps head, `model(x, t)`) or,
     with time_inputs=2, FlowMapModel (average velocity, `model(x, s, t)`). `overrides` replace preset entries
-    (channels, channel_mult, num_blocks, attn_resolutions, head_dim). The wrapper's `.config` rebuilds it
+    (channels, channel_mult, num_blocks, attn_resolutions, head_dim). A preset's attention resolutions are those of a
+    64 x 64 image and scale with image_size (attention at 16 px for 64 px images, 8 for 32, 4 for 16), so a smaller
+    image keeps the same architecture, level for level. The wrapper's `.config` rebuilds it
     (fmlab.train_images.build_image_model(**config))."""
     from .parametrisation import FLOW_MAP_PREDICTIONS, FlowMapModel, Parametrised
 
@@ -250,7 +252,9 @@ def build_unet(preset: str = "small", image_size: int = 64, in_channels: int = 3
     if unknown:
         raise ValueError(f"unknown UNet override(s) {unknown}; allowed: channels, channel_mult, num_blocks, "
                          f"attn_resolutions, head_dim")
-    arch = {**UNET_PRESETS[preset], **overrides}
+    arch = dict(UNET_PRESETS[preset])
+    arch["attn_resolutions"] = tuple(max(1, r * image_size // 64) for r in arch["attn_resolutions"])  # scale with size
+    arch.update(overrides)
     arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
     backbone = UNet(in_channels=in_channels, image_size=image_size, dropout=dropout, time_inputs=time_inputs,
                     time_condition=time_condition, **arch)
