@@ -73,6 +73,10 @@ def test_fit_is_cached_records_field_error_and_live_curve_updates():
     assert [r["step"] for r in trainer.log] == [4, 8, 12] and all(r["field_error"] > 0 for r in trainer.log)
     ot = T.fit(TrainConfig(**{**config.to_dict(), "coupling": "ot"}))
     assert "field_error" not in ot.log[-1]  # the OT optimum is not the independent v*: no error drawn
+    reflow = TrainConfig(**{**config.to_dict(), "loss": "reflow", "steps": 4, "log_every": 2,
+                            "loss_settings": {"teacher_steps": 2}})
+    student = T.fit(reflow, config)  # the teacher is the cached trainer of `config`
+    assert student.step == 4 and student.settings["teacher"] is trainer.ema and T.fit(reflow, config) is student
 
 
 def test_particle_animation_has_frames_slider_and_play_button():
