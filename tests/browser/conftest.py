@@ -210,6 +210,8 @@ def chromium_context(tmp_path_factory: pytest.TempPathFactory, chromium_executab
         context = pw.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium_executable, headless=True,
             args=CHROMIUM_ARGS, viewport=VIEWPORT, device_scale_factor=1)
+        context.set_default_timeout(60_000)  # clicks and key presses on a loaded machine
+        context.set_default_navigation_timeout(90_000)
         try:
             yield context
         finally:
