@@ -7,8 +7,9 @@
 Each cell builds a fresh fmlab.train_images.ImageTrainer on procedural faces (no download; the data loader is part
 of the step, as in training), runs --warmup untimed steps, then times --steps steps. Reported: images/s and ms per
 step (wall clock, device synchronised), CPU ms per step (process time, all threads: on a shared CPU machine this
-is what an idle core would take), and peak memory (CUDA: max allocated; CPU: the process's peak RSS, which grows
-monotonically over the run, so read it as an upper bound). MeanFlow and LSD take forward-mode JVPs, so on GPUs
+is what an idle core would take), and peak memory during the timed steps (CUDA: max allocated; CPU: the process's
+peak resident set size, reset before the timed steps on Linux, so it includes the Python process, ~0.3-0.5 GB).
+MeanFlow and LSD take forward-mode JVPs, so on GPUs
 they run in fp32 while flow matching uses bf16 autocast (fmlab.train_images, amp='auto'); --amp overrides.
 Numbers go to stdout as a Markdown table; copy them into benchmarks/README.md ("Images") with the device line.
 """
@@ -52,7 +53,7 @@ def bench(preset: str, loss: str, args: argparse.Namespace) -> dict:
     dev = trainer.device
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-        torch.cuda.reset_peak_memory_stats(dev)
+    peak_memory(dev)  # reset the peak: what follows is the timed steps' own
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         trainer.train_step()

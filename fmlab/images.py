@@ -342,7 +342,7 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
 
     fast (default: FMLAB_FAST): procedural faces at 16 px, the 'tiny' UNet, 30-45 steps per run (seconds). On a GPU:
     CelebA if found (data_root / $FMLAB_CELEBA) else the procedural faces, 64 px, the 'small' UNet (9.6M), batch 128,
-    5 minutes of flow matching per run. On a CPU: 16 px, 'tiny', batch 32, 40 s of flow matching per run (JVP losses
+    5 minutes of flow matching per run. On a CPU: 16 px, 'tiny', batch 32, 30 s of flow matching per run (JVP losses
     take 2-3x longer at the same step count). `budget_s` overrides the time per run.
     """
     from .data.celeba import celeba_available
@@ -356,7 +356,7 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
     data = "celeba" if kind != "fast" and celeba_available(data_root) else "faces"
     sizes = {"fast": dict(preset="tiny", image_size=16, batch_size=12, lr=3e-3, budget_s=3.0, n_eval=16,
                           n_faces=512, limits=(30, 45)),
-             "cpu": dict(preset="tiny", image_size=16, batch_size=32, lr=2e-3, budget_s=40.0, n_eval=128,
+             "cpu": dict(preset="tiny", image_size=16, batch_size=32, lr=2e-3, budget_s=30.0, n_eval=64,
                          n_faces=4096, limits=(200, 5000)),
              "gpu": dict(preset="small", image_size=64, batch_size=128, lr=2e-4, budget_s=300.0, n_eval=5000,
                          n_faces=20_000, limits=(500, 200_000))}[kind]

@@ -16,7 +16,7 @@ checkpoints with exact resume):
 - periodic sample grids from the EMA model (fixed noise, so grids are comparable across steps), written to
   OUT/samples/step_NNNNNNN.png and kept in `trainer.grids`; `on_grid(step, grid)` lets a notebook show them live;
 - throughput and memory in every log record: images_per_s (global, all ranks), step_ms, peak_mem_mb (CUDA:
-  peak allocated since the last record; CPU: the process's peak resident set size);
+  peak allocated since the last record; CPU: the process's peak resident set size since the last record);
 - data parallelism over `torchrun` ranks (fmlab.distributed): per-rank shards and seeds, gradients averaged
   explicitly after backward (DDP's hooks would miss JVP and predict() paths), rank 0 writes, barrier at the end.
 
@@ -464,17 +464,26 @@ class ImageTrainer(Trainer):
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:
-    """{'peak_mem_mb': ...}: CUDA peak allocated since the last call (then reset), else the process's peak RSS."""
+    """{'peak_mem_mb': ...} since the previous call (which resets the peak): CUDA's peak allocated memory; on a CPU
+    the process's peak resident set size (Linux: VmHWM, reset through /proc/self/clear_refs; elsewhere the peak
+    since the process started)."""
     if device.type == "cuda":
         value = torch.cuda.max_memory_allocated(device) / 2**20
         torch.cuda.reset_peak_memory_stats(device)
         return {"peak_mem_mb": round(value, 1)}
     try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")  # reset the peak to the current RSS
+        return {"peak_mem_mb": round(kib / 1024, 1)}
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
         import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
         import sys
 
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
         return {"peak_mem_mb": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
     except ImportError:  # Windows
         return {}
