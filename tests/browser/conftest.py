@@ -22,7 +22,6 @@ pre-save hook that refuses every save: the harness never writes a notebook.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -406,7 +405,6 @@ class LabHarness:
         notebook = Path(notebook).resolve()
         rel = notebook.relative_to(self.server.root).as_posix()
         report = LabReport(name or notebook.stem)
-        digest = hashlib.sha256(notebook.read_bytes()).hexdigest()
         page = self.context.new_page()
         page.on("pageerror", lambda err: report.console_errors.append(f"page error: {err}"))
         page.on("console", lambda msg: msg.type == "error" and report.console_errors.append(msg.text[:500]))
@@ -431,7 +429,8 @@ class LabHarness:
                 self.server.shutdown_session(rel)
             except (urllib.error.URLError, OSError):
                 pass
-        assert hashlib.sha256(notebook.read_bytes()).hexdigest() == digest, f"{rel} was modified on disk"
+        # JupyterLab never tried to write the notebook (the server's pre-save hook refuses and logs every attempt)
+        assert f"refused: {rel})" not in self.server.log.read_text(errors="replace"), f"JupyterLab tried to save {rel}"
         if report.console_errors:
             _CONSOLE[report.name] = report.console_errors
         return report
