@@ -64,7 +64,8 @@ $$v^*(x, t) = \mathbb E\,[\,x_1 - x_0 \mid x_t = x\,] = \frac{\mathbb E[x_1 \mid
 the field of lab 02, whose flow carries $\mathcal N(0, I)$ onto the data. Adding and subtracting $v^*$ splits the loss
 (the cross term has mean zero, as in lab 02):
 
-$$\mathcal L(\theta) = \underbrace{\mathbb E\,\big\|(x_1 - x_0) - v^*(x_t, t)\big\|^2}_{\text{floor } L^*,\ \text{independent of } \theta}
+$$\mathcal L(\theta) =
+\underbrace{\mathbb E\,\big\|(x_1 - x_0) - v^*(x_t, t)\big\|^2}_{\text{floor } L^*,\ \text{independent of } \theta}
 \;+\; \underbrace{\mathbb E\,\big\|v_\theta(x_t, t) - v^*(x_t, t)\big\|^2}_{\text{field error}} .$$
 
 `fmlab` reports both per coordinate (divided by $d = 2$). The floor is how much the conditional targets scatter around
@@ -155,9 +156,9 @@ assert learned < 0.25 * nothing
     md(r"""
 ## Your turn
 
-**Exercise 1.** At $t = 0$, $x_t = x_0$ is pure noise and independent of $x_1$. Show that $v^*(x, 0) = \mathbb E[x_1] - x$
-and compute $v^*((1, 1), 0)$ for the mixture `gmm_2d("asymmetric")` (means $(-2,-1)$, $(2, 1.5)$, $(0.5,-2.5)$ with
-weights $0.5, 0.3, 0.2$). Answer with a list `[vx, vy]`.
+**Exercise 1.** At $t = 0$, $x_t = x_0$ is pure noise and independent of $x_1$. Show that
+$v^*(x, 0) = \mathbb E[x_1] - x$ and compute $v^*((1, 1), 0)$ for the mixture `gmm_2d("asymmetric")` (means
+$(-2,-1)$, $(2, 1.5)$, $(0.5,-2.5)$ with weights $0.5, 0.3, 0.2$). Answer with a list `[vx, vy]`.
 """),
     code("""
 answer = None  # your answer: [vx, vy]

@@ -184,10 +184,10 @@ print(f"straightness of the exact flow S = {s_exact:.2f}, length ratio {path_len
 assert s_exact > 0.5  # the paths of flow matching with independent pairs are far from straight
 """),
     md(r"""
-Most of the bending happens early: particles leave towards the mean and turn towards their blob by $t \approx 0.4$;
-in the second half their velocity drifts again, less strongly, as they settle inside a blob. A solver with few steps cuts those corners. Two ways
-out: spend more NFE on a better solver (this lab), or **make the paths straighter** so that few steps suffice
-(lab 05).
+Most of the bending happens early: particles leave towards the mean and turn towards their blob by $t \approx 0.4$; in
+the second half their velocity drifts again, less strongly, as they settle inside a blob. A solver with few steps cuts
+those corners. Two ways out: spend more NFE on a better solver (this lab), or **make the paths straighter** so that
+few steps suffice (lab 05).
 """),
     md(r"""
 ## Your turn

@@ -86,7 +86,8 @@ costs = {}
 for b in (1, 16, 256):
     paired = C.minibatch_pairs(X0, X1, b)
     costs[b] = pairing_cost(X0, paired)
-    print(f"batch {b:3d}: E||x1 - x0||^2 = {costs[b]:5.2f}   crossing lines {100 * C.crossing_fraction(X0, paired):4.1f}%")
+    crossing = 100 * C.crossing_fraction(X0, paired)
+    print(f"batch {b:3d}: E||x1 - x0||^2 = {costs[b]:5.2f}   crossing lines {crossing:4.1f}%")
 assert costs[1] > 2 * costs[16] > 2 * costs[256]
 """),
     md(r"""
@@ -95,11 +96,12 @@ assert costs[1] > 2 * costs[16] > 2 * costs[256]
 At a point $x_t$, flow matching averages the velocities $x_1 - x_0$ of all pairs whose line passes there. On the
 linear path $x_1 - x_0 = (x_1 - x_t)/(1 - t)$, so the targets disagree by
 
-$$\mathbb E\,\big\|(x_1 - x_0) - v^*(x_t, t)\big\|^2 = \frac{\mathbb E\,\mathrm{tr}\,\mathrm{Cov}[x_1 \mid x_t]}{(1-t)^2}.$$
+$$\mathbb E\,\big\|(x_1 - x_0) - v^*(x_t, t)\big\|^2
+= \frac{\mathbb E\,\mathrm{tr}\,\mathrm{Cov}[x_1 \mid x_t]}{(1-t)^2}.$$
 
-Averaged over $t$ (and divided by $d = 2$) this is the loss floor of lab 03, and it is also why the paths bend: a particle at $x_t$ moves towards the **average**
-of the data points it might end up at, $\mathbb E[x_1 \mid x_t]$, and that average moves as $t$ grows. With little
-posterior variance there is little to average and the paths run straight.
+Averaged over $t$ (and divided by $d = 2$) this is the loss floor of lab 03, and it is also why the paths bend: a
+particle at $x_t$ moves towards the **average** of the data points it might end up at, $\mathbb E[x_1 \mid x_t]$, and
+that average moves as $t$ grows. With little posterior variance there is little to average and the paths run straight.
 
 For independent pairs the mixture gives $\mathrm{tr}\,\mathrm{Cov}[x_1 \mid x_t]$ in closed form
 (`GaussianMixture.posterior_variance`). For OT pairs there is no formula, so we estimate it: at each $x_t$, take its
@@ -121,8 +123,8 @@ assert ot < 0.25 * closed  # ... and OT pairs leave far less to average over
 """),
     md(r"""
 At $t = 0$ the independent posterior is the whole data distribution ($\mathrm{tr}\,\mathrm{Cov}[x_1] = 8.25$, every
-blob possible); with OT pairs, $x_0$ already tells which blob it goes to. Larger batches approach the full OT plan; small
-batches help less because a batch of 16 has only about two points per blob to choose from.
+blob possible); with OT pairs, $x_0$ already tells which blob it goes to. Larger batches approach the full OT plan;
+small batches help less because a batch of 16 has only about two points per blob to choose from.
 
 ## 3. Training with OT pairs
 
