@@ -72,3 +72,15 @@ def test_welcome_checker():
     from fmlab.exercises.welcome import check_time_on_path
 
     assert check_time_on_path(0.75, quiet=True) and not check_time_on_path(0.25, quiet=True)  # 0.25: noise share
+
+
+def test_verdict_shown_once_in_a_notebook(capsys):
+    """A checker ending a cell prints its verdict; IPython's display of the returned value adds nothing."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_cell("from fmlab.exercises import check_number\ncheck_number('x', 1.0, 1.0)")
+    shell.run_cell("check_number('y', 1.0, 2.0, quiet=True)")
+    out = capsys.readouterr().out
+    assert out.count("x = 1: correct.") == 1
+    assert out.count("y = 1 is too small.") == 1  # a quiet verdict is shown by the display instead

@@ -8,6 +8,7 @@ from fmlab.couplings import couple, pairing_cost
 from fmlab.data import gmm_2d
 from fmlab.exercises import couplings as ex
 from fmlab.viz import couplings as C
+from fmlab.viz.style import NOTEBOOK_WIDTH
 
 torch.set_num_threads(1)
 GMM = gmm_2d("8modes")
@@ -95,9 +96,13 @@ def test_few_step_samples_grid_widget_and_table():
     assert torch.allclose(samples["zero"], x0) and samples["exact"].std(0).max() < 0.5  # 1 step: onto the mean
     fig = C.render_samples_grid(samples, data, 1)
     assert fig.layout.annotations[0].text.startswith("exact: W2 = ") and "1 Euler step " in fig.layout.title.text
-    view = C.samples_widget(fields, x0, data)
+    models = dict(fields)
+    view = C.samples_widget(models, x0, data)
+    models["added later"] = fields["zero"]  # a lab adding a model afterwards does not change this widget
     view.controls["steps"].value = 4
-    assert "4 Euler steps" in view.figure.layout.title.text
+    assert "4 Euler steps" in view.figure.layout.title.text and len(view.figure.layout.annotations) == 2
+    three = C.render_samples_grid({**samples, "third": samples["zero"]}, data, 1)
+    assert three.layout.width <= NOTEBOOK_WIDTH  # three panels are not clipped in a notebook
     table = C.w2_table(fields, x0, data, steps=(1, 8))
     assert table["exact"][8] < table["exact"][1] and set(table["zero"]) == {1, 8}
     chart = C.render_w2_vs_steps(table, floor=0.2)

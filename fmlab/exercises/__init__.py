@@ -21,8 +21,8 @@ PASS, FAIL = "\u2705", "\u274c"  # check mark, cross
 class Verdict:
     """The result of a check: truthy when correct; prints as the message shown to the student."""
 
-    def __init__(self, ok: bool, message: str):
-        self.ok, self.message = bool(ok), message
+    def __init__(self, ok: bool, message: str, printed: bool = False):
+        self.ok, self.message, self.printed = bool(ok), message, printed
 
     def __bool__(self) -> bool:
         return self.ok
@@ -30,10 +30,15 @@ class Verdict:
     def __repr__(self) -> str:
         return f"{PASS if self.ok else FAIL} {self.message}"
 
+    def _ipython_display_(self) -> None:
+        """A checker ending a notebook cell shows its message once: not again if `verdict` printed it."""
+        if not self.printed:
+            print(repr(self))
+
 
 def verdict(ok: bool, message: str, quiet: bool = False) -> Verdict:
     """Print (unless quiet) and return a Verdict."""
-    result = Verdict(ok, message)
+    result = Verdict(ok, message, printed=not quiet)
     if not quiet:
         print(repr(result))
     return result

@@ -26,7 +26,7 @@ from ..couplings import COUPLINGS, couple, pairing_cost
 from ..data import GaussianMixture
 from ..metrics import wasserstein
 from ..solvers import Field, solve
-from .style import COLORS, SEQUENCE, apply_style
+from .style import COLORS, NOTEBOOK_WIDTH, SEQUENCE, apply_style
 from .training import AXIS_X, AXIS_Y, EXTENT, scatter
 
 __all__ = ["minibatch_pairs", "crossing_fraction", "render_coupling", "coupling_widget", "posterior_variance_knn",
@@ -206,7 +206,8 @@ def render_samples_grid(samples: Mapping[str, Tensor], data: Tensor, steps: int,
         fig.update_yaxes(range=[-extent, extent], scaleanchor=f"x{'' if col == 1 else col}", scaleratio=1,
                          title_text=AXIS_Y if col == 1 else "", row=1, col=col)
     apply_style(fig, title=f"Samples after {steps} Euler step{'s' if steps > 1 else ''} from the same noise")
-    fig.update_layout(width=430 * len(names) + 60, height=520,
+    panel = min(430, (NOTEBOOK_WIDTH - 60) // len(names))  # three panels still fit in a notebook
+    fig.update_layout(width=panel * len(names) + 60, height=panel + 90,
                       legend=dict(orientation="h", x=0.0, y=-0.18, yanchor="top"), margin=dict(b=110))
     return fig
 
@@ -216,6 +217,7 @@ def samples_widget(fields: Mapping[str, Field], x0: Tensor, data: Tensor, steps:
     """A step-count slider (1 to 16, redraws on release) over `render_samples_grid`; every figure is kept."""
     from .widgets import int_slider, interactive_view
 
+    fields = dict(fields)  # the models at the time of the call: a lab that adds one later gets a new widget
     memo: dict[int, go.Figure] = {}
 
     def render(steps: int) -> go.Figure:

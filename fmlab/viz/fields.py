@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..data.gaussian import EmpiricalDistribution, GaussianMixture, gmm_2d, worked_example_1d
 from .paths import _np, segments
-from .style import COLORS, FONT_SIZE, apply_style
+from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
 from .widgets import View, dropdown, interactive_view, t_slider
 
 __all__ = ["FIELD_DATA", "COMPONENT_COLORS", "field_data", "conditional_velocity", "quiver_xy", "posterior_colors",
@@ -40,7 +40,7 @@ FIELD_DATA = ("three_points", "two_modes", "asymmetric", "8modes")
 T_MAX = 0.9  # the field views stop here: u_t(x | x1) grows like 1 / (1 - t)
 ARROW_DT = 0.1  # an arrow shows the displacement over a time step of ARROW_DT: x -> x + ARROW_DT u_t(x)
 LIM = 5.0
-WIDE = (1120, 560)
+WIDE = (NOTEBOOK_WIDTH, 560)
 # Mixture components get their own soft qualitative palette (ColorBrewer Set2), distinct from the role colours of
 # fmlab.viz.style (noise blue, data orange, model green, ...), so that a blend of them reads as "posterior weights".
 COMPONENT_COLORS = ["#66C2A5", "#FC8D62", "#8DA0CB", "#E78AC3", "#A6D854", "#FFD92F", "#E5C494", "#B3B3B3"]

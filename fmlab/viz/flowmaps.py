@@ -28,7 +28,7 @@ from ..data.gaussian import GaussianMixture, gmm_2d
 from ..solvers import solve_adaptive
 from .fields import quiver_xy
 from .paths import _np, segments
-from .style import COLORS, apply_style
+from .style import COLORS, NOTEBOOK_WIDTH, apply_style
 from .widgets import View, checkbox, dropdown, interactive_view, slider
 
 __all__ = ["MIXTURES", "MAPS", "GRID", "exact_flow_map", "approximate_flow_map", "flow_map_fn", "trajectories",
@@ -40,7 +40,7 @@ MAPS = {"exact": "exact flow map", "euler": "one Euler step x + (t - s) v(x, s)"
         "midpoint": "one midpoint step"}
 GRID = np.round(np.linspace(0.0, 1.0, 51), 10)  # slider times (step 0.02)
 LIM = 4.5
-WIDE = (1180, 560)
+WIDE = (NOTEBOOK_WIDTH, 560)
 F64 = torch.float64
 
 
@@ -303,8 +303,8 @@ def render_canoe_bridge(t: float = 0.6, s: float = 0.3, s0: float = 0.2, t0: flo
     t_eff, s_eff = max(t, s0), min(s, t0)
     gmm = _mixture(mixture)
     fig = make_subplots(1, 2, horizontal_spacing=0.08, subplot_titles=(
-        f"Lagrangian (canoe): start s0 = {s0:.2f} fixed, destination t = {t_eff:.2f}",
-        f"Eulerian (bridge): destination t0 = {t0:.2f} fixed, start s = {s_eff:.2f}"))
+        f"canoe (Lagrangian): s0 = {s0:.2f} fixed, t = {t_eff:.2f}",
+        f"bridge (Eulerian): t0 = {t0:.2f} fixed, s = {s_eff:.2f}"))
     # left: the raft rides the flow
     canoe = _canoe(mixture, s0)
     i0, j = _index(s0), _index(t_eff)

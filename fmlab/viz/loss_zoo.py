@@ -260,7 +260,7 @@ def render_zoo(view: ZooView, steps: int = 1, show_paths: bool = True) -> Any:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from .style import COLORS, apply_style
+    from .style import COLORS, NOTEBOOK_WIDTH, apply_style
 
     if steps not in view.samples:
         raise ValueError(f"steps must be one of 1..{max(view.samples)}, got {steps}")
@@ -285,7 +285,7 @@ def render_zoo(view: ZooView, steps: int = 1, show_paths: bool = True) -> Any:
     title = (f"{view.name}: {steps} step(s). W2 to data {view.w2[steps]:.3f} (exact map {view.exact_w2:.3f}); "
              f"RMS distance to the exact map {view.error[steps]:.3f}")
     apply_style(fig, title=title)
-    fig.update_layout(width=1180, height=560, title=dict(font=dict(size=17)))
+    fig.update_layout(width=NOTEBOOK_WIDTH, height=560, title=dict(font=dict(size=17)))
     for col in (1, 2):
         fig.update_xaxes(title_text="x<sub>1</sub>", range=[-4.5, 4.5], row=1, col=col)
         fig.update_yaxes(title_text="x<sub>2</sub>", range=[-4.5, 4.5], scaleanchor=f"x{'' if col == 1 else 2}",
@@ -371,7 +371,7 @@ def render_landscape(results: dict[str, Any], coupling: str = "independent", ste
     set, coloured by the ratio to 100-step flow matching (green <= 1.2x, yellow <= 2x, red beyond)."""
     import plotly.graph_objects as go
 
-    from .style import apply_style
+    from .style import NOTEBOOK_WIDTH, apply_style
 
     rows = landscape_rows(results, coupling)
     if not rows:
@@ -404,7 +404,7 @@ def render_landscape(results: dict[str, Any], coupling: str = "independent", ste
     title = (f"Flow-map losses, {coupling} coupling, {results['config']['steps']} training steps. Flow matching with "
              f"{results['config']['fm_steps']} steps: {refs}; noise floor: {floors}")
     apply_style(fig, title=title)
-    fig.update_layout(width=1400, height=120 + 26 * len(rows), title=dict(font=dict(size=15)),
+    fig.update_layout(width=NOTEBOOK_WIDTH, height=120 + 26 * len(rows), title=dict(font=dict(size=15)),
                       margin=dict(l=10, r=10, t=60, b=10))
     return fig
 
@@ -417,7 +417,7 @@ def render_costs(results: dict[str, Any]) -> Any:
     """Our measured cost per training step against the survey's estimate, in forward-pass equivalents."""
     import plotly.graph_objects as go
 
-    from .style import COLORS, apply_style
+    from .style import COLORS, NOTEBOOK_WIDTH, apply_style
 
     names = [n for n, info in results["losses"].items() if info.get("fwd_eq") is not None]
     names.sort(key=lambda n: results["losses"][n]["fwd_eq"])
@@ -428,7 +428,7 @@ def render_costs(results: dict[str, Any]) -> Any:
     fig.add_trace(go.Bar(x=labels, y=[results["losses"][n]["fwd_eq"] for n in names],
                          name="measured here (3 x 128 MLP, CPU)", marker_color=COLORS["model"]))
     apply_style(fig, title="Cost of one training step", y_title="forward-pass equivalents")
-    fig.update_layout(barmode="group", width=1180, height=520)
+    fig.update_layout(barmode="group", width=NOTEBOOK_WIDTH, height=520)
     fig.update_xaxes(tickangle=-45)
     return fig
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..data.gaussian import EmpiricalDistribution, gmm_2d, worked_example_1d
 from ..paths import SCHEDULES, get_schedule
-from .style import COLORS, FONT_SIZE, apply_style
+from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
 from .widgets import View, dropdown, interactive_view, t_slider
 
 __all__ = ["SCHEDULE_LABELS", "MIXTURES", "schedule_values", "path_samples", "render_conditional_path",
@@ -33,7 +33,7 @@ __all__ = ["SCHEDULE_LABELS", "MIXTURES", "schedule_values", "path_samples", "re
 SCHEDULE_LABELS = {"linear": "linear / CondOT", "cosine": "cosine", "vp": "variance preserving (VP)"}
 MIXTURES = ("asymmetric", "two_modes", "8modes")
 LIM = 5.0  # 2D panels show [-LIM, LIM]^2
-WIDE = (1120, 540)  # two-panel figures
+WIDE = (NOTEBOOK_WIDTH, 540)  # two-panel figures
 
 
 def _check_t(t: float, name: str = "t") -> float:

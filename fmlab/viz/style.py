@@ -21,6 +21,7 @@ SEQUENCE = ["#009E73", "#D55E00", "#0072B2", "#CC79A7", "#E69F00", "#56B4E9", "#
 FONT_SIZE = 16
 TITLE_SIZE = 20
 FIG_SIZE = (720, 520)  # plotly width, height in pixels
+NOTEBOOK_WIDTH = 1080  # the widest figure a JupyterLab notebook shows unclipped on a 1280-px screen
 MPL_FIGSIZE = (7.2, 5.2)  # inches
 
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..data import GMM_2D, GaussianMixture, gmm_2d, sample_toy
 from ..labkit import cached
 from ..solvers import Field, solve
-from .style import COLORS, FONT_SIZE, apply_style
+from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
 
 __all__ = ["EXTENT", "AXIS_X", "AXIS_Y", "grid", "arrow_traces", "density_contour", "scatter", "blend",
            "loss_floor", "field_error", "loss_decomposition", "data_fn", "ground_truth", "render_loss_curve", "fit",
@@ -376,7 +376,7 @@ def render_field_comparison(field: Field, gmm: GaussianMixture, t: float = 0.5, 
     fig.add_trace(density_contour(gmm, t, extent), row=1, col=3)
     title = f"Velocity at t = {t:.2f}: p<sub>t</sub>-weighted error E‖v<sub>θ</sub> − v*‖²/d = {weighted:.3f}"
     apply_style(fig, title=title)
-    fig.update_layout(width=1280, height=500, showlegend=False)
+    fig.update_layout(width=NOTEBOOK_WIDTH, height=440, showlegend=False)
     for col in (1, 2, 3):
         _square(fig, extent, row=1, col=col)
         fig.update_yaxes(scaleanchor=f"x{'' if col == 1 else col}", scaleratio=1, row=1, col=col)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..data import TOY_DATASETS, sample_toy
 from ..solvers import solve
 from .paths import _np
-from .style import COLORS, FONT_SIZE, apply_style
+from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
 from .widgets import View, int_slider, interactive_view, t_slider
 
 __all__ = ["toy_points", "render_interpolation", "interpolation_widget", "sample_model", "render_tour",
@@ -124,7 +124,7 @@ def render_tour(samples: Tensor, data: Tensor, log: Sequence[dict[str, Any]], w2
     lim = _limits(data)
     fig.update_xaxes(title_text="x", range=lim, row=1, col=2)
     fig.update_yaxes(title_text="y", range=lim, scaleanchor="x2", scaleratio=1, row=1, col=2)
-    fig.update_layout(width=1100, height=500, showlegend=False)
+    fig.update_layout(width=NOTEBOOK_WIDTH, height=500, showlegend=False)
     fig.update_annotations(font_size=FONT_SIZE)
     return fig
 
