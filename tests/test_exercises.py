@@ -23,7 +23,7 @@ def test_shared_checkers(capsys):
     assert not check_array("v", [1.0, 2.5], torch.tensor([1.0, 2.0]), quiet=True)
     assert check_choice("c", "b", "b", ["a", "b"], quiet=True)
     assert not check_choice("c", "z", "b", ["a", "b"], quiet=True)
-    assert "\u2705" in repr(check_number("x", 1.0, 1.0, quiet=True))
+    assert "\u2713" in repr(check_number("x", 1.0, 1.0, quiet=True))
 
 
 def test_paths_checkers_against_sampling():

@@ -40,7 +40,7 @@ Colours mean the same thing in every figure: <span style="color:#0072B2">**blue 
   sizes (this is how the labs are tested automatically). The code path is the same; only the numbers are smaller,
   so pictures are a little rougher. Without it you get the real lesson, a few minutes at most per lab on a laptop.
 * **CPU or GPU.** Every 2D lab is sized for a laptop CPU. fmlab picks CUDA, then Apple MPS, then the CPU.
-* **Your turn.** Exercises end with a call to a checker from `fmlab.exercises`, which prints ✅ or ❌ with a hint.
+* **Your turn.** Exercises end with a call to a checker from `fmlab.exercises`, which prints ✓ or ✗ with a hint.
   Solutions are folded under *Solution*: try first.
 
 Here is what this kernel sees:
