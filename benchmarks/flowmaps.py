@@ -49,6 +49,7 @@ from fmlab.viz.loss_zoo import (  # noqa: E402
     SURVEY_COST,
     ZOO_MODEL,
     flow_map_losses,
+    format_w2,
     generate,
     needs_teacher,
     rule_of,
@@ -409,7 +410,7 @@ def target_check(result: dict[str, Any]) -> dict[str, Any]:
         for coupling in ("independent", "ot"):
             rows = [r for r in result["runs"] if r["data"] == data and r["coupling"] == coupling]
             fm = [r for r in rows if r["loss"] == "cfm"]
-            maps = [r for r in rows if r["loss"] != "cfm" and r["w2"]["1"] == r["w2"]["1"]]  # drop NaN
+            maps = [r for r in rows if r["loss"] != "cfm" and format_w2(r["w2"]["1"]) != "diverged"]
             if not fm or not maps:
                 continue
             best = min(maps, key=lambda r: r["w2"]["1"])
@@ -441,7 +442,7 @@ def markdown(result: dict[str, Any]) -> str:
             mem = f"{info['mem_rel_fm']:.2f}" if "mem_rel_fm" in info else "-"
             row = f"| {label} | {info['rule']} | {info['setting']} | {survey} | {ours} | {mem} |"
             for d in datasets:
-                row += " " + " / ".join(f"{_w2(result, n, d, coupling, str(k)):.3f}" for k in EVAL_STEPS) + " |"
+                row += " " + " / ".join(format_w2(_w2(result, n, d, coupling, str(k))) for k in EVAL_STEPS) + " |"
             lines.append(row)
     lines.append("")
     for key, t in result.get("target", {}).items():

@@ -136,6 +136,16 @@ def test_landscape_table_colours_quality_against_flow_matching():
     assert list(bars.data[1].y) == [3.1, 9.0, 20.0]
 
 
+def test_diverged_runs_are_named_and_sorted_last():
+    res = _fake_results()
+    res["runs"][1]["w2"]["1"] = 3.4e5  # meanflow on moons blew up
+    table = Z.render_landscape(res, sort_by="moons").data[0]
+    assert list(table.cells.values[0]) == ["flow matching", "LSD", "MeanFlow"]
+    assert table.cells.values[6][2] == "diverged" and table.cells.fill.color[6][2] == "#fcbba1"
+    assert [Z.format_w2(v) for v in (None, float("nan"), float("inf"), 0.1234)] == ["-", "diverged", "diverged",
+                                                                                      "0.123"]
+
+
 def test_committed_benchmark_results_render():
     if not Z.RESULTS_PATH.exists():
         pytest.skip("benchmarks/results/flowmaps.json not written yet")

@@ -33,6 +33,9 @@ def sgflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]
     the exact map is stationary although ||a||^2 alone (the Eulerian residual with the conditional velocity) is
     biased. On the diagonal t = s, d_s f = -u(X, s, s) and d_x f = I, so the update is exactly flow matching's
     gradient for u(X, s, s) -> Xdot: the model trains its own velocity.
+    Stability: in expectation over xdot given X, L_sg = ||d_s f + (d_x f) v||^2 - ||(d_x f)(v - sg v_theta)||^2 with
+    v the marginal velocity, so while v_theta is still wrong the objective is unbounded below in d_x f. In
+    benchmarks/flowmaps.py (2000 steps, lr 2e-3, grad clip 1) it trains on moons and diverges on the checkerboard.
     Stop-gradient: the velocity v_theta inside the second tangent only; gradients flow through both JVPs.
     Default time sampling: (s, t) uniform on the triangle s <= t with a fraction 0.25 of s = t rows (they train
     the diagonal). Weight 1. (The paper's own time sampling and weighting could not be checked offline.)

@@ -32,7 +32,8 @@ __all__ = [
     "ZOO_DATA", "ZOO_TIME_FREQ_MAX", "TEACHERS", "MAX_STEPS", "flow_map_losses", "sampler_of", "rule_of",
     "needs_teacher", "classification", "zoo_model", "zoo_config",
     "generate", "trajectory", "load_results", "zoo_teacher", "train_zoo", "ZooView", "render_zoo", "render_quality",
-    "landscape_rows", "fm_reference", "render_landscape", "render_costs", "ZooLab", "zoo_widget",
+    "landscape_rows", "fm_reference", "DIVERGED_W2", "format_w2", "render_landscape", "render_costs", "ZooLab",
+    "zoo_widget",
 ]
 
 # The one model of the zoo and the benchmark (the labs' MLP: 3 hidden layers of 128, batch 256, AdamW lr 2e-3, EMA),
@@ -357,9 +358,21 @@ def fm_reference(results: dict[str, Any], data: str, coupling: str = "independen
     raise ValueError(f"no flow-matching run for data={data!r}, coupling={coupling!r} in the results")
 
 
+DIVERGED_W2 = 100.0  # W2 beyond this on the 2D sets (data within a few units of the origin): training diverged
+
+
+def format_w2(w2: float | None) -> str:
+    """A W2 for the tables: 3 decimals, '-' when missing, 'diverged' when non-finite or beyond DIVERGED_W2."""
+    if w2 is None:
+        return "-"
+    return "diverged" if not w2 <= DIVERGED_W2 else f"{w2:.3f}"
+
+
 def _cell_colour(w2: float | None, ref: float) -> str:
-    if w2 is None or w2 != w2:
+    if w2 is None:
         return "#eeeeee"
+    if not w2 <= DIVERGED_W2:
+        return "#fcbba1"
     ratio = w2 / ref
     return "#c7e9c0" if ratio <= 1.2 else "#fee391" if ratio <= 2.0 else "#fcbba1"
 
@@ -392,7 +405,7 @@ def render_landscape(results: dict[str, Any], coupling: str = "independent", ste
         for k in steps:
             header.append(f"{data} W2 {k}")
             values = [r.get(f"w2/{data}/{k}") for r in rows]
-            columns.append([fmt(v, ".3f") for v in values])
+            columns.append([format_w2(v) for v in values])
             fills.append([_cell_colour(v, ref) for v in values])
     fig = go.Figure(go.Table(
         columnwidth=[110, 90, 150, 60, 60, 60] + [58] * (len(header) - 6),
@@ -401,16 +414,16 @@ def render_landscape(results: dict[str, Any], coupling: str = "independent", ste
         cells=dict(values=columns, fill_color=fills, align="center", font=dict(size=12), height=24)))
     refs = ", ".join(f"{d} {fm_reference(results, d, coupling):.3f}" for d in datasets)
     floors = ", ".join(f"{d} {results['noise_floor'][d]['mean']:.3f}" for d in datasets)
-    title = (f"Flow-map losses, {coupling} coupling, {results['config']['steps']} training steps. Flow matching with "
-             f"{results['config']['fm_steps']} steps: {refs}; noise floor: {floors}")
+    title = (f"Flow-map losses, {coupling} coupling, {results['config']['steps']} training steps<br>"
+             f"<sup>flow matching with {results['config']['fm_steps']} steps: {refs}; noise floor: {floors}</sup>")
     apply_style(fig, title=title)
-    fig.update_layout(width=NOTEBOOK_WIDTH, height=120 + 26 * len(rows), title=dict(font=dict(size=15)),
-                      margin=dict(l=10, r=10, t=60, b=10))
+    fig.update_layout(width=NOTEBOOK_WIDTH, height=140 + 26 * len(rows), title=dict(font=dict(size=15)),
+                      margin=dict(l=10, r=10, t=80, b=10))
     return fig
 
 
 def _nan_last(value: float | None) -> float:
-    return float("inf") if value is None or value != value else value
+    return float("inf") if value is None or not value <= DIVERGED_W2 else value
 
 
 def render_costs(results: dict[str, Any]) -> Any:

@@ -164,6 +164,17 @@ costs = {n: info["fwd_eq"] for n, info in RESULTS["losses"].items()}
 assert costs["lmd"] > costs["meanflow"] > costs["cfm"]  # JVPs cost more; backprop through a JVP even more
 """),
     md(r"""
+**Read the table with its budget in mind.** 2000 steps are short: flow matching's own 100-step W2 (in the title) is
+still well above the noise floor, so the flow maps are measured against an under-trained reference, and the
+distilled students (EMD, LMD, PID, FreeFlow) inherit their teacher's error and sit right on it. `benchmarks/README.md`
+repeats the best losses with four times the budget.
+
+**SGFlow diverged on the checkerboard.** In expectation over $x_1 - x_0$ given the path point, its objective is
+$\|\partial_s X + \nabla_x X\, v^*\|^2 - \|\nabla_x X\,(v^* - v_\theta)\|^2$: the subtracted term removes the bias of
+the conditional velocity only once the model's own velocity $v_\theta$ is right. Before that the objective is
+unbounded below, and a large spatial Jacobian $\nabla_x X$ pays off. On moons it trained.
+"""),
+    md(r"""
 The same losses trained on minibatch-OT pairs (flow matching and the best few): OT straightens the paths of flow
 matching itself, so its one-step samples improve a lot, while a flow map already jumps in one.
 """),
