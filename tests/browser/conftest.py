@@ -50,7 +50,7 @@ INSTALL_HINT = ("browser tests need Debian's chromium and the playwright python 
 
 # One notebook's "Run All" (FMLAB_BROWSER_RUN_TIMEOUT overrides it, e.g. on a loaded machine); a lab slower than
 # SLOW_LAB_S in FAST mode is named in the terminal summary.
-RUN_TIMEOUT_S = float(os.environ.get("FMLAB_BROWSER_RUN_TIMEOUT", "120"))
+RUN_TIMEOUT_S = float(os.environ.get("FMLAB_BROWSER_RUN_TIMEOUT", "300"))
 SLOW_LAB_S = 60.0
 CONTROL_TIMEOUT_S = 60.0  # kernel work after moving one control
 REDRAW_TIMEOUT_S = 10.0  # browser work after the kernel went idle
