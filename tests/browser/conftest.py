@@ -335,7 +335,9 @@ PAGE_HELPERS = r"""
       F.plots().forEach((gd, i) => {
         const data = gd.data || [];
         const box = gd.getBoundingClientRect();
-        const filled = (trace) => Object.entries(trace).some(([k, v]) => DATA_KEYS.includes(k) && nonEmpty(v));
+        const filled = (trace) => (trace.type === 'table'
+          ? !!(trace.cells && trace.cells.values && trace.cells.values.some(nonEmpty))
+          : Object.entries(trace).some(([k, v]) => DATA_KEYS.includes(k) && nonEmpty(v)));
         if (!gd.querySelector('svg.main-svg')) problems.push(`plotly figure ${i} has no svg`);
         else if (!data.length) {
           const title = gd.layout && gd.layout.title ? JSON.stringify(gd.layout.title).slice(0, 80) : 'none';
