@@ -124,7 +124,7 @@ def test_landscape_table_colours_quality_against_flow_matching():
     names = list(table.cells.values[0])
     assert names == ["flow matching", "LSD", "MeanFlow"]  # flow matching first, then by 1-step W2
     col = 6  # moons W2 at 1 step
-    assert table.header.values[col] == "<b>moons W2 1</b>"
+    assert table.header.values[col] == "<b>moons<br>W2 1</b>"
     fills = table.cells.fill.color[col]
     assert fills[1] == "#c7e9c0" and fills[2] == "#fcbba1"  # 0.18 / 0.16 <= 1.2 green; 0.4 / 0.16 > 2 red
     assert Z.fm_reference(res, "moons") == 0.16

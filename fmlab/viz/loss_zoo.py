@@ -403,14 +403,14 @@ def render_landscape(results: dict[str, Any], coupling: str = "independent", ste
     for data in datasets:
         ref = fm_reference(results, data, coupling)
         for k in steps:
-            header.append(f"{data} W2 {k}")
+            header.append(f"{data}<br>W2 {k}")
             values = [r.get(f"w2/{data}/{k}") for r in rows]
             columns.append([format_w2(v) for v in values])
             fills.append([_cell_colour(v, ref) for v in values])
     fig = go.Figure(go.Table(
-        columnwidth=[110, 90, 150, 60, 60, 60] + [58] * (len(header) - 6),
+        columnwidth=[105, 85, 135, 50, 50, 55] + [66] * (len(header) - 6),
         header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#f0f0f0", align="center",
-                    font=dict(size=12)),
+                    font=dict(size=11), height=34),
         cells=dict(values=columns, fill_color=fills, align="center", font=dict(size=12), height=24)))
     refs = ", ".join(f"{d} {fm_reference(results, d, coupling):.3f}" for d in datasets)
     floors = ", ".join(f"{d} {results['noise_floor'][d]['mean']:.3f}" for d in datasets)
