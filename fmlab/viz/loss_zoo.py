@@ -358,6 +358,7 @@ def fm_reference(results: dict[str, Any], data: str, coupling: str = "independen
     raise ValueError(f"no flow-matching run for data={data!r}, coupling={coupling!r} in the results")
 
 
+TABLE_DATA_NAMES = {"checkerboard": "checker-<br>board"}  # narrow table columns: long names on two lines
 DIVERGED_W2 = 100.0  # W2 beyond this on the 2D sets (data within a few units of the origin): training diverged
 
 
@@ -403,21 +404,21 @@ def render_landscape(results: dict[str, Any], coupling: str = "independent", ste
     for data in datasets:
         ref = fm_reference(results, data, coupling)
         for k in steps:
-            header.append(f"{data}<br>W2 {k}")
+            header.append(f"{TABLE_DATA_NAMES.get(data, data)}<br>W2 {k}")
             values = [r.get(f"w2/{data}/{k}") for r in rows]
             columns.append([format_w2(v) for v in values])
             fills.append([_cell_colour(v, ref) for v in values])
     fig = go.Figure(go.Table(
         columnwidth=[105, 85, 135, 50, 50, 55] + [66] * (len(header) - 6),
         header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#f0f0f0", align="center",
-                    font=dict(size=11), height=34),
+                    font=dict(size=11), height=48),
         cells=dict(values=columns, fill_color=fills, align="center", font=dict(size=12), height=24)))
     refs = ", ".join(f"{d} {fm_reference(results, d, coupling):.3f}" for d in datasets)
     floors = ", ".join(f"{d} {results['noise_floor'][d]['mean']:.3f}" for d in datasets)
     title = (f"Flow-map losses, {coupling} coupling, {results['config']['steps']} training steps<br>"
              f"<sup>flow matching with {results['config']['fm_steps']} steps: {refs}; noise floor: {floors}</sup>")
     apply_style(fig, title=title)
-    fig.update_layout(width=NOTEBOOK_WIDTH, height=140 + 26 * len(rows), title=dict(font=dict(size=15)),
+    fig.update_layout(width=NOTEBOOK_WIDTH, height=156 + 26 * len(rows), title=dict(font=dict(size=15)),
                       margin=dict(l=10, r=10, t=80, b=10))
     return fig
 
