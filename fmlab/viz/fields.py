@@ -365,6 +365,8 @@ def render_loss_gap(demo: MarginalisationDemo) -> go.Figure:
     ])
     fig.add_hline(y=demo.constant_posterior, line=dict(color=COLORS["ot"], width=3, dash="dash"),
                   annotation_text=f"E[tr Var(x1 - x0 | x_t)] = {demo.constant_posterior:.3f}",
-                  annotation_position="top left")
+                  annotation_position="top right")  # above the parameter-free model's bars, which end at the line
     apply_style(fig, "Same gap for every model: the losses differ by a constant", None, "loss (mean squared error)")
+    top = max(demo.gaps[k].conditional for k in names)
+    fig.update_yaxes(range=[0, 1.12 * top])  # headroom above the tallest bar
     return fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.15))
