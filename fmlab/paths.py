@@ -20,7 +20,7 @@ from torch import Tensor
 
 __all__ = [
     "ScheduleOutput", "Schedule", "LinearSchedule", "CosineSchedule", "VPSchedule",
-    "SCHEDULES", "get_schedule", "PathSample", "sample_path", "expand_t",
+    "SCHEDULES", "get_schedule", "PathSample", "sample_path", "expand_t", "unit_time",
     "velocity_from_x1", "x1_from_velocity", "velocity_from_eps", "eps_from_velocity",
     "x1_from_eps", "eps_from_x1", "convert_prediction", "PREDICTIONS",
     "sample_times", "TIME_SAMPLERS", "loss_weight", "WEIGHTINGS", "check_time",
@@ -106,6 +106,14 @@ def get_schedule(schedule: str | Schedule) -> Schedule:
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
     return SCHEDULES[schedule]()
+
+
+def unit_time(value: float, name: str = "t") -> float:
+    """`value` as a float, or a ValueError naming `name` if it lies outside [0, 1] (a single time, e.g. a slider's)."""
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return value
 
 
 def check_time(t: Tensor, name: str = "t") -> None:

@@ -20,7 +20,7 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from .paths import expand_t
+from .paths import expand_t, unit_time
 
 __all__ = [
     "Field", "Step", "Euler", "Midpoint", "Heun", "RK4", "SOLVERS", "Trajectory",
@@ -125,16 +125,10 @@ class Trajectory:
         return self.xs[-1]
 
 
-def _check_unit(value: float, name: str) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-
-
 def time_grid(steps: int, t_start: float = 0.0, t_end: float = 1.0, dtype: torch.dtype = torch.float64) -> Tensor:
     """Uniform grid of steps + 1 times from t_start to t_end (t_end < t_start runs backward, data -> noise)."""
     _check_steps(steps)
-    _check_unit(t_start, "t_start")
-    _check_unit(t_end, "t_end")
+    unit_time(t_start, "t_start"), unit_time(t_end, "t_end")
     if t_start == t_end:
         raise ValueError(f"t_start and t_end must differ, got both {t_start}")
     return torch.linspace(t_start, t_end, int(steps) + 1, dtype=torch.float64).to(dtype)

@@ -73,12 +73,15 @@ def build_model(dim: int = 2, prediction: str = "velocity", time_inputs: int = 1
     """Build an MLP model from a plain config dict (what checkpoints store to rebuild it)."""
     config = dict(dim=dim, prediction=prediction, time_inputs=time_inputs, hidden=hidden, depth=depth,
                   time_condition=time_condition, schedule=schedule)
-    backbone = MLP(dim, hidden, depth, time_inputs, time_condition)
+    model = wrap_backbone(MLP(dim, hidden, depth, time_inputs, time_condition), prediction, time_inputs, schedule)
+    model.config = config
+    return model
+
+
+def wrap_backbone(backbone: nn.Module, prediction: str, time_inputs: int, schedule: str = "linear") -> nn.Module:
+    """A one-time backbone in its parametrisation head (Parametrised), a two-time one as a FlowMapModel."""
     if time_inputs == 2:
         if prediction not in FLOW_MAP_PREDICTIONS + ("velocity",):
             raise ValueError(f"a two-time model predicts {FLOW_MAP_PREDICTIONS}, got prediction={prediction!r}")
-        model: nn.Module = FlowMapModel(backbone)
-    else:
-        model = Parametrised(backbone, prediction, schedule)
-    model.config = config
-    return model
+        return FlowMapModel(backbone)
+    return Parametrised(backbone, prediction, schedule)

@@ -244,7 +244,7 @@ def build_unet(preset: str = "small", image_size: int = 64, in_channels: int = 3
     64 x 64 image and scale with image_size (attention at 16 px for 64 px images, 8 for 32, 4 for 16), so a smaller
     image keeps the same architecture, level for level. The wrapper's `.config` rebuilds it
     (fmlab.train_images.build_image_model(**config))."""
-    from .parametrisation import FLOW_MAP_PREDICTIONS, FlowMapModel, Parametrised
+    from .parametrisation import wrap_backbone
 
     if preset not in UNET_PRESETS:
         raise ValueError(f"preset must be one of {sorted(UNET_PRESETS)}, got {preset!r}")
@@ -258,12 +258,7 @@ def build_unet(preset: str = "small", image_size: int = 64, in_channels: int = 3
     arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
     backbone = UNet(in_channels=in_channels, image_size=image_size, dropout=dropout, time_inputs=time_inputs,
                     time_condition=time_condition, **arch)
-    if time_inputs == 2:
-        if prediction not in FLOW_MAP_PREDICTIONS + ("velocity",):
-            raise ValueError(f"a two-time model predicts {FLOW_MAP_PREDICTIONS}, got prediction={prediction!r}")
-        model: nn.Module = FlowMapModel(backbone)
-    else:
-        model = Parametrised(backbone, prediction, schedule)
+    model = wrap_backbone(backbone, prediction, time_inputs, schedule)
     model.config = dict(arch="unet", preset=preset, image_size=image_size, in_channels=in_channels,
                         prediction=prediction, time_inputs=time_inputs, dropout=dropout,
                         time_condition=time_condition, schedule=schedule,

@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from ..data.gaussian import GaussianMixture, gmm_2d
+from ..paths import unit_time
 from ..solvers import solve_adaptive
 from .fields import quiver_xy
 from .paths import _np, segments
@@ -42,13 +43,6 @@ GRID = np.round(np.linspace(0.0, 1.0, 51), 10)  # slider times (step 0.02)
 LIM = 4.5
 WIDE = (NOTEBOOK_WIDTH, 560)
 F64 = torch.float64
-
-
-def _check_time(value: float, name: str) -> float:
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    return value
 
 
 def _mixture(name: str) -> GaussianMixture:
@@ -222,7 +216,7 @@ def render_jump(s: float = 0.2, t: float = 0.7, mixture: str = "asymmetric", n: 
     """Particles at time s (x_s ~ p_s) jump straight to X(x_s, s, t) while the true path curves between them.
 
     The straight segment is (t - s) u(x, s, t): the average velocity times the time step. Requires s <= t."""
-    s, t = _check_time(s, "s"), _check_time(t, "t")
+    s, t = unit_time(s, "s"), unit_time(t, "t")
     if s > t:
         raise ValueError(f"s must be <= t (jumps go toward the data), got s={s}, t={t}")
     _, xs = trajectories(mixture, n)
@@ -298,8 +292,8 @@ def render_canoe_bridge(t: float = 0.6, s: float = 0.3, s0: float = 0.2, t0: flo
     d/dt X = v(X, t) (arrows). Right, the Eulerian view (the bridge): the points stay where the bridge is, the
     destination time t0 is fixed and the START time s moves: X(x, s, t0) is where the water passing under the
     bridge at time s will be at t0; it changes at the rate d/ds X = -(dX/dx) v(x, s) (arrows, by differences)."""
-    t, s = _check_time(t, "t"), _check_time(s, "s")
-    s0, t0 = _check_time(s0, "s0"), _check_time(t0, "t0")
+    t, s = unit_time(t, "t"), unit_time(s, "s")
+    s0, t0 = unit_time(s0, "s0"), unit_time(t0, "t0")
     t_eff, s_eff = max(t, s0), min(s, t0)
     gmm = _mixture(mixture)
     fig = make_subplots(1, 2, horizontal_spacing=0.08, subplot_titles=(
@@ -355,7 +349,7 @@ def render_composition(s: float = 0.1, r: float = 0.5, t: float = 0.9, kind: str
                        mixture: str = "asymmetric", n: int = 40) -> go.Figure:
     """Particles at time s: one jump X(x, s, t) (circles) against two jumps X(X(x, s, r), r, t) (crosses), with the
     intermediate stop X(x, s, r). The exact map composes (defect ~0); a one-step map from the velocity does not."""
-    s, r, t = (_check_time(v, n_) for v, n_ in ((s, "s"), (r, "r"), (t, "t")))
+    s, r, t = (unit_time(v, n_) for v, n_ in ((s, "s"), (r, "r"), (t, "t")))
     if not s <= r <= t:
         raise ValueError(f"need s <= r <= t, got s={s}, r={r}, t={t}")
     X = flow_map_fn(mixture, kind)

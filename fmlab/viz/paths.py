@@ -22,7 +22,7 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from ..data.gaussian import EmpiricalDistribution, gmm_2d, worked_example_1d
-from ..paths import SCHEDULES, get_schedule
+from ..paths import SCHEDULES, get_schedule, unit_time
 from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
 from .widgets import View, dropdown, interactive_view, t_slider
 
@@ -34,13 +34,6 @@ SCHEDULE_LABELS = {"linear": "linear / CondOT", "cosine": "cosine", "vp": "varia
 MIXTURES = ("asymmetric", "two_modes", "8modes")
 LIM = 5.0  # 2D panels show [-LIM, LIM]^2
 WIDE = (NOTEBOOK_WIDTH, 540)  # two-panel figures
-
-
-def _check_t(t: float, name: str = "t") -> float:
-    t = float(t)
-    if not 0.0 <= t <= 1.0:
-        raise ValueError(f"{name} must lie in [0, 1], got {t}")
-    return t
 
 
 def _check_schedule(schedule: str) -> str:
@@ -166,7 +159,7 @@ def render_conditional_path(t: float = 0.5, x1: tuple[float, float] = (2.0, 1.0)
                             n: int = 300, seed: int = 0) -> go.Figure:
     """The conditional path p_t(x | x1) = N(alpha_t x1, sigma_t^2 I) of one data point: samples x_t, 1 and 2 sigma_t
     circles, the noise x0 and straight paths x0 -> x1 (linear path) it comes from."""
-    t, schedule = _check_t(t), _check_schedule(schedule)
+    t, schedule = unit_time(t), _check_schedule(schedule)
     a, s = (float(v) for v in schedule_values(schedule, t))
     fig = go.Figure(_conditional_traces(t, tuple(x1), schedule, n, seed))
     title = f"Conditional path at t = {t:.2f} ({schedule}): N({a:.2f} x1, {s:.2f}^2 I)"
@@ -178,7 +171,7 @@ def render_conditional_path(t: float = 0.5, x1: tuple[float, float] = (2.0, 1.0)
 def render_marginal_path(t: float = 0.5, mixture: str = "asymmetric", schedule: str = "linear", n: int = 800,
                          seed: int = 0, res: int = 70) -> go.Figure:
     """The marginal path p_t(x) of a 2D Gaussian mixture: closed-form density (filled contours) and samples x_t."""
-    t, schedule, mixture = _check_t(t), _check_schedule(schedule), _check_mixture(mixture)
+    t, schedule, mixture = unit_time(t), _check_schedule(schedule), _check_mixture(mixture)
     fig = go.Figure(_marginal_traces(t, mixture, schedule, n, seed, res))
     apply_style(fig, f"Marginal path p_t(x) at t = {t:.2f} ({schedule}, data: {mixture})",
                 "x (first coordinate)", "y (second coordinate)", square=True)
@@ -189,7 +182,7 @@ def render_marginal_path(t: float = 0.5, mixture: str = "asymmetric", schedule: 
 def render_paths(t: float = 0.5, schedule: str = "linear", mixture: str = "asymmetric",
                  x1: tuple[float, float] = (2.0, 1.0), n: int = 500, seed: int = 0, res: int = 70) -> go.Figure:
     """Side by side at the same t: the conditional path of one data point x1 and the marginal path of a mixture."""
-    t, schedule, mixture = _check_t(t), _check_schedule(schedule), _check_mixture(mixture)
+    t, schedule, mixture = unit_time(t), _check_schedule(schedule), _check_mixture(mixture)
     a, s = (float(v) for v in schedule_values(schedule, t))
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=(
         f"conditional p_t(x | x1) = N({a:.2f} x1, {s:.2f}\u00b2 I)", f"marginal p_t(x), data: {mixture}"))
@@ -208,7 +201,7 @@ def render_paths(t: float = 0.5, schedule: str = "linear", mixture: str = "asymm
 def render_schedules(t: float = 0.5, schedule: str = "linear") -> go.Figure:
     """alpha_t and sigma_t (left) and the log signal-to-noise ratio log(alpha_t^2 / sigma_t^2) (right) of every
     schedule, the selected one bold, with a marker at t."""
-    t, schedule = _check_t(t), _check_schedule(schedule)
+    t, schedule = unit_time(t), _check_schedule(schedule)
     ts = torch.linspace(0, 1, 201, dtype=torch.float64)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("signal alpha_t and noise sigma_t",
@@ -260,7 +253,7 @@ def _worked_samples(n: int, seed: int) -> tuple[Tensor, Tensor]:
 def render_worked_example(t: float = 0.5, n: int = 4000, seed: int = 0) -> go.Figure:
     """Data at -3 and +3, linear path: p_t = 0.5 N(-3t, (1-t)^2) + 0.5 N(3t, (1-t)^2), computed by fmlab
     (EmpiricalDistribution.marginal_log_prob) beside a histogram of x_t = (1 - t) x0 + t x1."""
-    t = _check_t(t)
+    t = unit_time(t)
     if t > 0.97:
         raise ValueError(f"t must be <= 0.97 here (the marginal becomes two spikes at t = 1), got {t}")
     data: EmpiricalDistribution = worked_example_1d()
@@ -287,7 +280,7 @@ def render_worked_example(t: float = 0.5, n: int = 4000, seed: int = 0) -> go.Fi
 
 def worked_example_check(t: float = 0.5) -> str:
     """A deterministic report comparing fmlab's marginal of the +-3 example with the textbook formula at time t."""
-    t = _check_t(t)
+    t = unit_time(t)
     if t >= 1:
         raise ValueError(f"t must be < 1 (the marginal is two atoms at t = 1), got {t}")
     data = worked_example_1d()
