@@ -26,12 +26,11 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .train import CONFIG_NAME
+from .train import CONFIG_NAME, _ckpt_path
 from .train_images import (
     CONFIGS,
     ImageTrainConfig,
     ImageTrainer,
-    _ckpt_path,
     build_image_model,
     generate_images,
     image_dataset,

@@ -408,19 +408,23 @@ class Trainer:
         `device`/`threads` override the saved ones (e.g. resume a CUDA run on a laptop); `model` must be given if
         the run used a model that build_model cannot rebuild, `data_fn` if it used its own data.
         """
-        path = _ckpt_path(out)
-        state = load_checkpoint(path)
-        overrides = {"out": str(path.parent)}
-        if device is not None:
-            overrides["device"] = device
-        if threads is not None:
-            overrides["threads"] = threads
-        config = TrainConfig.from_dict({**state["config"], **overrides})
+        path, state, saved = load_for_resume(out, device, threads)
+        config = TrainConfig.from_dict(saved)
         if model is None:
             model = _rebuild(state, path)
         trainer = cls(config, model=model, data_fn=data_fn, runtime_settings=runtime_settings)
         trainer.load_state_dict(state)
         return trainer
+
+
+def load_for_resume(out: str | Path, device: str | None = None, threads: int | None = None
+                    ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """(checkpoint path, checkpoint state, saved config as a dict) of the run in `out`, the config pointing at the
+    checkpoint's folder and with `device` / `threads` replaced where given."""
+    path = _ckpt_path(out)
+    state = load_checkpoint(path)
+    overrides = {"out": str(path.parent), "device": device, "threads": threads}
+    return path, state, {**state["config"], **{k: v for k, v in overrides.items() if v is not None}}
 
 
 def _plain(value: Any) -> Any:

@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write, load_checkpoint
+from .checkpoint import atomic_write
 from .distributed import DistInfo, all_gather_objects, broadcast_parameters, rank_seed, sync_gradients
 from .losses import get_loss
 from .models.unet import UNET_PRESETS, build_unet
-from .train import CKPT_NAME, TrainConfig, Trainer, _check_choice, _check_int, ema_decay_at, ema_update
+from .train import CKPT_NAME, TrainConfig, Trainer, _check_choice, _check_int, ema_decay_at, ema_update, load_for_resume
 
 __all__ = ["ImageTrainConfig", "ImageTrainer", "ImageStream", "CONFIGS", "IMAGE_DATA", "AMP_MODES", "image_config",
            "image_dataset", "build_image_model", "generate_images", "to_uint8", "make_grid", "save_png",
@@ -448,14 +448,8 @@ class ImageTrainer(Trainer):
                runtime_settings: dict[str, Any] | None = None, device: str | None = None,
                threads: int | None = None, dist: DistInfo | None = None, **kwargs: Any) -> ImageTrainer:
         """Continue the image run saved in `out` from its last checkpoint (same data position and random state)."""
-        path = _ckpt_path(out)
-        state = load_checkpoint(path)
-        overrides: dict[str, Any] = {"out": str(path.parent)}
-        if device is not None:
-            overrides["device"] = device
-        if threads is not None:
-            overrides["threads"] = threads
-        config = ImageTrainConfig.from_dict({**state["config"], **overrides})
+        _, state, saved = load_for_resume(out, device, threads)
+        config = ImageTrainConfig.from_dict(saved)
         if model is None:
             model = build_image_model(**state["model_config"])
         trainer = cls(config, model=model, data_fn=data_fn, runtime_settings=runtime_settings, dist=dist, **kwargs)
@@ -487,11 +481,6 @@ def peak_memory(device: torch.device) -> dict[str, float]:
         return {"peak_mem_mb": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
     except ImportError:  # Windows
         return {}
-
-
-def _ckpt_path(out: str | Path) -> Path:
-    path = Path(out)
-    return path / CKPT_NAME if path.is_dir() or not path.suffix else path
 
 
 # --- images from a model -------------------------------------------------------------------------------------------
