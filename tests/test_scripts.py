@@ -1,0 +1,108 @@
+"""The README's first command, `bash scripts/lab.sh`, starts JupyterLab: as root and as a normal user.
+
+Each test starts the script on a free port with a known token, waits until the server answers `/api/status`,
+then stops it. As root (containers, CI) the script must add `--allow-root` itself; the normal-user case runs the
+same script as `nobody` through `setpriv` when the test runs as root, or as the current user otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "fmlab-test-token"
+START_TIMEOUT_S = 90
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _installed_venv() -> bool:
+    """The script reuses .venv when its stamp matches; without one it would install (minutes, network)."""
+    return (ROOT / ".venv" / ".fmlab-installed").exists() or Path(sys.prefix) == ROOT / ".venv"
+
+
+def _start(prefix: list[str], home: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "VIRTUAL_ENV")}
+    env.update(HOME=str(home), JUPYTER_RUNTIME_DIR=str(home / "runtime"), JUPYTER_CONFIG_DIR=str(home / "config"),
+               JUPYTER_DATA_DIR=str(home / "data"), JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"))
+    cmd = [*prefix, "bash", str(ROOT / "scripts" / "lab.sh"), f"--port={port}", "--ip=127.0.0.1",
+           f"--IdentityProvider.token={TOKEN}", "--ServerApp.port_retries=0"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_server(proc: subprocess.Popen, port: int) -> dict:
+    url = f"http://127.0.0.1:{port}/api/status?token={TOKEN}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"scripts/lab.sh exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"JupyterLab did not answer on port {port} within {START_TIMEOUT_S} s")
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    return out
+
+
+def _run_lab(prefix: list[str], home: Path) -> str:
+    port = _free_port()
+    proc = _start(prefix, home, port)
+    try:
+        status = _wait_for_server(proc, port)
+    finally:
+        out = _stop(proc)
+    assert "started" in status, status
+    return out
+
+
+pytestmark = pytest.mark.skipif(not _installed_venv(), reason="needs the .venv that scripts/test.sh installs")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="run as root to check the root case")
+def test_lab_script_starts_jupyterlab_as_root(tmp_path):
+    out = _run_lab([], tmp_path)
+    assert "--allow-root" in out and "no browser is opened" in out, out
+
+
+def test_lab_script_starts_jupyterlab_as_a_normal_user(tmp_path):
+    if os.name == "posix" and os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("setpriv (util-linux) is needed to drop root for this test")
+        # uid nobody, so not root to JupyterLab; the ambient capability only lets it enter directories it could not
+        # (containers often keep the venv's base interpreter under /root, mode 700)
+        prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=+dac_read_search",
+                  "--ambient-caps=+dac_read_search", "--"]
+        if subprocess.run([*prefix, "bash", "-c", f"cd {ROOT} && .venv/bin/python -c 'import fmlab'"],
+                          check=False, capture_output=True).returncode:
+            pytest.skip("the user nobody cannot run this checkout's .venv")
+        tmp_path.chmod(0o777)
+    else:
+        prefix = []
+    out = _run_lab(prefix, tmp_path)
+    assert "--allow-root" not in out, out
