@@ -172,9 +172,9 @@ V.render_loss_curves({name: t.log for name, t in TRAINERS.items()},
 Every model starts from the **same noise**. Velocity models take Euler steps
 $x \leftarrow x + h\,v_\theta(x, t)$; the flow map jumps $x \leftarrow X_\theta(x, t, t + h)$. Each step is one
 network evaluation for all four. Why few steps are hard for a velocity model: at $t = 0$ the particle is pure noise,
-which says nothing about the image it will become, so the exact velocity there is $\mathbb E[x_1] - x_0$, and one
-Euler step from any noise lands on the **average image** $\mathbb E[x_1]$, a blur. A flow map is trained to land where
-the particle's own trajectory ends.
+which says nothing about the image it will become, so the exact velocity there is $\mathbb E[x_1] - x_0$, and a
+single Euler step of size 1 from any noise lands on the **average image** $\mathbb E[x_1]$, a blur. A flow map is
+trained to land where the particle's own trajectory ends.
 """),
     code("""
 SAMPLES = I.lab_samples(PLAN, TRAINERS)
