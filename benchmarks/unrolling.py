@@ -29,12 +29,18 @@ from fmlab.diagnostics import DEFAULT_LEVELS, posterior_variance_power  # noqa: 
 from fmlab.losses import get_loss  # noqa: E402
 from fmlab.models import build_model  # noqa: E402
 from fmlab.viz.unrolling import (  # noqa: E402
+    EVAL_LOSS_N,
     LAB_MODEL,
+    MATCHED_BATCHES,
     equal_time_config,
     lab_config,
+    matched_gradients,
     noise_floor_w1,
+    parametrisation_configs,
+    parametrisation_run,
     relative_cost,
     run,
+    summarise_gradients,
 )
 
 WINDOWS = (1, 2, 4, 8)
@@ -112,34 +118,96 @@ def cost(args: argparse.Namespace) -> None:
 # --- parametrisation: field against x1 prediction ---------------------------------------------------------------
 
 def parametrisation(args: argparse.Namespace) -> None:
+    """Field (cfm) against x1 prediction (x1 head, weight 1/((1-t)^2+1e-3)) on three manifolds, args.seeds seeds.
+
+    Per seed: W1 of each head; the tracked gradient norms (one minibatch per measurement, the lab's figure); and the
+    gradient-norm ratio x1 / field averaged over MATCHED_BATCHES minibatches, at matched velocity-equivalent loss
+    and at equal steps (the last step). Then mean +- sd over seeds; a difference is called resolved only when
+    |mean| > 2 sd / sqrt(seeds) (the mean +- 2 standard errors excludes 0)."""
     levels = DEFAULT_LEVELS
-    print(f"field (cfm, velocity head) vs x1 prediction (x1 head, weight 1/((1-t)^2+eps)); {args.steps} steps, "
-          f"gradient norm of each run's own loss at t = {levels} every {args.track_every} steps; W1 with Euler 100 "
-          f"steps, n = {args.n_eval}")
-    print(f"{'data':>10} | {'head':>6} | {'W1':>6} | " + " | ".join(f"mean@{lv:g}" for lv in levels)
-          + " | max@0.9 | spikes@0.9 | train s")
-    worse = []
+    near = levels.index(0.9)
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    print(f"field (cfm, velocity head) vs x1 prediction (x1 head, weight 1/((1-t)^2+1e-3)); {args.steps} steps, "
+          f"seeds {seeds}; gradient norm of each run's own loss at t = {levels}: tracked every {args.track_every} "
+          f"steps on one minibatch of 256, and at the compared checkpoints as the mean over {MATCHED_BATCHES} "
+          f"minibatches; velocity-equivalent loss on {EVAL_LOSS_N} held-out triples; W1 of the EMA model, Euler "
+          f"100 steps, n = {args.n_eval}")
+    summary: dict[str, list[dict]] = {}
     for data in DATASETS:
-        row = {}
-        for head, loss in (("field", "cfm"), ("x1", "x1_prediction")):
-            config = lab_config(data, loss, prediction="x1" if head == "x1" else None, train_steps=args.steps,
-                                threads=args.threads, seed=args.seed)
-            r = run(config, levels=levels, track_every=args.track_every, eval_steps=(100,), n_eval=args.n_eval,
-                    progress=False)
-            norms = r.norms()
-            mean, top = norms.mean(0), norms[:, -1].max()
-            spikes = float(norms[1:, -1].std() / norms[1:, -1].mean())  # coefficient of variation near the data
-            row[head] = (r.w1[100], mean)
-            print(f"{data:>10} | {head:>6} | {r.w1[100]:.3f} | " + " | ".join(f"{float(m):>8.3f}" for m in mean)
-                  + f" | {float(top):>7.2f} | {spikes:>10.2f} | {r.elapsed:>7.1f}")
-        floor = noise_floor_w1(data, args.n_eval)
-        ratio = (row["x1"][0] - floor) / max(row["field"][0] - floor, 1e-9)
-        grad_ratio = row["x1"][1] / row["field"][1]
-        worse.append(row["x1"][0] / row["field"][0] - 1)
-        print(f"{data:>10} | noise floor W1 {floor:.3f}; x1/field W1 {row['x1'][0] / row['field'][0]:.2f} "
-              f"(above floor {ratio:.2f}); gradient-norm ratio x1/field at t = {levels}: "
-              + ", ".join(f"{float(x):.1f}" for x in grad_ratio))
-    print("x1 prediction W1 worse than field by: " + ", ".join(f"{100 * w:+.0f}%" for w in worse))
+        print(f"\n{data}: seed | W1 field | W1 x1 | x1/field - 1 | tracked ratio | target loss | matched step "
+              f"field/x1 | matched ratio | equal-step ratio (ratios x1/field at t = {levels})")
+        for seed in seeds:
+            configs = parametrisation_configs(data, args.steps, seed=seed, log_every=args.track_every)
+            runs = [parametrisation_run(dataclasses.replace(c, threads=args.threads), args.track_every, args.n_eval,
+                                        progress=False) for c in configs]
+            row = _parametrisation_row(runs, seed, near)
+            summary.setdefault(data, []).append(row)
+            print(f"{data:>10} {seed:>2} | {row['w1 field']:.3f} | {row['w1 x1']:.3f} | {100 * row['worse']:+5.0f}% | "
+                  + " | ".join((_ratios(row["tracked"]), f"{row['target']:.4f}", "/".join(map(str, row["steps"])),
+                                _ratios(row["matched"]), _ratios(row["final"]))))
+        print(f"{data:>10} noise floor W1 (data vs data, n = {args.n_eval}): {noise_floor_w1(data, args.n_eval):.3f}")
+    _parametrisation_summary(summary, levels, args.steps)
+
+
+def _parametrisation_row(runs: list, seed: int, near: int) -> dict:
+    """One seed's numbers: W1 of both heads, x1 / field W1 - 1, gradient-norm ratios (tracked mean, matched loss,
+    equal steps; per level and averaged over levels), and near-data norms, maxima and std/mean."""
+    by = {r.label: r for r in runs}
+    m = matched_gradients(runs, seed=seed)
+    tracked = summarise_gradients(runs)
+    w_f, w_x = by["field"].w1[100], by["x1 prediction"].w1[100]
+    return {"w1 field": w_f, "w1 x1": w_x, "worse": w_x / w_f - 1, "target": m.target,
+            "steps": [m.steps["field"], m.steps["x1 prediction"]],
+            "tracked": tracked["x1 prediction"]["mean"] / tracked["field"]["mean"],
+            "matched": m.matched_ratio, "final": m.final_ratio,
+            "matched over levels": float(m.matched["x1 prediction"].mean() / m.matched["field"].mean()),
+            "final over levels": float(m.final["x1 prediction"].mean() / m.final["field"].mean()),
+            **{f"{stat} {head}": float(value) for head, label in (("field", "field"), ("x1", "x1 prediction"))
+               for stat, value in (("matched@0.9", m.matched[label][near]), ("max@0.9", tracked[label]["max"][near]),
+                                   ("cv@0.9", tracked[label]["cv"][near]))}}
+
+
+def _parametrisation_summary(summary: dict[str, list[dict]], levels: tuple, steps: int) -> None:
+    n = len(next(iter(summary.values())))
+    print(f"\nSummary over {n} seeds (mean+-sd); resolved = |mean| > 2 sd / sqrt({n}):")
+    print(f"{'data':>10} | {'W1 field':>13} | {'W1 x1':>13} | {'x1 / field - 1':>14} | resolved | x1 worse in")
+    for data, rows in summary.items():
+        worse = [r["worse"] for r in rows]
+        print(f"{data:>10} | {_msd(rows, 'w1 field', 3)} | {_msd(rows, 'w1 x1', 3)} | "
+              f"{_msd([{'w': 100 * w} for w in worse], 'w', 0):>13}% | {'yes' if _resolved(worse) else 'no':>8} | "
+              f"{sum(w > 0 for w in worse)}/{n} seeds")
+    print(f"\nGradient-norm ratio x1 / field at t = {levels}, then averaged over the levels (mean+-sd over {n} seeds):")
+    for kind, title in (("tracked", "tracked, mean over the training run (one minibatch per measurement)"),
+                        ("matched", f"matched velocity-equivalent loss ({MATCHED_BATCHES} minibatches)"),
+                        ("final", f"equal steps, step {steps} ({MATCHED_BATCHES} minibatches)")):
+        print(f"  {title}:")
+        for data, rows in summary.items():
+            cols = " | ".join(_msd([{"r": float(r[kind][j])} for r in rows], "r", 2) for j in range(len(levels)))
+            over = f" | levels averaged {_msd(rows, kind + ' over levels', 2)}" if kind != "tracked" else ""
+            print(f"  {data:>10} | {cols}{over}")
+    print(f"\nNear the data (t = 0.9), mean+-sd over {n} seeds: gradient norm at matched loss; max and std/mean of "
+          "the tracked curve:")
+    for data, rows in summary.items():
+        print(f"  {data:>10} | " + " | ".join(f"{stat} field {_msd(rows, stat + ' field', 2)}, "
+                                                f"x1 {_msd(rows, stat + ' x1', 2)}"
+                                                for stat in ("matched@0.9", "max@0.9", "cv@0.9")))
+
+
+def _ratios(values) -> str:
+    return "/".join(f"{float(x):.1f}" for x in values)
+
+
+def _msd(rows: list[dict], key: str, digits: int) -> str:
+    values = [float(r[key]) for r in rows]
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f}+-{sd:.{digits}f}"
+
+
+def _resolved(values: list[float]) -> bool:
+    """|mean| > 2 sd / sqrt(n): mean +- 2 standard errors excludes 0."""
+    if len(values) < 2:
+        return False
+    return abs(statistics.mean(values)) > 2 * statistics.stdev(values) / len(values) ** 0.5
 
 
 # --- unrolling: equal training time --------------------------------------------------------------------------------

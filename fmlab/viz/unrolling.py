@@ -13,6 +13,7 @@ results and return a plotly figure.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -195,6 +196,7 @@ def run(config: Any, levels: Sequence[float] = DEFAULT_LEVELS, track_every: int 
 def clear_runs() -> None:
     """Forget every cached run."""
     _RUNS.clear()
+    _PARAM_RUNS.clear()
 
 
 def evaluate_w1(model: Any, data: str, steps: int = 100, n: int = 1000, seed: int = 0) -> float:
@@ -472,49 +474,267 @@ def render_comparison(results: Sequence[RunResult], steps: int, floor: float | N
 # --- lab 06: parametrisation runs -------------------------------------------------------------------------------
 
 PARAM_DATASETS = ("moons", "scurve", "swissroll")
+EVAL_LOSS_N = 4096  # held-out (x0, x1, t) triples of the velocity-equivalent loss
+MATCHED_BATCHES = 16  # minibatches averaged for a gradient norm at one checkpoint
+_PARAM_RUNS: dict[Any, ParametrisationRun] = {}
+
+
+def head_conversions(times: Sequence[float] = (0.02, 0.5, 0.98), delta: float = 0.01, mixture: str = "8modes",
+                     n: int = 512, seed: int = 0) -> dict[float, dict[str, float]]:
+    """The three heads of the exact flow of a closed-form 2D mixture (fmlab.data.gmm_2d(mixture), float64), at points
+    x_t of its marginal at each time t, converted with fmlab.paths.convert_prediction:
+
+    'x1 exact' / 'eps exact': the largest |v - v*| after converting the exact x1 head (the denoiser E[x1 | x_t]) and
+    the exact eps head (E[x0 | x_t] = eps_from_x1 of it) to a velocity, v* the mixture's own velocity (about 1e-15);
+    'x1 gain' / 'eps gain': |velocity error| / delta when each head is off by delta in every coordinate:
+    1 / (1 - t) for x1 (ill-conditioned at the data end) and 1 / t for eps (at the noise end).
+    """
+    from ..data import gmm_2d
+    from ..paths import convert_prediction, eps_from_x1
+
+    gmm = gmm_2d(mixture)
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for t_value in times:
+        t = torch.full((n,), float(t_value), dtype=torch.float64)
+        x1 = gmm.sample(n, generator=g).double()
+        x_t = (1 - t[:, None]) * torch.randn(n, 2, generator=g, dtype=torch.float64) + t[:, None] * x1
+        v_star = gmm.velocity(x_t, t)
+        heads = {"x1": gmm.denoiser(x_t, t)}
+        heads["eps"] = eps_from_x1(heads["x1"], x_t, t)
+        row = {}
+        for name, head in heads.items():
+            v = convert_prediction(head, x_t, t, name, "velocity")
+            v_off = convert_prediction(head + delta, x_t, t, name, "velocity")
+            row[f"{name} exact"] = float((v - v_star).abs().max())
+            row[f"{name} gain"] = float((v_off - v).abs().mean() / delta)
+        out[float(t_value)] = row
+    return out
+
+
+def x1_loss_identities(model: Any, batch: Any) -> dict[str, float]:
+    """For an x1-head model on a batch (x0, x1, t), with the exact conversion v_hat = (x1_hat - x_t) / (1 - t):
+
+    'weighted x1' = mean ||x1_hat - x1||^2 / (1 - t)^2 and 'velocity' = mean ||v_hat - (x1 - x0)||^2 (equal: the same
+    function of the weights), 'gradient gap' = |grad weighted x1 - grad velocity| / |grad velocity| (0 up to
+    rounding); 'plain x1' = mean ||x1_hat - x1||^2 and 'velocity x (1-t)^2' = mean (1 - t)^2 ||v_hat - u||^2
+    (equal: plain x1 MSE is the velocity loss with weight (1 - t)^2, small near the data). Per-sample errors are
+    means over coordinates, as in fmlab.losses."""
+    from ..losses.flow_matching import per_sample_mse
+    from ..paths import sample_path, velocity_from_x1
+
+    path = sample_path(batch.x0, batch.x1, batch.t)
+    x1_hat = model.predict(path.x_t, batch.t)
+    v_hat = velocity_from_x1(x1_hat, path.x_t, batch.t)
+    x1_err, v_err = per_sample_mse(x1_hat, batch.x1), per_sample_mse(v_hat, path.dx_t)
+    w = (1 - batch.t).pow(2)
+    values = {"weighted x1": (x1_err / w).mean(), "velocity": v_err.mean(), "plain x1": x1_err.mean(),
+              "velocity x (1-t)^2": (w * v_err).mean()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    g_x1 = torch.autograd.grad(values["weighted x1"], params, retain_graph=True)
+    g_v = torch.autograd.grad(values["velocity"], params)
+    gap = torch.sqrt(sum((a - b).pow(2).sum() for a, b in zip(g_x1, g_v, strict=True)))
+    scale = torch.sqrt(sum(b.pow(2).sum() for b in g_v))
+    return {**{k: float(v.detach()) for k, v in values.items()}, "gradient gap": float(gap / scale)}
 
 
 def parametrisation_configs(data: str, steps: int, seed: int = 0, log_every: int = 50) -> list[Any]:
-    """The two runs of lab 06 on one dataset: the field (cfm, velocity head) and x1 prediction (x1 head)."""
+    """The two runs of lab 06 on one dataset: the field (`cfm`, velocity head) and x1 prediction (`x1_prediction`,
+    x1 head, weight 1 / ((1 - t)^2 + 1e-3): the velocity loss seen through the x1 head)."""
     return [lab_config(data, "cfm", train_steps=steps, seed=seed, log_every=log_every),
             lab_config(data, "x1_prediction", prediction="x1", train_steps=steps, seed=seed, log_every=log_every)]
 
 
-def head_label(result: RunResult) -> str:
+def head_label(result: Any) -> str:
     return "x1 prediction" if result.config.head == "x1" else "field"
 
 
-def grad_norm_curves(results: Sequence[RunResult]) -> dict[str, tuple[list[int], Tensor]]:
-    """{label: (steps, norms [n, levels])} of runs that tracked gradient norms."""
+def grad_norm_curves(results: Sequence[Any]) -> dict[str, tuple[list[int], Tensor]]:
+    """{label: (steps, norms [n, levels])} of runs (RunResult or ParametrisationRun) that tracked gradient norms."""
+    results = [getattr(r, "result", r) for r in results]
     return {head_label(r) if r.config.loss in ("cfm", "x1_prediction") else r.label: (r.grad_steps, r.norms())
             for r in results}
 
 
-def parametrisation_live(data: str = "moons", steps: int = 3000, track_every: int = 50, n_eval: int = 1000,
-                         show: bool = True) -> tuple[list[RunResult], ReplayView]:
-    """Train the field and the x1 head on `data`, the gradient-norm figure redrawn live, then replayable."""
-    configs = parametrisation_configs(data, steps, log_every=track_every)
+def velocity_equivalent_loss(model: Any, data: str, n: int = EVAL_LOSS_N, seed: int = 0) -> float:
+    """E[w(t) ||x1_hat - x1||^2], w = 1 / ((1 - t)^2 + 1e-3), on a fixed held-out set of n triples (x0 ~ N(0, I),
+    x1 ~ data, t ~ U[0, 1]): the `x1_prediction` loss, one yardstick for both heads. With x1_hat = x_t + (1 - t) v_hat
+    the x1 error is (1 - t) times the velocity error, so for either head this is the flow-matching loss
+    ||v_hat - (x1 - x0)||^2 with its weight capped at 1000 within about 0.03 of the data."""
+    from ..losses import Batch
 
-    def render(results: Sequence[RunResult], upto: int | None) -> go.Figure:
+    g = torch.Generator().manual_seed(30_000 + seed)
+    x1 = sample_toy(data, n, generator=g)
+    x0 = torch.randn(x1.shape, generator=g)
+    t = torch.rand(n, generator=g)
+    device = next(model.parameters()).device
+    batch = Batch(x0=x0.to(device), x1=x1.to(device), t=t.to(device))
+    with torch.no_grad():
+        value, _ = get_loss("x1_prediction").fn(model, batch)
+    return float(value)
+
+
+@dataclass
+class ParametrisationRun:
+    """A lab-06 run (`result`) and, at each tracked step (result.grad_steps), the velocity-equivalent loss of the
+    trained (not EMA) weights on a fixed held-out set and a copy of those weights: what comparing the heads at
+    matched loss needs."""
+
+    result: RunResult
+    losses: list[float] = field(default_factory=list)
+    states: list[dict[str, Tensor]] = field(default_factory=list)
+
+    @property
+    def config(self) -> Any:
+        return self.result.config
+
+    @property
+    def label(self) -> str:
+        return head_label(self.result)
+
+    @property
+    def model(self) -> Any:
+        return self.result.model
+
+    @property
+    def w1(self) -> dict[int, float]:
+        return self.result.w1
+
+    @property
+    def steps(self) -> list[int]:
+        return self.result.grad_steps
+
+
+def parametrisation_run(config: Any, track_every: int = 50, n_eval: int = 1000,
+                        on_update: Callable[[RunResult], Any] | None = None, progress: bool = True
+                        ) -> ParametrisationRun:
+    """Train `config` with `run` (gradient norms at DEFAULT_LEVELS every `track_every` steps, W1 of the EMA model
+    with 100 Euler steps) and record the velocity-equivalent loss and the weights at every tracked step. Cached per
+    kernel on the arguments."""
+    key = cache_key("parametrisation_run", config, track_every, n_eval)
+    if key in _PARAM_RUNS:
+        return _PARAM_RUNS[key]
+    losses: list[float] = []
+    states: list[dict[str, Tensor]] = []
+
+    def update(result: RunResult) -> None:
+        if len(losses) < len(result.grad_steps):  # a new measurement: the live weights are at that step
+            model = result.trainer.model
+            losses.append(velocity_equivalent_loss(model, config.data, seed=config.seed))
+            states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        if on_update is not None:
+            on_update(result)
+
+    kwargs = dict(levels=DEFAULT_LEVELS, track_every=track_every, eval_steps=(100,), n_eval=n_eval)
+    result = run(config, on_update=update, progress=progress, **kwargs)
+    if len(losses) != len(result.grad_steps):  # `run` had it cached (no callbacks): train again, recording
+        for k in [k for k, v in _RUNS.items() if v is result]:
+            del _RUNS[k]
+        losses.clear()
+        states.clear()
+        result = run(config, on_update=update, progress=progress, **kwargs)
+    record = ParametrisationRun(result, losses, states)
+    _PARAM_RUNS[key] = record
+    return record
+
+
+def gradients_at(run_: ParametrisationRun, index: int, n_batches: int = MATCHED_BATCHES, batch_size: int = 256,
+                 seed: int = 0) -> Tensor:
+    """Mean over n_batches fresh minibatches of the gradient norm of the run's own loss at each of DEFAULT_LEVELS,
+    for the weights saved at tracked step run_.steps[index]: [len(DEFAULT_LEVELS)]."""
+    model = copy.deepcopy(run_.result.trainer.model)
+    model.load_state_dict(run_.states[index])
+    g = torch.Generator().manual_seed(40_000 + seed)
+    device = next(model.parameters()).device
+    norms = []
+    for _ in range(n_batches):
+        x1 = sample_toy(run_.config.data, batch_size, generator=g)
+        x0 = torch.randn(x1.shape, generator=g)
+        norms.append(grad_norms_at_levels(model, run_.config.loss, x0.to(device), x1.to(device), DEFAULT_LEVELS,
+                                          run_.config.loss_settings, g))
+    return torch.stack(norms).mean(0)
+
+
+@dataclass
+class MatchedGradients:
+    """The two heads' gradient norms (mean over MATCHED_BATCHES minibatches, at DEFAULT_LEVELS) compared two ways.
+
+    Matched loss: `target` is the lowest velocity-equivalent loss both runs reach; each run is taken at the first
+    tracked step where its loss is <= target (`steps`). Equal steps: both runs at their last step (`final_step`).
+    """
+
+    target: float
+    steps: dict[str, int]
+    matched: dict[str, Tensor]
+    final_step: int
+    final: dict[str, Tensor]
+
+    @property
+    def matched_ratio(self) -> Tensor:
+        return self.matched["x1 prediction"] / self.matched["field"]
+
+    @property
+    def final_ratio(self) -> Tensor:
+        return self.final["x1 prediction"] / self.final["field"]
+
+
+def matched_gradients(runs: Sequence[ParametrisationRun], n_batches: int = MATCHED_BATCHES,
+                      seed: int = 0) -> MatchedGradients:
+    """Compare a field run and an x1 run (same data and budget) at matched velocity-equivalent loss and at equal
+    steps (see MatchedGradients). The step-0 measurement (initialisation) is never a match."""
+    by_label = {r.label: r for r in runs}
+    if set(by_label) != {"field", "x1 prediction"}:
+        raise ValueError(f"runs must be one field run and one x1 prediction run, got {[r.label for r in runs]}")
+    if any(len(r.losses) < 2 for r in runs):
+        raise ValueError("each run needs tracked losses after step 0 (train with track_every > 0)")
+    target = max(min(r.losses[1:]) for r in runs)
+    steps, matched, final = {}, {}, {}
+    for label, r in by_label.items():
+        index = next(i for i in range(1, len(r.losses)) if r.losses[i] <= target)
+        steps[label] = r.steps[index]
+        matched[label] = gradients_at(r, index, n_batches, seed=seed)
+        final[label] = gradients_at(r, len(r.losses) - 1, n_batches, seed=seed)
+    return MatchedGradients(target=target, steps=steps, matched=matched,
+                            final_step=by_label["field"].steps[-1], final=final)
+
+
+def parametrisation_live(data: str = "moons", steps: int = 3000, track_every: int = 50, n_eval: int = 1000,
+                         show: bool = True, seed: int = 0) -> tuple[list[ParametrisationRun], ReplayView]:
+    """Train the field and the x1 head on `data`, the gradient-norm figure redrawn live, then replayable."""
+    from IPython.display import display
+
+    done: list[ParametrisationRun] = []
+
+    def render(results: Sequence[Any], upto: int | None) -> go.Figure:
         return render_grad_norms(grad_norm_curves(results), DEFAULT_LEVELS, upto=upto, total_steps=steps)
 
-    return live_run(configs, render, lambda r: r.grad_steps, show=show, levels=DEFAULT_LEVELS,
-                    track_every=track_every, eval_steps=(100,), n_eval=n_eval)
+    view = ReplayView(lambda upto: render(done, upto))
+    if show:
+        display(view.box)
+    for config in parametrisation_configs(data, steps, seed=seed, log_every=track_every):
+        def update(result: RunResult) -> None:
+            view.render = lambda upto, result=result: render([*done, result], upto)
+            view.live(None)
+
+        done.append(parametrisation_run(config, track_every, n_eval, on_update=update))
+        view.render = lambda upto: render(done, upto)
+    view.finish(done[0].steps)
+    return done, view
 
 
-def parametrisation_table(steps: int, n_eval: int = 1000, track_every: int = 0,
-                          datasets: Sequence[str] = PARAM_DATASETS) -> dict[str, dict[str, RunResult]]:
+def parametrisation_table(steps: int, n_eval: int = 1000, track_every: int = 50, seed: int = 0,
+                          datasets: Sequence[str] = PARAM_DATASETS) -> dict[str, dict[str, ParametrisationRun]]:
     """{dataset: {'field': run, 'x1 prediction': run}} (cached runs; moons reuses lab 06's live runs when the
     arguments match)."""
-    table: dict[str, dict[str, RunResult]] = {}
+    table: dict[str, dict[str, ParametrisationRun]] = {}
     for data in datasets:
-        for config in parametrisation_configs(data, steps, log_every=track_every or 50):
-            r = run(config, levels=DEFAULT_LEVELS, track_every=track_every, eval_steps=(100,), n_eval=n_eval)
-            table.setdefault(data, {})[head_label(r)] = r
+        for config in parametrisation_configs(data, steps, seed=seed, log_every=track_every):
+            r = parametrisation_run(config, track_every, n_eval)
+            table.setdefault(data, {})[r.label] = r
     return table
 
 
-def summarise_gradients(results: Sequence[RunResult], skip_first: int = 1) -> dict[str, dict[str, Tensor]]:
+def summarise_gradients(results: Sequence[Any], skip_first: int = 1) -> dict[str, dict[str, Tensor]]:
     """{label: {'mean': [levels], 'max': [levels], 'cv': [levels]}} over the tracked measurements (the first
     `skip_first`, at initialisation, left out); cv = std / mean, how spiky the curve is."""
     out = {}
@@ -522,6 +742,14 @@ def summarise_gradients(results: Sequence[RunResult], skip_first: int = 1) -> di
         n = norms[skip_first:] if len(norms) > skip_first else norms
         out[label] = {"mean": n.mean(0), "max": n.max(0).values, "cv": n.std(0) / n.mean(0)}
     return out
+
+
+__all__ += [  # lab 06
+    "PARAM_DATASETS", "EVAL_LOSS_N", "MATCHED_BATCHES", "head_conversions", "x1_loss_identities",
+    "parametrisation_configs", "head_label", "grad_norm_curves", "velocity_equivalent_loss", "ParametrisationRun",
+    "parametrisation_run", "gradients_at", "MatchedGradients", "matched_gradients", "parametrisation_live",
+    "parametrisation_table", "summarise_gradients",
+]
 
 
 def samples_of(model: Any, n: int = 1000, steps: int = 100, seed: int = 0) -> Tensor:

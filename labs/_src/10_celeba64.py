@@ -14,11 +14,11 @@ cells = [
 # Lab 10: faces at 64 x 64
 
 Everything so far lived in two dimensions, where the right answer is known in closed form. This last lab takes the
-same losses to images: CelebA at 64 x 64 pixels (or, with no download, procedurally drawn faces), a UNet with ten
-million parameters, and sample quality measured by FID. It is where the manuscript ends, and it asks whether what we
+same losses to images: CelebA at 64 x 64 pixels (or, with no download, procedurally drawn faces), a UNet of up to
+ten million parameters, and sample quality measured by FID. It is where the manuscript ends, and it asks whether what we
 saw in 2D carries over:
 
-- does the **velocity-field parametrisation** beat **x1 (clean-image) prediction**, as the weighting argument says?
+- does the **velocity-field head** beat the **x1 (clean-image) head**, as it did in 2D (lab 06)?
 - does **anchored consistency** (lab 07) help single-step flow matching when few sampling steps are allowed?
 - what does a **flow map** (MeanFlow) buy at 1, 2 and 4 steps?
 
@@ -28,15 +28,17 @@ saw in 2D carries over:
 2. size a training run from a **throughput measured on your machine**, then train four models with progress bars
    and sample grids drawn while they learn;
 3. sample every model at **1, 2, 4 and 50 steps** from the same noise and compare them by eye and by a score table;
-4. read the score honestly: **FID** only with the standard Inception weights and 50,000 samples; otherwise a
-   clearly named weights-free proxy.
+4. read the score honestly: **FID** comparable with papers needs the standard Inception weights and 50,000 samples
+   (fewer give a monitoring value, labelled as such); without the weights, a clearly named weights-free proxy.
 
 **Convention.** Noise $x_0 \sim \mathcal N(0, I)$ at $t = 0$, images $x_1 \in [-1, 1]^{3 \times 64 \times 64}$ at
 $t = 1$, $x_t = (1-t)\,x_0 + t\,x_1$, velocity $x_1 - x_0$.
 
-**Where this runs.** On a GPU the lab trains for real (about 5 minutes of flow matching per model; the JVP-based
-MeanFlow takes 2 to 3 times longer). On a CPU it runs a short, clearly labelled version on small images, and under
-`FMLAB_FAST=1` (CI) a few dozen steps per model: the pictures then show the pipeline working, not a result.
+**Where this runs.** On a GPU the lab trains for real: every model gets the number of steps that 5 minutes of flow
+matching take on your device; a MeanFlow step costs more (it takes a JVP: 1.8 to 2.4 times a flow-matching step on a
+CPU, `benchmarks/README.md`, "Images"), so that run takes longer. On a CPU the lab runs a short, clearly labelled
+version on small images, and under `FMLAB_FAST=1` (CI) a few dozen steps per model: the pictures then show the
+pipeline working, not a result.
 """),
     code("""
 import torch
@@ -68,10 +70,10 @@ REFERENCE, DATASET = I.lab_reference(PLAN, n=64)
 V.render_image_grid(REFERENCE[:64], title=f"Training images: {DATASET.name}")
 """),
     md(r"""
-The standard CelebA-64 preprocessing (the DDPM / DDIM lineage) cuts the **128 x 128 box centred at (89, 121)**,
-which holds the face from brow to chin, and resizes it to 64 x 64. Wider crops (140 or 178 pixels) keep more hair
-and background, which is harder to model and changes FID. Pick a crop: the image on the left is a procedural face
-laid out like an aligned CelebA image.
+The common CelebA-64 preprocessing (used by DDIM and many later papers) cuts the **128 x 128 box centred at
+(89, 121)**, which holds the face from brow to chin, and resizes it to 64 x 64. Wider crops (140 or 178 pixels) keep
+more hair and background: a different data set, so FIDs measured on different crops cannot be compared. Pick a
+crop: the image on the left is a procedural face laid out like an aligned CelebA image.
 """),
     code("""
 V.crop_widget()
@@ -84,29 +86,37 @@ dropout) whose normalisation is modulated by the time embedding, skip connection
 and self-attention at 16 x 16. Two details matter for this course:
 
 - attention is written as plain matrix products and the time embedding is smooth in $t$, so **forward-mode JVPs**
-  ($\partial_t u$, needed by MeanFlow and the flow-map losses) work through the whole network;
+  (the derivatives along time that MeanFlow and the flow-map losses need, section 3) work through the whole network;
 - the same backbone takes **one time** $t$ (a velocity field or an x1 predictor) or **two times** $(s, t)$ (an
   average velocity $u(x, s, t)$ whose flow map is $X(x, s, t) = x + (t - s)\,u(x, s, t)$).
 
-The presets (parameters and cost of one forward pass; a training step costs about three):
+The presets (parameters and the arithmetic of one forward pass; a flow-matching training step costs about three
+forward passes, since the backward pass does two matrix products for each one of the forward pass):
 """),
     code("""
 # NBVAL_CHECK_OUTPUT
 print(I.preset_table(64))
 """),
     md(r"""
-## 2. Two parametrisations of one regression
+## 2. Two heads, one loss
 
-Flow matching regresses a velocity on $x_1 - x_0$. The same network can instead output a clean-image guess
-$\hat x_1(x_t, t)$ and turn it into a velocity, since $x_t = (1-t)x_0 + t x_1$ gives
+Flow matching regresses a velocity on the conditional velocity $v = x_1 - x_0$. The same network can instead output
+a clean-image guess $\hat x_1(x_t, t)$ (its **x1 head**, lab 06) and turn it into a velocity, since
+$x_t = (1-t)x_0 + t x_1$ gives
 
 $$\hat v(x_t, t) = \frac{\hat x_1(x_t, t) - x_t}{1 - t}, \qquad
 \|\hat v - v\|^2 = \frac{\|\hat x_1 - x_1\|^2}{(1-t)^2}.$$
 
-So **x1 prediction** with the loss $\mathbb E\,\|\hat x_1 - x_1\|^2 / ((1-t)^2 + \epsilon)$ is flow matching in
-disguise, but an error of the x1 head near the data ($t \to 1$) is **amplified by $1/(1-t)$** when the sampler turns
-it into a velocity. The **field** parametrisation learns $v$ directly. Both runs below use the same UNet, data,
-steps and seed.
+The **x1 prediction** run below trains fmlab's `x1_prediction` loss, $\mathbb E\,\|\hat x_1 - x_1\|^2 /
+((1-t)^2 + \epsilon)$ with $\epsilon = 10^{-3}$: the flow-matching loss written through the x1 head, with the same
+minimiser ($\epsilon$ only caps the weight at 1000 within about 0.03 of the data). So the two runs differ in the
+head, not in the loss, exactly as in lab 06. What the head changes is how the network's output moves the velocity:
+by $1/(1-t)$, which grows near the data. In 2D (lab 06; `benchmarks/unrolling.py parametrisation`, 3 seeds, 3000
+and 10000 steps) that made the x1 head's gradient norm near the data 2.4 to 6.7 times the field's at matched loss, and
+its samples worse in Wasserstein-1 in every seed, by 5 to 109% (means over seeds) depending on the data set and the
+budget. Plain MSE on the x1 head,
+$\mathbb E\,\|\hat x_1 - x_1\|^2$, would be a different loss, one that neglects the data end (exercise 1); it is not
+trained here. Both runs use the same UNet, data, steps and seed.
 
 The trainer is the engine's (`fmlab.train`), extended for images: bf16 mixed precision on GPUs that support it (fp32
 for JVP losses), channels-last memory, optional `torch.compile`, EMA weights, gradient clipping, warmup, sample grids
@@ -123,14 +133,28 @@ TRAINERS["x1 prediction"] = I.train_lab_run(PLAN, "x1 prediction")
 ## 3. Few-step training: anchored consistency and a flow map
 
 Single-step flow matching trains the velocity at one time per sample. **Anchored consistency** (lab 07) unrolls a
-short window of solver steps and asks the first prediction to agree both with the conditional target (the anchor,
-weight 0.8) and with the mean of the later predictions (weight 0.2): the field learns to be consistent along its own
-trajectories, which is what a few-step sampler needs.
+short window of Euler steps (2 by default) and asks the first prediction to agree both with the conditional target
+(the anchor, weight 0.8) and with the mean of the later predictions, computed without gradient (weight 0.2). The aim
+is a field that stays consistent along its own trajectories, which is what a few-step sampler needs.
 
-**MeanFlow** (Geng et al. 2025) goes further and learns the average velocity $u(x, s, t)$ over an interval, from the
-identity $u = v - (t - s)\,\tfrac{d}{dt}u$ along the trajectory; the total derivative is one forward-mode JVP. Its
-sampler jumps $x \mapsto X(x, s, t)$: one network call per step, however large the step. JVPs need fp32 here (bf16
-loses the small differences they are made of), which the trainer picks by itself.
+**MeanFlow** (Geng et al. 2025) goes further and learns the **average velocity** over an interval: for a particle at
+$x$ at time $s$ that follows the velocity field $v$ to time $t$ along its trajectory $x_\tau$,
+$u(x, s, t) = \frac{1}{t - s}\int_s^t v(x_\tau, \tau)\,d\tau$, so that one jump
+$X(x, s, t) = x + (t - s)\,u(x, s, t)$ lands where the trajectory does (lab 08). Differentiating
+$(t - s)\,u(x_s, s, t) = \int_s^t v(x_\tau, \tau)\,d\tau$ in the start time $s$, with $x_s$ moving along the
+trajectory, gives the **MeanFlow identity** in our time (lab 09):
+
+$$u(x_s, s, t) = v(x_s, s) + (t - s)\,\frac{d}{ds}u(x_s, s, t), \qquad
+\frac{d}{ds}u = \partial_x u\; v + \partial_s u .$$
+
+The total derivative $\tfrac{d}{ds}u$ is one forward-mode Jacobian-vector product (**JVP**) with tangent $(v, 1, 0)$ in
+$(x, s, t)$. MeanFlow regresses $u$ on the target $(x_1 - x_0) + (t - s)\,\tfrac{d}{ds}u$, held fixed (no gradient
+through it), with the conditional velocity $x_1 - x_0$ of one noise-image pair in place of $v$, in the target and in
+the JVP's tangent. The paper puts data at time 0 and writes $u = v - (t - r)\,\tfrac{d}{dt}u$; the minus sign belongs to
+its reversed time, and copied into ours it would be wrong. The sampler jumps $x \mapsto X(x, s, t)$: one network call
+per step, however large the step. The trainer runs losses that take JVPs in fp32 rather than bf16 by itself (a design
+choice of `fmlab.train_images`: the tangent is a small difference of large terms, which bf16's 8-bit mantissa
+would blur).
 """),
     code("""
 TRAINERS["anchored consistency"] = I.train_lab_run(PLAN, "anchored consistency")
@@ -147,8 +171,10 @@ V.render_loss_curves({name: t.log for name, t in TRAINERS.items()},
 
 Every model starts from the **same noise**. Velocity models take Euler steps
 $x \leftarrow x + h\,v_\theta(x, t)$; the flow map jumps $x \leftarrow X_\theta(x, t, t + h)$. Each step is one
-network evaluation for all four. With few steps, a velocity model averages over everything the endpoint could be
-and gives blurry faces; a flow map was trained to land on the endpoint.
+network evaluation for all four. Why few steps are hard for a velocity model: at $t = 0$ the particle is pure noise,
+which says nothing about the image it will become, so the exact velocity there is $\mathbb E[x_1] - x_0$, and a
+single Euler step of size 1 from any noise lands on the **average image** $\mathbb E[x_1]$, a blur. A flow map is
+trained to land where the particle's own trajectory ends.
 """),
     code("""
 SAMPLES = I.lab_samples(PLAN, TRAINERS)
@@ -188,15 +214,15 @@ if inception_extractor() is None:
 print("checks passed")
 """),
     md(r"""
-**Reading the table.** On a GPU run you should see the manuscript's picture: at 50 steps the field is at least as good
-as x1 prediction, whose 1/(1 - t) amplification shows up as grainy, over-sharpened faces; at 1 to 4 steps the flow
-map and anchored consistency pull ahead of plain flow matching. On the CPU and in the fast mode the runs are far too
-short for these differences to mean anything: the point there is that every piece works.
+**Reading the table.** The manuscript reports that on CelebA-64 the field beats x1 (its $\hat x_0$) prediction in
+FID. fmlab has not measured this comparison, nor the few-step ones, on a GPU yet: read your own table, and remember
+that one run per model is one seed, with no spread to compare a difference against. On the CPU and in the fast mode
+the runs are far too short for these differences to mean anything: the point there is that every piece works.
 
 ## Your turn
 
-**Exercise 1.** Plain MSE on an x1 head, $\|\hat x_1 - x_1\|^2$, equals $w(t)\,\|\hat v - v\|^2$. What is $w$ at
-$t = 0.9$?
+**Exercise 1.** Plain MSE on an x1 head, $\|\hat x_1 - x_1\|^2$ (not the loss the x1 run above trained, which
+divides it by $(1-t)^2$), equals $w(t)\,\|\hat v - v\|^2$. What is $w$ at $t = 0.9$?
 """),
     code("""
 w = None
@@ -205,7 +231,7 @@ ex.check_x1_weight(w)
     solution(r"""
 $\hat v - v = (\hat x_1 - x_1)/(1 - t)$, so $\|\hat x_1 - x_1\|^2 = (1-t)^2\,\|\hat v - v\|^2$ and
 $w(0.9) = 0.1^2 = 0.01$: plain x1 regression almost ignores the velocity error near the data, exactly where the
-sampler divides by $1 - t$.
+sampler divides the x1 error by $1 - t$. The weighted loss `x1_prediction` undoes this with $1/(1-t)^2$.
 
 ```python
 ex.check_x1_weight(0.01)
@@ -213,14 +239,15 @@ ex.check_x1_weight(0.01)
 """),
     md(r"""
 **Exercise 2.** Which head's errors blow up in the velocity near the data, $t \to 1$? Answer `"velocity"`, `"x1"` or
-`"eps"`.
+`"eps"` (the noise head $\hat\varepsilon$ of lab 06, a guess of the noise $x_0$).
 """),
     code("""
 answer = None
 ex.check_blowup_head(answer)
 """),
     solution(r"""
-`"x1"`: $v = (x_1 - x_t)/(1 - t)$. The noise head has the mirror problem at $t \to 0$: $v = (x_t - x_0)/t$.
+`"x1"`: $\hat v = (\hat x_1 - x_t)/(1 - t)$. The noise head has the mirror problem at the noise end, $t \to 0$:
+$\hat v = (x_t - \hat\varepsilon)/t$.
 
 ```python
 ex.check_blowup_head("x1")
@@ -278,8 +305,9 @@ DDP's hooks, which would silently miss the JVP that MeanFlow takes on the unwrap
 ## Summary
 
 - The image side of fmlab is the 2D engine with a UNet: the same losses, paths, solvers and trainer.
-- Field vs x1 prediction is a choice of **weighting** of one regression; x1's $1/(1-t)$ amplification hurts near
-  the data.
+- Field vs x1 prediction, with the weighted x1 loss, is **one loss with two heads**; the x1 head's output moves the
+  velocity by $1/(1-t)$, which in 2D gave larger, spikier gradients near the data and worse samples (lab 06). Plain
+  x1 MSE would change the loss as well.
 - Few-step sampling is where anchored consistency and flow maps earn their extra cost (an unrolled window, a JVP).
 - Report FID only with the standard features and 50k samples; call anything else by its own name.
 """),
