@@ -136,7 +136,8 @@ def _label(case):
 @pytest.mark.parametrize("case", NOISY, ids=_label)
 def test_expected_update_vanishes_for_losses_with_conditional_targets(case, noisy_model):
     name, settings = case
-    field = mixture_update_field(get_loss(name), settings, n=8192, chunks=16, model=noisy_model)
+    n = 32768 if name == "meanflow" else 8192  # enough for MeanFlow's old p = 1 default to fail here too
+    field = mixture_update_field(get_loss(name), settings, n=n, chunks=16 if n == 8192 else 32, model=noisy_model)
     assert field.max_z < THRESHOLD, f"{name}: {field}"
 
 
