@@ -330,11 +330,11 @@ def isotropic_mixture_velocity(target: GaussianMixture, x: Tensor, t: Tensor, dx
     (GaussianMixture.velocity is the engine's version, checked equal in the test, as is dv against autograd.)"""
     if target.q is not None or target.lam.shape[-1] != 1:
         raise ValueError("isotropic_mixture_velocity needs an isotropic mixture (GaussianMixture(..., stds=[K]))")
-    mu, lam, log_w = target.means.to(x), target.lam[:, 0].to(x), target.log_weights.to(x)  # [K, d], [K], [K]
+    mu, lam, log_w = target.means, target.lam[:, 0], target.log_weights  # [K, d], [K], [K] (float64)
     a = t.reshape(-1, 1)  # [B, 1]
-    c = a**2 * lam + (1 - a) ** 2  # [B, K]
+    c = a * a * lam + (1 - a) ** 2  # [B, K]
     z = x[:, None, :] - a[:, :, None] * mu  # x - t mu_k, [B, K, d]
-    z2 = z.pow(2).sum(-1)
+    z2 = (z * z).sum(-1)
     pi = torch.softmax(log_w - 0.5 * (z2 / c + x.shape[1] * torch.log(c)), dim=1)
     g = (a * lam - (1 - a)) / c
     v_k = mu + g[..., None] * z
