@@ -22,10 +22,19 @@ c = 0.01; SoFlow ImageNet p = 1, c = 0.01, CIFAR-10 p = 0.75, c = 1e-3. With p >
 of the conditional target, so the fixed point is E[w y | x] / E[w | x], not E[y | x]: mode seeking wherever the
 conditional target is multimodal. On images that may be a welcome robustness; on our 2D sets it is a bias that
 grows with the number of sampling steps. Defaults here: p = 0 (no adaptive weight; c unused); set `norm_p` = 1
-(and `norm_c`, per dimension) for the papers' weighting. Measured (benchmarks/meanflow_weighting.py, zoo model,
-2000 steps, 3 seeds, W2 on moons at 1 / 4 steps, mean +- std): see benchmarks/results/meanflow_weighting.json
-and the table in each loss's docstring; the mixture test (tests/test_losses_mixture_stationarity.py) shows the
-bias of p = 1 directly in the expected update.
+(and `norm_c`, per dimension) for the papers' weighting. Measured with `python benchmarks/meanflow_weighting.py`
+(the zoo's model and training, 2000 steps, seeds 0-2; exact W2 to 1000 held-out points, mean +- std over seeds;
+benchmarks/results/meanflow_weighting.json), W2 at 1 -> 4 sampling steps:
+
+                 moons, p = 1 (old)     moons, p = 0 (new)     checkerboard, p = 1    checkerboard, p = 0
+    MeanFlow     0.248+-0.034 -> 0.299  0.232+-0.005 -> 0.162  0.758+-0.048 -> 1.034  0.524+-0.037 -> 0.514
+    iMF          0.216+-0.017 -> 0.262  0.216+-0.013 -> 0.203  0.770+-0.038 -> 0.981  0.532+-0.015 -> 0.455
+    SoFlow       0.232+-0.054 -> 0.270  0.257+-0.015 -> 0.207  0.684+-0.034 -> 0.972  0.554+-0.032 -> 0.484
+
+p = 0.5 lies in between (c = old c or c = 1 per dimension; in the json). With p = 0 no loss gets worse with more
+steps on average; iMF's moons seed 0 ties (0.201 at 1 step, 0.202 at 4), both at the level of a flow-matching
+model solved in 100 Euler steps (0.214, benchmarks/results/flowmaps.json). The mixture test
+(tests/test_losses_mixture_stationarity.py) shows the bias of p = 1 directly in the expected update.
 """
 
 from __future__ import annotations
