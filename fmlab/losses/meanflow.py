@@ -17,8 +17,9 @@ Adaptive weighting. All three papers weight each sample's squared error by w = s
 iMF code (github.com/Gsunshine/meanflow `meanflow.py`, Gsunshine/py-meanflow, Lyy-iiis/imeanflow `imf.py`) weight
 the SUM over dimensions, which is our weight with c_ours = c_paper / d (times the constant d^-p); SoFlow's
 (zlab-princeton/SoFlow `models.py`) weights the mean, as we do. Their settings: MeanFlow ImageNet p = 1,
-c = 0.01 in the JAX code (the paper text says 1e-3), CIFAR-10 p = 0.75, c = 1e-3 (py-meanflow); iMF p = 1,
-c = 0.01; SoFlow ImageNet p = 1, c = 0.01, CIFAR-10 p = 0.75, c = 1e-3. With p > 0 the weight depends on the noise
+c = 0.01 in the JAX code (this module used c = 1e-3, quoted from the paper and not re-checked), CIFAR-10
+p = 0.75, c = 1e-3 (py-meanflow); iMF p = 1, c = 0.01; SoFlow ImageNet p = 1, c = 0.01, CIFAR-10 p = 0.75,
+c = 1e-3. With p > 0 the weight depends on the noise
 of the conditional target, so the fixed point is E[w y | x] / E[w | x], not E[y | x]: mode seeking wherever the
 conditional target is multimodal. On images that may be a welcome robustness; on our 2D sets it is a bias that
 grows with the number of sampling steps. Defaults here: p = 0 (no adaptive weight; c unused); set `norm_p` = 1
@@ -71,7 +72,8 @@ def meanflow_loss(model: nn.Module, batch: Batch, norm_p: float = 0.0, norm_c: f
     Time sampling (defaults): both times logit-normal, paper (-0.4, 1.0) = ours (mu = 0.4, sigma = 1.0), sorted;
     a fraction 0.75 of samples on the diagonal s = t (the paper's "25% r != t", the code's data_proportion 0.75).
     Weighting: w = sg(1 / (err + c)^p), p = `norm_p` = 0 by default (none), c = `norm_c` per dimension (used when
-    p > 0; the paper's p = 1, c = 1e-3 is norm_p=1.0, norm_c=1e-3 / d).
+    p > 0; the JAX code's p = 1, c = 0.01 on the sum is norm_p=1.0, norm_c=0.01 / d; the old default here was
+    norm_p=1.0, norm_c=1e-3 on the mean).
     """
     x = path_point(batch, batch.s)
     v = batch.x1 - batch.x0
