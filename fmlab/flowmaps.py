@@ -1,6 +1,6 @@
 """Flow maps: two-time batches, forward-mode derivatives of a two-time network, samplers and teachers.
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data. A flow map X(x, s, t) moves a point of the
+Convention (fmlab.conventions): t = 0 is noise, t = 1 is data. A flow map X(x, s, t) moves a point of the
 sampling path from time s to time t (s < t goes toward the data); its average velocity u satisfies
 
     X(x, s, t) = x + (t - s) u(x, s, t),        u(x, t, t) = v(x, t)  (the instantaneous velocity).

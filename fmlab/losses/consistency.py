@@ -1,7 +1,8 @@
 """Consistency models as Eulerian flow-map losses: CT, CD (Song et al. 2023), CTM (Kim et al. 2024), FACM (Peng et al.
 2025).
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data, x_s = (1 - s) x0 + s x1, X(x, s, t) = x + (t - s) u(x, s, t).
+Convention (fmlab.conventions): t = 0 is noise, t = 1 is data, x_s = (1 - s) x0 + s x1,
+X(x, s, t) = x + (t - s) u(x, s, t).
 A consistency function f(x, s) (Song et al.: data at sigma = 0, f(x, sigma) -> clean data) is our flow map to the
 data, f(x, s) = X(x, s, 1), and its self-consistency "f is constant along each trajectory" is the Eulerian rule with
 the destination fixed at t = 1: d/ds X(x_s, s, 1) = 0 (fmlab.losses.flowmap_eulerian). CT and CD enforce it between
@@ -228,8 +229,15 @@ def facm_loss(model: nn.Module, batch: Batch, teacher: Any = None, relax_p: floa
     velocity near zero makes the direction term stiff.)
 
     v is the teacher's velocity (distillation, the paper's main setting) or, with teacher None, the conditional
-    velocity x1 - x0 (FACM from scratch). Our two-time network holds both tasks, so the anchor sits on the diagonal
-    s = t (the official code's auxiliary-time option; its default instead shifts the anchor's time to 2 - t).
+    velocity x1 - x0 (FACM from scratch). When is the fixed point the exact map? With a teacher, at the exact map
+    E = 0 and u(x, s, s) = v for every sample, so each sample's update vanishes whatever the clip, the cosine term
+    and the weights: unbiased. From scratch, v = x1 - x0 is noisy given x_s and three pieces are nonlinear in it:
+    the cosine anchor (its minimiser is a mean direction, not the mean velocity), the clip of g (g is linear in v,
+    clip(g) is not) and the adaptive normaliser (q > 0 correlates the weight with the noise). FACM from scratch is
+    unbiased only with cos_weight = 0, clamp = None and norm_p = 0; the defaults (k = 1, clip 1, q = 0.5) move the
+    fixed point (measured in tests/test_losses_mixture_stationarity.py). Our two-time network holds both tasks, so
+    the anchor sits on the diagonal s = t (the official code's auxiliary-time option; its default instead shifts the
+    anchor's time to 2 - t).
     Stop-gradient: the whole CM target (JVP included) and the adaptive normaliser; the anchor is plain regression.
     Time sampling (defaults): s = 1 - (2/pi) arctan(exp(N(-0.8, 1.6))), destination t = 1; every sample gives both
     terms, so a fraction 1 of samples also yields a diagonal (s = t) anchor evaluation. Weighting: cos(pi s / 2) on

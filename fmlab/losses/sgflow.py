@@ -1,7 +1,7 @@
 """SGFlow: a JVP-only Eulerian objective whose update is not the gradient of any loss (a non-gradient vector
 flow), with the true flow map as its unique stationary point.
 
-Our convention (DESIGN.md): t = 0 noise, t = 1 data; f(x, s, t) = X(x, s, t) = x + (t - s) u(x, s, t); the path
+Our convention (fmlab.conventions): t = 0 noise, t = 1 data; f(x, s, t) = X(x, s, t) = x + (t - s) u(x, s, t); the path
 point x_s = (1 - s) x0 + s x1 moves with the conditional velocity xdot = x1 - x0, whose conditional mean is the
 marginal velocity v(x_s, s) = E[xdot | x_s].
 """
