@@ -234,6 +234,8 @@ class Trainer:
         self.generator = seed_everything(config.seed)  # also seeds the global RNG that initialises the model
         self.model = (model if model is not None else self._build_model()).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        if "ema" in self.spec.defaults and self.settings.get("ema") is None:
+            self.settings["ema"] = self.ema  # losses that evaluate one call with EMA weights (TVM) get this trainer's
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: lr_schedule(k, 1.0, config.warmup, config.steps, config.lr_schedule))

@@ -113,6 +113,14 @@ def test_trainer_ema_after_one_step():
         assert not torch.equal(p, i)
 
 
+def test_trainer_gives_its_ema_to_losses_that_take_one(tmp_path):
+    # TVM evaluates its terminal velocity with EMA weights: the trainer passes its own EMA model, which resume restores
+    tr = Trainer(TrainConfig(loss="tvm", steps=2, out=str(tmp_path / "run"), **TINY))
+    assert tr.settings["ema"] is tr.ema
+    tr.fit(progress=False)
+    assert Trainer(TrainConfig(steps=1, **TINY)).settings.get("ema") is None  # cfm takes no EMA
+
+
 # --- files, exact resume ------------------------------------------------------------------------------------
 
 def _params(model):
