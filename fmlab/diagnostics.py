@@ -1,7 +1,7 @@
-"""Training-time diagnostics for unrolled flow matching: the k-step loss split into single-step terms and
-cross-terms, the same split of its gradient network call by network call, gradient norms by noise level, the
-cross-term gradient variance against the window length, and the transition Jacobians of the velocity and x1
-parametrisations.
+"""Training-time diagnostics for unrolled flow matching: the terminal (L-step) loss of an unrolled window split into
+single-step terms and cross-terms, the same split of its gradient network call by network call, gradient norms by
+noise level, the cross-term gradient variance against the window length, and the transition Jacobians of the
+velocity and x1 parametrisations.
 
 Convention (fmlab.conventions): t = 0 is noise, t = 1 is data, x_t = (1 - t) x0 + t x1, u = x1 - x0. A window of L
 Euler steps of size dt runs forward from a true path point x_{t0} through the model's own states z_k (see
@@ -46,7 +46,7 @@ Level = float | tuple[float, float]
 SampleFn = Callable[[int, torch.Generator], Tensor]
 
 
-# --- the k-step loss: single-step terms and cross-terms ----------------------------------------------------------
+# --- the terminal loss: single-step terms and cross-terms ----------------------------------------------------------
 
 @dataclass(frozen=True)
 class KStepDecomposition:
@@ -75,8 +75,8 @@ class KStepDecomposition:
 
 @torch.no_grad()
 def kstep_decomposition(model: nn.Module, batch: Batch, window: int, steps: int) -> KStepDecomposition:
-    """Measure the k-step (terminal) loss of a window on a batch (batch.t = window starts t0) and split it into
-    the single-step terms dt^2 ||e_k||^2 and the cross-terms dt^2 e_i . e_j."""
+    """Measure the terminal loss (the manuscript's k-step loss, k = L) of a window on a batch (batch.t = window
+    starts t0) and split it into the single-step terms dt^2 ||e_k||^2 and the cross-terms dt^2 e_i . e_j."""
     win, u = unroll_batch(model, batch, window, steps)
     dt = 1.0 / steps
     x_end = (1 - (batch.t + window * dt))[:, None] * batch.x0 + (batch.t + window * dt)[:, None] * batch.x1
@@ -85,7 +85,7 @@ def kstep_decomposition(model: nn.Module, batch: Batch, window: int, steps: int)
     return KStepDecomposition(window=window, dt=dt, terminal=terminal, single=single, cross=cross)
 
 
-# --- the k-step gradient, call by call: single-step part and cross-terms ------------------------------------------
+# --- the terminal loss's gradient, call by call: single-step part and cross-terms -------------------------------
 
 class _Predict(nn.Module):
     """model.predict as a module's forward (so that torch.func.functional_call can run it)."""
@@ -334,7 +334,7 @@ def cross_term_grad_variance(model: nn.Module, sample_x1: SampleFn, windows: Seq
                              steps: int = 16, t0: float = 0.25, n_batches: int = 32, batch_size: int = 64,
                              coupling: str = "independent", normalise: bool = True, detach: bool = False,
                              seed: int = 0) -> CrossTermVariance:
-    """Estimate Var_minibatch[grad_theta C_L] for each window length L, C_L the cross-term part of the k-step loss.
+    """Estimate Var_minibatch[grad_theta C_L] for each window length L, C_L the cross-term part of the terminal loss.
 
     The same n_batches minibatches (x0, x1, coupled by `coupling`) serve every L (common random numbers); every
     window starts at t0 (so that Var(x1 | x_t0) is one number per target, see `posterior_variance_power`).
@@ -386,9 +386,10 @@ def posterior_variance_power(target, t0: float, windows: Sequence[int], n: int =
     mixture `target` (fmlab.data.GaussianMixture), Monte Carlo over x_t0 ~ p_t0; returns (vbar, vbar ** L per L).
 
     The manuscript's heuristic: the cross-term gradient variance compounds like Var(x1 | x_t)^L. Var has units
-    (data units)^2, so Var^L is not scale-free: rescaling the data by a factor a multiplies Var^L by about a^(2L)
-    (exactly while a^2 Var stays small against the noise), and whether it grows or decays with L depends on
-    whether vbar is above or below 1 in the data's units.
+    (data units)^2, so Var^L is not scale-free: rescaling the data, x1 -> a x1, multiplies Var by about a^2 while
+    the data's spread is small against the noise at t (by less beyond), Var^L by about a^(2L), and whether Var^L
+    grows or decays with L depends on whether vbar is above or below 1 in the data's units
+    (`tests/test_diagnostics.py`; `python benchmarks/unrolling.py variance` measures what the variance does).
     """
     g = torch.Generator().manual_seed(seed)
     x1 = target.sample(n, generator=g).double()

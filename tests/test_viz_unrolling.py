@@ -282,3 +282,27 @@ def test_unrolling_widget_trains_on_demand_and_caches():
     view.controls["loss"].value = "anchored_consistency"
     view.controls["window"].value = 1
     assert "(anchored needs L >= 2)" in view.figure.layout.title.text and view.status.value == ""
+
+
+# --- lab 07 exercises ---------------------------------------------------------------------------------------------
+
+def test_lab07_checkers_accept_the_solutions_and_reject_wrong_answers():
+    from fmlab.exercises import unrolling as ex
+
+    assert ex.check_cross_term_count(12, quiet=True) and not ex.check_cross_term_count(16, quiet=True)
+    assert ex.check_cross_share(0.75, quiet=True) and not ex.check_cross_share(0.25, quiet=True)
+    assert ex.check_taylor_weight(0.5625, quiet=True) and not ex.check_taylor_weight(2.625, quiet=True)
+    model, batch = _model(), U.window_batch_at("8gaussians", 64, t0=0.2)
+    dt, t = 1 / 16, batch.t.clone()  # the lab's solution to exercise 3
+    z = (1 - t[:, None]) * batch.x0 + t[:, None] * batch.x1
+    errors = []
+    with torch.no_grad():
+        for _ in range(4):
+            v = model(z, t)
+            errors.append(v - (batch.x1 - batch.x0))
+            z, t = z + dt * v, t + dt
+    e = torch.stack(errors)
+    single = dt**2 * (e**2).sum(-1).sum(0).mean() / 2
+    cross = dt**2 * ((e.sum(0) ** 2).sum(-1) - (e**2).sum(-1).sum(0)).mean() / 2
+    assert ex.check_kstep_split(float(single), float(cross), model, batch, window=4, steps=16, quiet=True)
+    assert not ex.check_kstep_split(float(single), float(single), model, batch, window=4, steps=16, quiet=True)

@@ -375,25 +375,25 @@ def render_window(view: Mapping[str, Tensor], t0: float, window: int, dt: float,
 
 def render_decomposition(decomp: KStepDecomposition, title: str | None = None) -> go.Figure:
     """Left: the L x L matrix of terms dt^2 e_i . e_j (diagonal: single-step terms, off: cross-terms).
-    Right: the totals, single + cross = the k-step (terminal) loss."""
+    Right: the totals, single + cross = the terminal loss ||E_L||^2."""
     L = decomp.window
     mat = (decomp.cross + torch.diag(decomp.single)).double()
     fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.22,
                         subplot_titles=("terms dt^2 e_i . e_j (per coordinate)", "sum of the terms"))
     scale = float(mat.abs().max()) or 1.0
-    fig.add_trace(go.Heatmap(z=mat.tolist(), x=list(range(1, L + 1)), y=list(range(1, L + 1)), zmid=0.0,
+    fig.add_trace(go.Heatmap(z=mat.tolist(), x=list(range(L)), y=list(range(L)), zmid=0.0,  # k = 0 .. L - 1
                              zmin=-scale, zmax=scale, colorscale="RdBu_r",
                              colorbar=dict(x=0.39, len=0.9, thickness=14, tickformat=".1e"),
                              hovertemplate="i=%{y}, j=%{x}: %{z:.3g}<extra></extra>"), row=1, col=1)
-    names = ["single-step", "cross-terms", "k-step loss"]
+    names = ["single-step", "cross-terms", "terminal loss"]
     values = [float(decomp.single_total), float(decomp.cross_total), float(decomp.terminal)]
     colors = [COLORS["model"], COLORS["highlight"], COLORS["reference"]]
     fig.add_trace(go.Bar(x=names, y=values, marker_color=colors, text=[f"{v:.3g}" for v in values],
                          textposition="outside", showlegend=False), row=1, col=2)
     share = values[1] / values[2] if values[2] else 0.0
-    apply_style(fig, title=title or f"k-step loss of a window of L = {L}: cross-terms are {100 * share:.0f}% of it")
-    fig.update_xaxes(title_text="step j", dtick=1, row=1, col=1)
-    fig.update_yaxes(title_text="step i", autorange="reversed", dtick=1, row=1, col=1)
+    apply_style(fig, title=title or f"terminal loss of a window of L = {L}: cross-terms are {100 * share:.0f}% of it")
+    fig.update_xaxes(title_text="step j (error e_j)", dtick=1, row=1, col=1)
+    fig.update_yaxes(title_text="step i (error e_i)", autorange="reversed", dtick=1, row=1, col=1)
     fig.update_yaxes(tickformat=".2~g", row=1, col=2)
     fig.update_layout(width=940, height=520)
     return fig
@@ -738,7 +738,7 @@ def window_widget(model: Any, data: str = "8gaussians", n: int = 12, euler_steps
 
 def decomposition_widget(model: Any, data: str = "8gaussians", n: int = 512, euler_steps: int = 16,
                          seed: int = 0) -> Any:
-    """Sliders for L, t0 and the step count 1 / dt over `render_decomposition` of the k-step loss on a fixed batch."""
+    """Sliders for L, t0 and the step count 1 / dt over `render_decomposition` of the terminal loss on a fixed batch."""
     from ..diagnostics import kstep_decomposition
     from .widgets import int_slider, interactive_view, slider
 
@@ -747,7 +747,7 @@ def decomposition_widget(model: Any, data: str = "8gaussians", n: int = 512, eul
         batch = window_batch_at(data, n, t0, seed)
         d = kstep_decomposition(model, batch, window, euler_steps)
         share = float(d.cross_total / d.terminal) if float(d.terminal) else 0.0
-        return render_decomposition(d, f"k-step loss, L = {window}, t0 = {t0:.2f}, dt = 1/{euler_steps}: "
+        return render_decomposition(d, f"terminal loss, L = {window}, t0 = {t0:.2f}, dt = 1/{euler_steps}: "
                                        f"cross-terms {100 * share:.0f}% of {float(d.terminal):.2e}")
 
     return interactive_view(render, {"window": int_slider("window length L", 1, 8, 4, continuous_update=False),
