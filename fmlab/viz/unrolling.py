@@ -612,8 +612,9 @@ STEP_OVERHEAD = 3.0  # per-step cost outside the network passes (data, batch, op
 def relative_cost(loss: str, settings: Mapping[str, Any]) -> float:
     """Wall time of one training step relative to single-step FM, from a cost model: a forward pass costs 1, a
     backward 2, plus a fixed per-step overhead of about one forward + backward (STEP_OVERHEAD = 3). FM: 3 + 3;
-    WT-FM (BPTT or detached): 3 + 3 L; anchored BPTT: 3 + 3 L; anchored detached: 3 + 3 + (L - 1) (no-graph calls).
-    It matches the ratios `python benchmarks/unrolling.py cost` measures to within their noise."""
+    WT-FM (BPTT, detached, with or without cross-terms): 3 + 3 L; anchored BPTT: 3 + 3 L; anchored detached:
+    3 + 3 + (L - 1) (no-graph calls). It underestimates the WT-FM / FM ratios `python benchmarks/unrolling.py cost`
+    measures by 7% to 18% (benchmarks/README.md), so at "equal time" unrolled losses get slightly more, never less."""
     if loss in ("cfm", "x1_prediction"):
         return 1.0
     spec = get_loss(loss)
@@ -657,10 +658,10 @@ def comparison_runs(configs: Sequence[Any], eval_steps: Sequence[int] = (16, 100
 
 def comparison_table(results: Sequence[RunResult], eval_steps: Sequence[int] = (16, 100)) -> str:
     """A text table of the comparison (method, coupling, steps, W1 at each Euler step count, training time)."""
-    head = f"{'method':<28}{'coupling':<13}{'steps':>6}" + "".join(f"{'W1@' + str(k):>9}" for k in eval_steps)
+    head = f"{'method':<31}{'coupling':<13}{'steps':>6}" + "".join(f"{'W1@' + str(k):>9}" for k in eval_steps)
     lines = [head + f"{'time s':>8}", "-" * (len(head) + 8)]
     for r in results:
-        lines.append(f"{r.label.replace(' + OT', ''):<28}{r.config.coupling:<13}{r.config.steps:>6}"
+        lines.append(f"{r.label.replace(' + OT', ''):<31}{r.config.coupling:<13}{r.config.steps:>6}"
                      + "".join(f"{r.w1[k]:>9.3f}" for k in eval_steps) + f"{r.elapsed:>8.1f}")
     return "\n".join(lines)
 
