@@ -48,7 +48,7 @@ from fmlab.viz import unrolling as U
 torch.manual_seed(0)
 DATA, DT_STEPS = "8gaussians", 16  # windows of Euler steps of dt = 1/16 (the sliders change it)
 BASE = steps(2000, 100)  # single-step FM training steps; other losses get the same compute
-EVERY = pick(250, 50)  # measure the cross-term variance every EVERY steps
+EVERY = pick(250, 100)  # measure the cross-term variance every EVERY steps
 N_EVAL = steps(1000, 300)
 print(f"fast mode: {fast_mode()}; single-step FM budget {BASE} steps; dt = 1/{DT_STEPS}")
 """),
