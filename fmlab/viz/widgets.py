@@ -21,8 +21,8 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "figure_widget", "update_figure",
-           "link", "controls_box", "interactive_view", "View", "LIVE_MODES"]
+__all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "enable_when", "figure_widget",
+           "update_figure", "link", "controls_box", "interactive_view", "View", "LIVE_MODES"]
 
 # Live figures carry plain lists, never numpy arrays. plotly.js answers a restyle with "trace deltas" holding its own
 # copies of the arrays; for numpy-backed traces these come back as typed-array dicts and plotly.py's FigureWidget then
@@ -150,6 +150,16 @@ def link(controls: Mapping[str, W.ValueWidget], update: Callable[..., None], run
         control.observe(on_change, names="value")
     if run_now:
         on_change()
+
+
+def enable_when(control: W.Widget, source: W.ValueWidget, active: Callable[[Any], bool]) -> None:
+    """Grey out `control` while `active(source.value)` is false (a control that would change nothing is disabled,
+    not silently ignored); set now and on every change of `source`."""
+    def on_change(_change: Any = None) -> None:
+        control.disabled = not active(source.value)
+
+    source.observe(on_change, names="value")
+    on_change()
 
 
 def controls_box(controls: Mapping[str, W.Widget] | Sequence[W.Widget], per_row: int = 3) -> W.VBox:
