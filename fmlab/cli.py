@@ -104,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("run", help="run directory (or its ckpt.pt)")
         p.add_argument("--n", type=_positive_int, default=2000, help="number of samples")
-        p.add_argument("--solver", default="euler",
-                       help="an ODE solver of fmlab.solvers.SOLVERS (euler, midpoint, heun, rk4), or flowmap: "
-                            "jumps X(x, t_i, t_i+1) of a two-time model")
+        p.add_argument("--solver", default=None,
+                       help="default: the sampler the run's loss trained for (Euler for velocity losses, flow-map "
+                            "jumps, consistency sampling for CT/CD/FACM, one jump from the noise for PID/FreeFlow); "
+                            "or an ODE solver of fmlab.solvers.SOLVERS (euler, midpoint, heun, rk4) where the "
+                            "loss allows it (fmlab.sampling.methods_for)")
         p.add_argument("--seed", type=int, default=0, help="seed of the noise x0 (and of the data in eval)")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (None: the best available)")
         if name == "sample":
@@ -167,10 +169,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_solver(name: str) -> None:
-    from .train import sample_methods
+def _check_solver(name: str | None) -> None:
+    from .sampling import sample_methods
 
-    if name not in sample_methods():
+    if name is not None and name not in sample_methods():
         raise ValueError(f"--solver must be one of {sample_methods()}, got {name!r}")
 
 
@@ -186,15 +188,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {str(out)!r} is a directory; give a file name such as samples.npy")
     x = sample_run(args.run, n=args.n, steps=args.steps, method=args.solver, seed=args.seed, device=args.device)
     atomic_write(out, lambda f: np.save(f, x.numpy()))
-    print(f"saved {tuple(x.shape)} samples ({args.steps} {args.solver} steps) to {out}")
+    print(f"saved {tuple(x.shape)} samples ({args.steps} steps, {args.solver or 'the loss sampler'}) to {out}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from .losses import get_loss
     from .metrics import wasserstein
-    from .train import generate, load_run, toy_data_fn
+    from .sampling import generate
+    from .train import load_run, toy_data_fn
 
     _check_solver(args.solver)
     model, config = load_run(args.run, args.device)
@@ -204,9 +208,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     data = data_fn(args.n, g)  # the reference sample x1 ~ data
     x0 = torch.randn(args.n, model.config["dim"], generator=g)  # one noise draw shared by every step count
     ps = (1, 2, 3)
-    print(f"run {args.run}: {config.loss}/{config.coupling} on {config.data}, n={args.n}, solver={args.solver}")
+    solver = args.solver or get_loss(config.loss).sampler
+    print(f"run {args.run}: {config.loss}/{config.coupling} on {config.data}, n={args.n}, solver={solver}")
     for steps in args.steps:
-        x = generate(model, x0.to(device), steps, args.solver).cpu()
+        x = generate(model, config.loss, x0.to(device), steps, args.solver, generator=g).cpu()
         values = "  ".join(f"W{p}={wasserstein(x, data, p):.4f}" for p in ps)
         print(f"steps={steps:<4d} {values}")
     floors = [[wasserstein(data_fn(args.n, g), data_fn(args.n, g), p) for p in ps] for _ in range(args.floor_repeats)]

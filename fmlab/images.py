@@ -71,9 +71,9 @@ def load_image_run(out: str | Path, device: str | None = None) -> tuple[nn.Modul
 
 @torch.no_grad()
 def sample_images(model: nn.Module, n: int, steps: int, method: str | None = None, seed: int = 0,
-                  batch_size: int = 256) -> torch.Tensor:
+                  batch_size: int = 256, loss: str | None = None) -> torch.Tensor:
     """n images [n, C, H, W] in [-1, 1] (on the CPU) from noise seeded by `seed` (drawn on the CPU, batch by batch):
-    `steps` Euler steps, or flow-map jumps for a two-time model (method=None picks; see generate_images)."""
+    `steps` steps of the sampler `loss` trained for, or of `method` (see generate_images)."""
     for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -84,20 +84,20 @@ def sample_images(model: nn.Module, n: int, steps: int, method: str | None = Non
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         x0 = torch.randn(m, backbone.in_channels, backbone.image_size, backbone.image_size, generator=g)  # t = 0
-        out.append(generate_images(model, x0.to(device), steps, method).cpu())
+        out.append(generate_images(model, x0.to(device), steps, method, loss).cpu())
     return torch.cat(out)
 
 
 def evaluate_images(model: nn.Module, reference: np.ndarray, n: int, steps: list[int], method: str | None = None,
-                    extractor: Any = None, ref_stats: dict | None = None, seed: int = 0, batch_size: int = 256
-                    ) -> list[dict[str, Any]]:
+                    extractor: Any = None, ref_stats: dict | None = None, seed: int = 0, batch_size: int = 256,
+                    loss: str | None = None) -> list[dict[str, Any]]:
     """For each step count: n samples scored against `reference` (uint8 [m, H, W, 3]) by fmlab.fid.image_scores.
     Rows {'steps', 'name', 'value', 'n', 'note'}; the same noise (seed) for every step count."""
     from .fid import image_scores
 
     rows = []
     for k in steps:
-        samples = to_uint8(sample_images(model, n, k, method, seed, batch_size))
+        samples = to_uint8(sample_images(model, n, k, method, seed, batch_size, loss))
         for score in image_scores(samples, reference, extractor, ref_stats, seed=seed):
             rows.append({"steps": k, "name": score.name, "value": score.value, "n": score.n, "note": score.note})
     return rows
@@ -214,26 +214,27 @@ def _dispatch_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return 0
 
 
-def _method(args: argparse.Namespace, model: nn.Module) -> str:
-    if args.solver == "euler" and getattr(model, "prediction", "") == "average_velocity":
-        return "flowmap"  # a two-time model left at the default solver jumps with its flow map
-    return args.solver
+def _method(args: argparse.Namespace, loss: str) -> str:
+    """--solver, or the sampler the run's loss trained for."""
+    from .sampling import methods_for
+
+    return args.solver or methods_for(loss)[0]
 
 
 def _dispatch_sample(args: argparse.Namespace) -> int | None:
     if not is_image_run(args.run):
         return None
     from .checkpoint import atomic_write
-    from .train import sample_methods
+    from .sampling import sample_methods
 
-    if args.solver not in sample_methods():
+    if args.solver is not None and args.solver not in sample_methods():
         raise ValueError(f"--solver must be one of {sample_methods()}, got {args.solver!r}")
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a directory; give a file name such as grid.png or samples.npy")
-    model, _ = load_image_run(args.run, args.device)
-    method = _method(args, model)
-    images = to_uint8(sample_images(model, args.n, args.steps, method, args.seed, args.batch_size))
+    model, config = load_image_run(args.run, args.device)
+    method = _method(args, config.loss)
+    images = to_uint8(sample_images(model, args.n, args.steps, method, args.seed, args.batch_size, config.loss))
     if out.suffix.lower() == ".png":
         save_png(out, make_grid(images))
     else:
@@ -256,13 +257,14 @@ def _dispatch_eval(args: argparse.Namespace) -> int | None:
     reference = np.asarray(dataset.images[pick])
     extractor = inception_extractor(args.inception, args.device)
     stats = reference_stats(extractor, dataset.images, dataset.name) if extractor is not None else None
-    method = _method(args, model)
+    method = _method(args, config.loss)
     print(f"run {args.run}: {config.loss} on {dataset.name}, n={args.n} samples, solver={method}")
     if extractor is None:
         print("no Inception weights found: reporting the weights-free proxies only (not FID)")
     elif args.n < FID_N:
         print(f"FID at n={args.n} < {FID_N} is for monitoring only (biased high; report FID at n={FID_N})")
-    rows = evaluate_images(model, reference, args.n, args.steps, method, extractor, stats, args.seed, args.batch_size)
+    rows = evaluate_images(model, reference, args.n, args.steps, method, extractor, stats, args.seed, args.batch_size,
+                           config.loss)
     for k in args.steps:
         values = "  ".join(f"{r['name']}={r['value']:.4f}" for r in rows if r["steps"] == k)
         print(f"steps={k:<4d} {values}")

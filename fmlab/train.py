@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from .checks import check_choice, check_float, check_int
 from .couplings import COUPLINGS, couple
 from .device import default_threads, pick_device, seed_everything
 from .losses import LossSpec, get_loss
@@ -42,7 +43,7 @@ from .models.parametrisation import FLOW_MAP_PREDICTIONS
 from .paths import PREDICTIONS
 
 __all__ = ["TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update", "load_run", "sample_run",
-           "generate", "sample_methods", "toy_data_fn",
+           "toy_data_fn",
            "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES"]
 
 CKPT_NAME, METRICS_NAME, CONFIG_NAME = "ckpt.pt", "metrics.jsonl", "config.json"
@@ -91,25 +92,25 @@ class TrainConfig:
     loss_settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_int(self.steps, "steps", 1)
-        _check_int(self.batch_size, "batch_size", 1)
-        _check_int(self.warmup, "warmup", 0)
-        _check_int(self.hidden, "hidden", 1)
-        _check_int(self.depth, "depth", 1)
-        _check_int(self.seed, "seed", 0)
-        _check_int(self.log_every, "log_every", 1)
-        _check_int(self.ckpt_every, "ckpt_every", 0)
+        check_int(self.steps, "steps", 1)
+        check_int(self.batch_size, "batch_size", 1)
+        check_int(self.warmup, "warmup", 0)
+        check_int(self.hidden, "hidden", 1)
+        check_int(self.depth, "depth", 1)
+        check_int(self.seed, "seed", 0)
+        check_int(self.log_every, "log_every", 1)
+        check_int(self.ckpt_every, "ckpt_every", 0)
         if self.threads is not None:
-            _check_int(self.threads, "threads", 1)
-        _check_float(self.lr, "lr", low=0.0, strict=True)
-        _check_float(self.weight_decay, "weight_decay", low=0.0)
-        _check_float(self.grad_clip, "grad_clip", low=0.0)
-        _check_float(self.coupling_reg, "coupling_reg", low=0.0, strict=True)
+            check_int(self.threads, "threads", 1)
+        check_float(self.lr, "lr", low=0.0, strict=True)
+        check_float(self.weight_decay, "weight_decay", low=0.0)
+        check_float(self.grad_clip, "grad_clip", low=0.0)
+        check_float(self.coupling_reg, "coupling_reg", low=0.0, strict=True)
         if not (isinstance(self.ema_decay, (int, float)) and 0.0 <= self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        _check_choice(self.coupling, "coupling", COUPLINGS)
-        _check_choice(self.optimizer, "optimizer", OPTIMIZERS)
-        _check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        check_choice(self.coupling, "coupling", COUPLINGS)
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         if not isinstance(self.data, str) or not self.data:
             raise ValueError(f"data must be a dataset name, got {self.data!r}")
         if self.device is not None and not isinstance(self.device, str):
@@ -117,7 +118,7 @@ class TrainConfig:
         spec = get_loss(self.loss)  # ValueError listing the registered losses
         if self.prediction is not None:
             heads = PREDICTIONS if spec.time_inputs == 1 else FLOW_MAP_PREDICTIONS
-            _check_choice(self.prediction, "prediction", heads)
+            check_choice(self.prediction, "prediction", heads)
         if not isinstance(self.loss_settings, dict):
             raise ValueError(f"loss_settings must be a dict, got {type(self.loss_settings).__name__}")
         spec.settings(self.loss_settings)  # unknown keys -> ValueError listing the allowed ones
@@ -145,22 +146,6 @@ class TrainConfig:
         return cls(**d)
 
 
-def _check_int(value: Any, name: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_float(value: Any, name: str, low: float, strict: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or (strict and value == low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {value!r}")
-
-
-def _check_choice(value: Any, name: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-
 def _is_plain(value: Any) -> bool:
     if value is None or isinstance(value, (bool, int, float, str)):
         return True
@@ -178,7 +163,7 @@ def lr_schedule(step: int, lr: float, warmup: int, steps: int, kind: str = "cosi
     Cosine: lr_k = lr (1 + cos(pi (k - w) / (steps - w))) / 2 for k >= w, from lr down to ~0 at the last step.
     Constant: lr_k = lr after warmup.
     """
-    _check_choice(kind, "kind", LR_SCHEDULES)
+    check_choice(kind, "kind", LR_SCHEDULES)
     w = min(warmup, steps)
     if step < w:
         return lr * (step + 1) / w  # linear warmup
@@ -208,7 +193,7 @@ def toy_data_fn(name: str) -> DataFn:
     """(n, generator) -> x1 [n, 2] from the toy set `name` (ValueError listing the sets if unknown)."""
     from .data import TOY_DATASETS, sample_toy
 
-    _check_choice(name, "data", tuple(sorted(TOY_DATASETS)))
+    check_choice(name, "data", tuple(sorted(TOY_DATASETS)))
     return partial(sample_toy, name)
 
 
@@ -470,40 +455,16 @@ def load_run(out: str | Path, device: str | None = None) -> tuple[nn.Module, Tra
     return model.requires_grad_(False).eval().to(pick_device(device)), config
 
 
-def sample_methods() -> list[str]:
-    """Names `generate` accepts: the ODE solvers of fmlab.solvers.SOLVERS, and 'flowmap' for two-time models."""
-    from .solvers import SOLVERS
-
-    return sorted(SOLVERS) + ["flowmap"]
-
-
-def generate(model: nn.Module, x0: Tensor, steps: int, method: str = "euler") -> Tensor:
-    """Carry noise x0 (t = 0) to data (t = 1) in `steps` steps.
-
-    An ODE solver ('euler', 'heun', ...) integrates the velocity model(x, t) (for a two-time model: its diagonal
-    u(x, t, t)); 'flowmap' jumps x_{i+1} = X(x_i, t_i, t_{i+1}) with a two-time model (fmlab.flowmaps).
-    """
-    _check_choice(method, "method", tuple(sample_methods()))
-    _check_int(steps, "steps", 1)
-    if method != "flowmap":
-        from .solvers import solve
-
-        return solve(model, x0, steps=steps, method=method)
-    if getattr(model, "config", {}).get("time_inputs", 1) != 2:
-        raise ValueError("method='flowmap' needs a two-time (flow-map) model; this model takes one time: "
-                         "use an ODE solver")
-    from .flowmaps import sample_flow_map
-
-    return sample_flow_map(model, x0, steps=steps)
-
-
-def sample_run(out: str | Path, n: int = 2000, steps: int = 100, method: str = "euler", seed: int = 0,
+def sample_run(out: str | Path, n: int = 2000, steps: int = 100, method: str | None = None, seed: int = 0,
                device: str | None = None) -> Tensor:
     """n samples [n, d] (on the CPU) from the run's EMA model: x0 ~ N(0, I) (seeded, drawn on the CPU) carried
-    from t = 0 to t = 1 by `generate` with `steps` steps of `method`."""
-    _check_int(n, "n", 1)
-    _check_int(seed, "seed", 0)
-    _check_choice(method, "method", tuple(sample_methods()))
-    model, _ = load_run(out, device)
-    x0 = torch.randn(n, model.config["dim"], generator=torch.Generator().manual_seed(seed))  # x0 ~ N(0, I)
-    return generate(model, x0.to(next(model.parameters()).device), steps, method).cpu()
+    from t = 0 to t = 1 in `steps` steps of the sampler the run's loss trained for (fmlab.sampling.generate), or
+    of `method` when given (one of fmlab.sampling.methods_for(loss))."""
+    from .sampling import generate
+
+    check_int(n, "n", 1)
+    check_int(seed, "seed", 0)
+    model, config = load_run(out, device)
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, model.config["dim"], generator=g)  # x0 ~ N(0, I)
+    return generate(model, config.loss, x0.to(next(model.parameters()).device), steps, method, generator=g).cpu()

@@ -43,10 +43,11 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import atomic_write
+from .checks import check_choice, check_int
 from .distributed import DistInfo, all_gather_objects, broadcast_parameters, rank_seed, sync_gradients
 from .losses import get_loss
 from .models.unet import UNET_PRESETS, build_unet
-from .train import CKPT_NAME, TrainConfig, Trainer, _check_choice, _check_int, ema_decay_at, ema_update, load_for_resume
+from .train import CKPT_NAME, TrainConfig, Trainer, ema_decay_at, ema_update, load_for_resume
 
 __all__ = ["ImageTrainConfig", "ImageTrainer", "ImageStream", "CONFIGS", "IMAGE_DATA", "AMP_MODES", "image_config",
            "image_dataset", "build_image_model", "generate_images", "to_uint8", "make_grid", "save_png",
@@ -102,19 +103,19 @@ class ImageTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_choice(self.data, "data", IMAGE_DATA)
-        _check_choice(self.preset, "preset", tuple(UNET_PRESETS))
-        _check_choice(self.amp, "amp", AMP_MODES)
-        _check_choice(self.channels_last, "channels_last", SWITCHES)
-        _check_choice(self.compile, "compile", COMPILE_BACKENDS)
+        check_choice(self.data, "data", IMAGE_DATA)
+        check_choice(self.preset, "preset", tuple(UNET_PRESETS))
+        check_choice(self.amp, "amp", AMP_MODES)
+        check_choice(self.channels_last, "channels_last", SWITCHES)
+        check_choice(self.compile, "compile", COMPILE_BACKENDS)
         from .data.celeba import CROPS
 
-        _check_choice(self.crop, "crop", tuple(CROPS))
-        _check_int(self.image_size, "image_size", 8)
-        _check_int(self.n_faces, "n_faces", 1)
-        _check_int(self.sample_every, "sample_every", 0)
-        _check_int(self.sample_n, "sample_n", 1)
-        _check_int(self.sample_steps, "sample_steps", 1)
+        check_choice(self.crop, "crop", tuple(CROPS))
+        check_int(self.image_size, "image_size", 8)
+        check_int(self.n_faces, "n_faces", 1)
+        check_int(self.sample_every, "sample_every", 0)
+        check_int(self.sample_n, "sample_n", 1)
+        check_int(self.sample_steps, "sample_steps", 1)
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if not isinstance(self.flip, bool):
@@ -140,7 +141,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 def image_config(name: str = "celeba64", **overrides: Any) -> ImageTrainConfig:
     """A named image configuration (CONFIGS) with field overrides, e.g. image_config('faces32', loss='meanflow')."""
-    _check_choice(name, "config", tuple(CONFIGS))
+    check_choice(name, "config", tuple(CONFIGS))
     return ImageTrainConfig(**{**CONFIGS[name], **overrides})
 
 
@@ -371,7 +372,7 @@ class ImageTrainer(Trainer):
             g = torch.Generator().manual_seed(cfg.seed)
             c = self.model.config.get("in_channels", 3)
             self._grid_noise = torch.randn(cfg.sample_n, c, cfg.image_size, cfg.image_size, generator=g)
-        x = generate_images(self.ema, self._grid_noise.to(self.device), cfg.sample_steps)
+        x = generate_images(self.ema, self._grid_noise.to(self.device), cfg.sample_steps, loss=cfg.loss)
         grid = make_grid(to_uint8(x))
         self.grids[self.step] = grid
         for old in sorted(self.grids)[:-20]:  # keep the last 20 in memory
@@ -486,17 +487,19 @@ def peak_memory(device: torch.device) -> dict[str, float]:
 # --- images from a model -------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def generate_images(model: nn.Module, x0: Tensor, steps: int, method: str | None = None) -> Tensor:
-    """Noise x0 [n, C, H, W] (t = 0) carried to images (t = 1): `steps` Euler steps of the velocity, or, for a
-    two-time model, `steps` flow-map jumps (method=None picks). Output clamped to [-1, 1]."""
-    from .train import generate
+def generate_images(model: nn.Module, x0: Tensor, steps: int, method: str | None = None,
+                    loss: str | None = None) -> Tensor:
+    """Noise x0 [n, C, H, W] (t = 0) carried to images (t = 1) in `steps` steps of the sampler `loss` trained
+    for (fmlab.sampling.generate), or of `method`. Without a loss: Euler steps of a velocity model, flow-map jumps
+    of a two-time one. Output clamped to [-1, 1]."""
+    from .sampling import generate
 
-    if method is None:
-        method = "flowmap" if getattr(model, "prediction", "") == "average_velocity" else "euler"
+    if loss is None:  # no loss named: the plain sampler of the model's kind
+        loss = "cfm" if model.config.get("time_inputs", 1) == 1 else "meanflow"
     was_training = model.training
     model.eval()
     try:
-        return generate(model, x0, steps, method).clamp(-1.0, 1.0)
+        return generate(model, loss, x0, steps, method).clamp(-1.0, 1.0)
     finally:
         model.train(was_training)
 
@@ -536,7 +539,7 @@ def measure_throughput(config: ImageTrainConfig, steps: int = 3, warmup: int = 1
                        ) -> dict[str, float]:
     """Time `steps` training steps (after `warmup` untimed ones) of `config` on its device, from a fresh trainer
     with no files. Returns images_per_s, step_ms and peak_mem_mb (see ImageTrainer._record)."""
-    _check_int(steps, "steps", 1)
+    check_int(steps, "steps", 1)
     cfg = dataclasses.replace(config, steps=steps + warmup, out=None, sample_every=0, warmup=0)
     trainer = ImageTrainer(cfg, model=model, data_fn=data_fn, runtime_settings=runtime_settings)
     trainer._grid_due = lambda: False  # timing only

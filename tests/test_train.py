@@ -15,7 +15,6 @@ from fmlab.train import (
     Trainer,
     ema_decay_at,
     ema_update,
-    generate,
     load_run,
     lr_schedule,
     sample_run,
@@ -229,18 +228,3 @@ def test_short_run_learns_moons():
     from fmlab.solvers import solve
 
     assert wasserstein(solve(tr.ema, x0, steps=20), x1) < 0.5 * wasserstein(x0, x1)
-
-
-def test_generate_methods(tmp_path):
-    model = build_model(dim=2, hidden=8, depth=1)
-    x0 = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
-    from fmlab.solvers import solve
-
-    assert torch.equal(generate(model, x0, 3, "heun"), solve(model, x0, steps=3, method="heun"))
-    with pytest.raises(ValueError, match="method must be one of .*flowmap"):
-        generate(model, x0, 3, "rk45")
-    with pytest.raises(ValueError, match="two-time"):
-        generate(model, x0, 3, "flowmap")
-    flowmaps = pytest.importorskip("fmlab.flowmaps")
-    two = build_model(dim=2, hidden=8, depth=1, time_inputs=2, prediction="average_velocity")
-    assert torch.equal(generate(two, x0, 2, "flowmap"), flowmaps.sample_flow_map(two, x0, steps=2))

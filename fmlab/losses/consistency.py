@@ -28,14 +28,13 @@ from ..paths import expand_t
 from .batch import Batch, draw_times
 from .flow_matching import per_sample_mse
 from .flowmap_eulerian import (
-    EULERIAN,
     TWO_TIME_SETTINGS,
     adaptive_weight,
     diagonal_mask,
     eulerian_residual,
     path_point,
 )
-from .registry import LossSpec, register
+from .registry import EULERIAN, LossSpec, register
 
 __all__ = ["consistency_batch", "facm_batch", "ct_loss", "cd_loss", "ctm_loss", "facm_loss", "teacher_solve"]
 
@@ -270,7 +269,8 @@ EDM_CONVENTION = ("paper: EDM time, data at sigma = 0, f(x, sigma) -> data; "
                   "ours: f(x, s) = X(x, s, 1), noisier = smaller s")
 
 register(LossSpec(
-    name="ct", fn=ct_loss, family=EULERIAN, setting="marginal-from-conditional",
+    name="ct",
+    display_name="CT", sampler="consistency", fn=ct_loss, family=EULERIAN, setting="marginal-from-conditional",
     paper="Song, Dhariwal, Chen & Sutskever 2023, Consistency models (CT); Song & Dhariwal 2023 (iCT); "
           "Geng et al. 2024 (ECT)",
     convention=EDM_CONVENTION, time_inputs=2, prediction="average_velocity", make_batch=consistency_batch,
@@ -278,14 +278,14 @@ register(LossSpec(
     summary="X(x_s, s, 1) vs sg X(x_{s+delta}, s+delta, 1) on the same noise-data segment"))
 
 register(LossSpec(
-    name="cd", fn=cd_loss, family=EULERIAN, setting="distillation",
+    name="cd", display_name="CD", sampler="consistency", fn=cd_loss, family=EULERIAN, setting="distillation",
     paper="Song, Dhariwal, Chen & Sutskever 2023, Consistency models (CD)",
     convention=EDM_CONVENTION, time_inputs=2, prediction="average_velocity", make_batch=consistency_batch,
     defaults={**CT_SETTINGS, "teacher": None, "teacher_method": "heun"},
     summary="X(x_s, s, 1) vs sg X(teacher step s -> s+delta, s+delta, 1)"))
 
 register(LossSpec(
-    name="ctm", fn=ctm_loss, family=EULERIAN, setting="distillation",
+    name="ctm", display_name="CTM", fn=ctm_loss, family=EULERIAN, setting="distillation",
     paper="Kim et al. 2024, Consistency trajectory models (CTM), soft consistency + DSM, no GAN",
     convention="paper: EDM time, G(x_t, t, s) jumps down to s < t; ours: start s, destination t, s <= r <= t",
     time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
@@ -293,7 +293,7 @@ register(LossSpec(
     summary="X(x_s, s, t) vs sg X(teacher solve s -> r, r, t), compared after the frozen jump to the data"))
 
 register(LossSpec(
-    name="facm", fn=facm_loss, family=EULERIAN, setting="distillation",
+    name="facm", display_name="FACM", sampler="consistency", fn=facm_loss, family=EULERIAN, setting="distillation",
     paper="Peng et al. 2025, Flow-anchored consistency models (FACM)",
     convention="paper: x_t = t x1 + (1 - t) x0 (noise -> data, like ours); F(x_t, t, 1) = u(x, s = t, 1)",
     time_inputs=2, prediction="average_velocity", make_batch=facm_batch,

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ..paths import convert_prediction, loss_weight, sample_path
 from .batch import Batch, one_time_batch
-from .registry import LossSpec, register
+from .registry import FLOW_MATCHING, LossSpec, register
 
 FM_SETTINGS = {"time_sampler": "uniform", "mu": 0.0, "sigma": 1.0, "weighting": "none", "gamma": 5.0}
 
@@ -79,20 +79,21 @@ def reflow_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = Non
 CONVENTION_SAME = "noise at t=0, data at t=1 (as ours)"
 
 register(LossSpec(
-    name="cfm", fn=cfm_loss, family="flow matching", setting="marginal-from-conditional",
+    name="cfm", display_name="flow matching", fn=cfm_loss, family=FLOW_MATCHING, setting="marginal-from-conditional",
     paper="Lipman et al. 2023, Flow Matching for Generative Modeling; Liu et al. 2023; Tong et al. 2024 (OT-CFM)",
     convention=CONVENTION_SAME, defaults=dict(FM_SETTINGS),
     summary="regress v(x_t, t) on x1 - x0"))
 
 register(LossSpec(
-    name="x1_prediction", fn=x1_prediction_loss, family="flow matching", setting="marginal-from-conditional",
+    name="x1_prediction",
+    display_name="x1 prediction", fn=x1_prediction_loss, family=FLOW_MATCHING, setting="marginal-from-conditional",
     paper="unrolling manuscript: When does unrolling help flow matching? (x1 / clean-data head)",
     convention="paper: data at t=0, weight 1/(t^2+eps); ours: t -> 1 - t, weight 1/((1-t)^2+eps)",
     prediction="x1", defaults={**FM_SETTINGS, "eps": 1e-3},
     summary="regress x1_hat(x_t, t) on x1 with weight 1/((1-t)^2+eps)"))
 
 register(LossSpec(
-    name="reflow", fn=cfm_loss, family="flow matching", setting="distillation (generated pairs)",
+    name="reflow", display_name="Reflow", fn=cfm_loss, family=FLOW_MATCHING, setting="distillation (generated pairs)",
     paper="Liu et al. 2023, Flow Straight and Fast: rectified flow",
     convention=CONVENTION_SAME, make_batch=reflow_batch,
     defaults={**FM_SETTINGS, "teacher": None, "teacher_steps": 100, "teacher_method": "euler"},

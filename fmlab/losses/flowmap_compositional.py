@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, path_point, per_sample_sq, two_time_batch
 from ..paths import expand_t
 from .batch import Batch
-from .registry import LossSpec, register
+from .registry import COMPOSITIONAL, LossSpec, register
 
 SELF = "self-distillation"
 TWO_TIME = {"diagonal_fraction": 0.0, "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}
@@ -265,37 +265,36 @@ def pfmm_loss(model: nn.Module, batch: Batch, teacher: Any = None, jumps: int = 
 # --- registry ------------------------------------------------------------------------------------------------
 
 _CONV_OURS = "noise at t=0, data at t=1 (as ours); u(x_s, s, t) with s < t"
-FAMILY = "flow map: compositional"
-_KW = dict(family=FAMILY, time_inputs=2, prediction="average_velocity")
+_KW = dict(family=COMPOSITIONAL, time_inputs=2, prediction="average_velocity")
 
 register(LossSpec(
-    name="shortcut", fn=shortcut_loss, setting=SELF, make_batch=shortcut_batch,
+    name="shortcut", display_name="Shortcut", fn=shortcut_loss, setting=SELF, make_batch=shortcut_batch,
     paper="Frans, Hafner, Levine, Abbeel 2024, One Step Diffusion via Shortcut Models",
     convention="paper: noise at t=0 as ours; s(x_t, t, d) = u(x_t, t, t + d)",
     defaults={"diagonal_fraction": 0.75, "levels": 7},
     summary="u(x,s,t) <- sg[mean of two half-jumps], the finest from the velocity; 3/4 flow matching rows", **_KW))
 
 register(LossSpec(
-    name="psd", fn=psd_loss, setting=SELF, make_batch=two_time_batch,
+    name="psd", display_name="PSD", fn=psd_loss, setting=SELF, make_batch=two_time_batch,
     paper="Boffi, Albergo, Vanden-Eijnden 2025, How to build a consistency model (PSD)",
     convention=_CONV_OURS, defaults={**TWO_TIME, "split": "uniform"},
     summary="FM at t + u(x,s,t) <- sg[convex combination of two sub-jumps], r ~ U[s,t]", **_KW))
 
 register(LossSpec(
-    name="splitmeanflow", fn=splitmeanflow_loss, setting=SELF, make_batch=two_time_batch,
+    name="splitmeanflow", display_name="SplitMeanFlow", fn=splitmeanflow_loss, setting=SELF, make_batch=two_time_batch,
     paper="Guo et al. 2025, SplitMeanFlow: Interval Splitting Consistency in Few-Step Generative Modeling",
     convention="paper: data at t=0, u over [r, t]; ours: t -> 1 - t, u -> -u, first sub-jump s -> r",
     defaults={**TWO_TIME, "diagonal_fraction": 0.5},
     summary="boundary FM rows (1/2) or interval-splitting rows with sg target", **_KW))
 
 register(LossSpec(
-    name="fmm", fn=fmm_loss, setting="marginal-from-conditional", make_batch=two_time_batch,
+    name="fmm", display_name="FMM", fn=fmm_loss, setting="marginal-from-conditional", make_batch=two_time_batch,
     paper="Boffi, Albergo, Vanden-Eijnden 2024, Flow Map Matching (Lagrangian FMM, Prop. 3.11)",
     convention=_CONV_OURS, defaults={**TWO_TIME, "unordered": True},
     summary="round trip X(X(x_a,a,b),b,a) = x_a and its d/da = x1 - x0, (a, b) unordered", **_KW))
 
 register(LossSpec(
-    name="pfmm", fn=pfmm_loss, setting="distillation", make_batch=two_time_batch,
+    name="pfmm", display_name="PFMM", fn=pfmm_loss, setting="distillation", make_batch=two_time_batch,
     paper="Boffi, Albergo, Vanden-Eijnden 2024, Flow Map Matching (progressive FMM)",
     convention=_CONV_OURS, defaults={**TWO_TIME, "teacher": None, "jumps": 2, "teacher_steps": 4},
     summary="one jump <- sg[teacher's K jumps]", **_KW))

@@ -28,7 +28,7 @@ from ..flowmaps import as_teacher, flow_map_jvp, partial_s, two_time_batch
 from ..paths import expand_t
 from .batch import Batch
 from .flow_matching import per_sample_mse
-from .registry import LossSpec, register
+from .registry import EULERIAN, LossSpec, register
 
 __all__ = ["eulerian_residual", "adaptive_weight", "path_point", "gap_batch", "emd_loss", "esd_loss",
            "ayf_emd_loss", "TWO_TIME_SETTINGS"]
@@ -202,25 +202,24 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return values[mask].mean().detach() if bool(mask.any()) else torch.zeros((), dtype=values.dtype)
 
 
-EULERIAN = "flow map: Eulerian"
 CONVENTION_NOISE_TO_DATA = "time runs noise (0) -> data (1) like ours; X_{s,t} = X(x, s, t), b = v"
 
 register(LossSpec(
-    name="emd", fn=emd_loss, family=EULERIAN, setting="distillation",
+    name="emd", display_name="EMD", fn=emd_loss, family=EULERIAN, setting="distillation",
     paper="Boffi, Albergo & Vanden-Eijnden 2024, Flow map matching (EMD)", convention=CONVENTION_NOISE_TO_DATA,
     time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
     defaults={**TWO_TIME_SETTINGS, "teacher": None},
     summary="|| d/ds X(x_s, s, t) along the teacher's v ||^2, differentiated through the JVP"))
 
 register(LossSpec(
-    name="esd", fn=esd_loss, family=EULERIAN, setting="self-distillation",
+    name="esd", display_name="ESD", fn=esd_loss, family=EULERIAN, setting="self-distillation",
     paper="Boffi, Albergo & Vanden-Eijnden 2025, How to build a consistency model (ESD)",
     convention=CONVENTION_NOISE_TO_DATA, time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
     defaults=dict(TWO_TIME_SETTINGS),
     summary="EMD with the model's own sg velocity u(x, s, s), the spatial JVP under sg, plus flow matching"))
 
 register(LossSpec(
-    name="ayf_emd", fn=ayf_emd_loss, family=EULERIAN, setting="distillation",
+    name="ayf_emd", display_name="AYF (Eulerian)", fn=ayf_emd_loss, family=EULERIAN, setting="distillation",
     paper="Sabour, Fidler & Kreis 2025, Align Your Flow (AYF-EMD, Algorithm 1)",
     convention="paper: data at 0, f(x_t, t, s) with s < t; ours: tau = 1 - t, F = -u, tangent g = our residual E",
     time_inputs=2, prediction="average_velocity", make_batch=gap_batch,

@@ -22,7 +22,7 @@ from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, frozen, p
 from ..flowmaps import two_time_batch as _two_time_batch
 from ..paths import expand_t
 from .batch import Batch
-from .registry import LossSpec, register
+from .registry import LAGRANGIAN, LossSpec, register
 
 TWO_TIME = {"diagonal_fraction": 0.0, "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}
 
@@ -193,37 +193,38 @@ def pid_loss(model: nn.Module, batch: Batch, teacher: Any = None, h: float = 1e-
 
 # --- registry -----------------------------------------------------------------------------------------------------
 
-FAMILY = "flow map: Lagrangian"
-_KW = dict(family=FAMILY, time_inputs=2, prediction="average_velocity")
+_KW = dict(family=LAGRANGIAN, time_inputs=2, prediction="average_velocity")
 _OURS = "noise at t=0, data at t=1 (as ours); X(x_s, s, t), s <= t"
 _FLIP = "paper: data at t=0, map from t down to s; ours: t -> 1 - t, jump from s up to t"
 
 register(LossSpec(
-    name="lmd", fn=lmd_loss, setting="distillation", make_batch=_two_time_batch,
+    name="lmd", display_name="LMD", fn=lmd_loss, setting="distillation", make_batch=_two_time_batch,
     paper="Boffi, Albergo, Vanden-Eijnden 2024, Flow Map Matching (Lagrangian map distillation)",
     convention=_OURS, defaults={**TWO_TIME, "teacher": None},
     summary="d/dt X = v_teacher(X, t), differentiated through the JVP and the teacher's input", **_KW))
 
 register(LossSpec(
-    name="lsd", fn=lsd_loss, setting="self-distillation", make_batch=_two_time_batch,
+    name="lsd", display_name="LSD", fn=lsd_loss, setting="self-distillation", make_batch=_two_time_batch,
     paper="Boffi, Albergo, Vanden-Eijnden 2025, How to build a consistency model (LSD)",
     convention=_OURS, defaults={**TWO_TIME, "rescale": False},
     summary="FM at t + d/dt X = sg[u(X, t, t)]", **_KW))
 
 register(LossSpec(
-    name="ayf_lagrangian", fn=ayf_lagrangian_loss, setting="distillation", make_batch=_two_time_batch,
+    name="ayf_lagrangian",
+    display_name="AYF (Lagrangian)", fn=ayf_lagrangian_loss, setting="distillation", make_batch=_two_time_batch,
     paper="Sabour, Fidler, Kreis 2025, Align Your Flow (AYF-LMD)",
     convention=_FLIP, defaults={**TWO_TIME, "teacher": None, "tangent_c": 0.1},
     summary="<X, sg[normalised Lagrangian residual]> surrogate", **_KW))
 
 register(LossSpec(
-    name="tvm", fn=tvm_loss, setting="self-distillation", make_batch=_two_time_batch,
+    name="tvm", display_name="TVM", fn=tvm_loss, setting="self-distillation", make_batch=_two_time_batch,
     paper="Zhou, Parger, Haque, Song 2025, Terminal Velocity Matching",
     convention=_FLIP, defaults={**TWO_TIME, "ema": None},
     summary="FM at t + d/dt X = u_{sg(theta)}(X, t, t), gradient through X", **_KW))
 
 register(LossSpec(
-    name="pid", fn=pid_loss, setting="data-free distillation", make_batch=pid_batch,
+    name="pid",
+    display_name="PID", sampler="noise_only", fn=pid_loss, setting="data-free distillation", make_batch=pid_batch,
     paper="Tee et al. 2024, Physics Informed Distillation for Diffusion Models",
     convention="paper: EDM sigma from sigma_max (noise) to 0; ours: X(x0, 0, t), t from 0 (noise) to 1",
     defaults={"teacher": None, "h": 1e-2, "central": True},

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..flowmaps import as_teacher, flow_map, flow_map_jvp, path_point, per_sample_sq
 from ..paths import expand_t
 from .batch import Batch
-from .registry import LossSpec, register
+from .registry import LAGRANGIAN, LossSpec, register
 
 __all__ = ["freeflow_batch", "freeflow_loss", "freeflow_fake_loss"]
 
@@ -112,7 +112,9 @@ def freeflow_fake_loss(fake: nn.Module, student: nn.Module, x0: Tensor, generato
 
 
 register(LossSpec(
-    name="freeflow", fn=freeflow_loss, family="flow map: Lagrangian", setting="data-free distillation",
+    name="freeflow",
+    display_name="FreeFlow", sampler="noise_only", fn=freeflow_loss, family=LAGRANGIAN,
+    setting="data-free distillation",
     paper="Tong, Ma, Xie, Jaakkola 2025, Flow Map Distillation Without Data (FreeFlow)",
     convention="paper: trajectories from the prior only; ours: X(x0, 0, t) from the noise at t = 0",
     time_inputs=2, prediction="average_velocity", make_batch=freeflow_batch,

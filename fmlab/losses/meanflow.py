@@ -49,8 +49,8 @@ from ..flowmaps import flow_map, two_time_batch
 from ..paths import expand_t
 from .batch import Batch, draw_times
 from .flow_matching import per_sample_mse
-from .flowmap_eulerian import EULERIAN, adaptive_weight, diagonal_mask, eulerian_residual, path_point
-from .registry import LossSpec, register
+from .flowmap_eulerian import adaptive_weight, diagonal_mask, eulerian_residual, path_point
+from .registry import EULERIAN, LossSpec, register
 
 __all__ = ["meanflow_loss", "imf_loss", "soflow_loss", "soflow_batch"]
 
@@ -204,7 +204,7 @@ MEANFLOW_CONVENTION = ("paper: data at 0, u(z, r, t) from t down to r; "
                        "ours: tau = 1 - t, u_paper(z, r, t) = -u(z, 1-t, 1-r)")
 
 register(LossSpec(
-    name="meanflow", fn=meanflow_loss, family=EULERIAN, setting="marginal-from-conditional",
+    name="meanflow", display_name="MeanFlow", fn=meanflow_loss, family=EULERIAN, setting="marginal-from-conditional",
     paper="Geng, Deng, Bai, Kolter & He 2025, Mean flows for one-step generative modeling",
     convention=MEANFLOW_CONVENTION, time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
     defaults={"diagonal_fraction": 0.75, "time_sampler": "logit_normal", "mu": 0.4, "sigma": 1.0, "norm_p": 0.0,
@@ -212,7 +212,7 @@ register(LossSpec(
     summary="regress u on sg[(x1 - x0) + (t - s) d/ds u] (the MeanFlow identity, conditional tangent)"))
 
 register(LossSpec(
-    name="imf", fn=imf_loss, family=EULERIAN, setting="marginal-from-conditional",
+    name="imf", display_name="iMF", fn=imf_loss, family=EULERIAN, setting="marginal-from-conditional",
     paper="Geng, Lu, Wu, Shechtman, Kolter & He 2025, Improved mean flows (iMF)",
     convention=MEANFLOW_CONVENTION, time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
     defaults={"diagonal_fraction": 0.5, "time_sampler": "logit_normal", "mu": 0.4, "sigma": 1.0, "norm_p": 0.0,
@@ -220,7 +220,7 @@ register(LossSpec(
     summary="regress V = u - (t - s) sg(d/ds u along the model's own velocity) on x1 - x0 (a v-loss)"))
 
 register(LossSpec(
-    name="soflow", fn=soflow_loss, family=EULERIAN, setting="marginal-from-conditional",
+    name="soflow", display_name="SoFlow", fn=soflow_loss, family=EULERIAN, setting="marginal-from-conditional",
     paper="Luo, Yuan & Liu 2025, SoFlow: solution flow models for one-step generative modeling",
     convention="paper: data at 0, f(x_t, t, s) = x_t + (s - t) NN from t down to s; ours: tau = 1 - t, NN = -u",
     time_inputs=2, prediction="average_velocity", make_batch=soflow_batch,

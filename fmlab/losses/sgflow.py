@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ..flowmaps import flow_map_X_jvp, path_point, per_sample_sq, two_time_batch
 from .batch import Batch
-from .registry import LossSpec, register
+from .registry import EULERIAN, LossSpec, register
 
 
 def sgflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
@@ -58,7 +58,8 @@ def sgflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]
 
 
 register(LossSpec(
-    name="sgflow", fn=sgflow_loss, family="flow map: Eulerian", setting="self-distillation", make_batch=two_time_batch,
+    name="sgflow",
+    display_name="SGFlow", fn=sgflow_loss, family=EULERIAN, setting="self-distillation", make_batch=two_time_batch,
     paper="Flow Map Learning via Non-Gradient Vector Flow (SGFlow), ICLR 2026",
     convention="paper: f(t, u, x) from t to u, f = x + (u - t) f~; ours: X(x, s, t) = x + (t - s) u(x, s, t)",
     time_inputs=2, prediction="average_velocity",

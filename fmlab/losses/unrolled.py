@@ -71,7 +71,7 @@ from torch import Tensor, nn
 from ..paths import sample_path
 from .batch import Batch, draw_times
 from .flow_matching import per_sample_mse
-from .registry import LossSpec, register
+from .registry import UNROLLED, LossSpec, register
 
 __all__ = ["Window", "check_window", "head_velocity", "unroll_window", "unroll_batch", "error_terms", "window_batch",
            "wtfm_loss", "anchored_consistency_loss", "consistency_weights", "difference_bound_weight",
@@ -278,14 +278,15 @@ _CONVENTION = ("paper: data at t=0, noise at t=1 (x_t = t x1 + (1-t) x0, x1 = no
 _PAPER = "Fruytier 2026, When does unrolling help flow matching? (manuscript and blog post)"
 
 register(LossSpec(
-    name="wtfm", fn=wtfm_loss, family="unrolled", setting="marginal-from-conditional (unrolled window)",
+    name="wtfm",
+    display_name="WT-FM", fn=wtfm_loss, family=UNROLLED, setting="marginal-from-conditional (unrolled window)",
     paper=_PAPER, convention=_CONVENTION, make_batch=window_batch,
     defaults={**WINDOW_SETTINGS, "detach": False, "cross_terms": True},
     summary="unroll L Euler steps from x_t0, penalise ||z_L - x_{t0+L dt}||^2 / (L dt)^2 (BPTT or detached), or "
             "with cross_terms=False only its single-step terms"))
 
 register(LossSpec(
-    name="anchored_consistency", fn=anchored_consistency_loss, family="unrolled",
+    name="anchored_consistency", display_name="anchored consistency", fn=anchored_consistency_loss, family=UNROLLED,
     setting="self-distillation (anchored consistency)", paper=_PAPER, convention=_CONVENTION,
     make_batch=window_batch,
     defaults={**WINDOW_SETTINGS, "window": 2, "detach": True, "anchor_weight": 0.8, "consistency_weight": 0.2,

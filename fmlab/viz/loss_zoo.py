@@ -1,13 +1,10 @@
 """The loss zoo (lab 09): every flow-map loss trained on the same small MLP, sampled in 1..16 steps, drawn beside the
 exact flow map of a Gaussian mixture, and the benchmark's landscape table (benchmarks/flowmaps.py).
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data; a flow map X(x, s, t) = x + (t - s) u(x, s, t) jumps from s
-to t. A model is sampled the way its loss trained it (`SAMPLERS`):
-- 'flowmap': jumps x_{i+1} = X(x_i, t_i, t_{i+1}) on a uniform grid (losses that learn every pair s <= t);
-- 'consistency': jump to the data, re-noise onto the linear path with fresh noise, repeat (losses that learn only
-  X(x, s, 1): CT, CD, FACM; Song et al. 2023, Algorithm 1);
-- 'noise_only': X(x0, 0, t_k) from the noise (losses that learn only maps starting at t = 0: PID, FreeFlow); more
-  steps add nothing, so every step count gives the one-step sample.
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise, t = 1 is data; a flow map X(x, s, t) = x + (t - s) u(x, s, t)
+jumps from s to t. A model is sampled the way its loss trained it (`LossSpec.sampler`, run by fmlab.sampling):
+flow-map jumps on a uniform grid, consistency sampling (CT, CD, FACM: jump to the data, re-noise), or one jump from
+the noise (PID, FreeFlow: more steps add nothing, so they are one NFE).
 
 This module holds the shared numbers (the model, the survey's cost estimates) and the pure functions; the widget
 layer at the end only wires controls to them. Training runs are cached per kernel (fmlab.labkit.train_cached).
@@ -23,12 +20,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..flowmaps import flow_map, sample_consistency, sample_flow_map
+from .. import sampling
 from ..losses import get_loss, list_losses
 from ..solvers import Trajectory, solve
 
 __all__ = [
-    "ZOO_MODEL", "SURVEY_COST", "PAPER_MEMORY", "SAMPLERS", "RULES", "DISPLAY_NAMES", "RESULTS_PATH", "ZOO_TARGET",
+    "ZOO_MODEL", "SURVEY_COST", "PAPER_MEMORY", "RULES", "DISPLAY_NAMES", "RESULTS_PATH", "ZOO_TARGET",
     "ZOO_DATA", "ZOO_TIME_FREQ_MAX", "TEACHERS", "MAX_STEPS", "flow_map_losses", "sampler_of", "rule_of",
     "needs_teacher", "classification", "zoo_model", "zoo_config",
     "generate", "trajectory", "load_results", "zoo_teacher", "train_zoo", "ZooView", "render_zoo", "render_quality",
@@ -59,19 +56,10 @@ SURVEY_COST: dict[str, float | None] = {
 PAPER_MEMORY_GB: dict[str, float] = {"cfm": 16.8, "meanflow": 14.2, "sgflow": 43.2, "lsd": 69.8}
 PAPER_MEMORY: dict[str, float] = {k: v / PAPER_MEMORY_GB["cfm"] for k, v in PAPER_MEMORY_GB.items()}
 
-SAMPLERS: dict[str, str] = {"ct": "consistency", "cd": "consistency", "facm": "consistency",
-                            "pid": "noise_only", "freeflow": "noise_only"}
-
 RULES: dict[str, str] = {"flow map: compositional": "compositional", "flow map: Lagrangian": "Lagrangian",
                          "flow map: Eulerian": "Eulerian", "flow matching": "(velocity)"}
 
-DISPLAY_NAMES: dict[str, str] = {
-    "cfm": "flow matching", "meanflow": "MeanFlow", "imf": "iMF", "ct": "CT", "cd": "CD", "ctm": "CTM",
-    "facm": "FACM", "soflow": "SoFlow", "emd": "EMD", "esd": "ESD", "ayf_emd": "AYF (Eulerian)",
-    "ayf_lagrangian": "AYF (Lagrangian)", "lmd": "LMD", "lsd": "LSD", "tvm": "TVM", "pid": "PID",
-    "shortcut": "Shortcut", "psd": "PSD", "splitmeanflow": "SplitMeanFlow", "fmm": "FMM", "pfmm": "PFMM",
-    "freeflow": "FreeFlow", "sgflow": "SGFlow",
-}
+DISPLAY_NAMES: dict[str, str] = {spec.name: spec.display_name for spec in list_losses()}  # from the registry
 
 RESULTS_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "flowmaps.json"
 
@@ -84,11 +72,8 @@ def flow_map_losses() -> list[str]:
 
 
 def sampler_of(loss: str) -> str:
-    """'flowmap', 'consistency' or 'noise_only' (see the module docstring); 'ode' for one-time (velocity) losses."""
-    spec = get_loss(loss)
-    if spec.time_inputs == 1:
-        return "ode"
-    return SAMPLERS.get(loss, "flowmap")
+    """The sampler `loss` trained its model for (LossSpec.sampler: 'ode', 'flowmap', 'consistency', 'noise_only')."""
+    return get_loss(loss).sampler
 
 
 def rule_of(loss: str) -> str:
@@ -142,28 +127,14 @@ def zoo_config(loss: str, data: str = "moons", coupling: str = "independent", st
 
 @torch.no_grad()
 def trajectory(model: Any, loss: str, x0: Tensor, steps: int, generator: torch.Generator | None = None) -> Trajectory:
-    """The states of `steps`-step sampling from noise x0 (t = 0) to data (t = 1), the way `loss` trained the model.
-
-    'ode' (one-time velocity models): Euler steps; 'flowmap': jumps on the uniform grid; 'consistency': jump to
-    the data and re-noise (fresh noise from `generator`); 'noise_only': X(x0, 0, t_k) at the grid times.
-    """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    kind = sampler_of(loss)
-    if kind == "ode":
-        return solve(model, x0, steps=steps, method="euler", return_trajectory=True)
-    if kind == "flowmap":
-        return sample_flow_map(model, x0, steps=steps, return_trajectory=True)
-    if kind == "consistency":
-        return sample_consistency(model, x0, steps=steps, generator=generator, return_trajectory=True)
-    ts = torch.linspace(0, 1, steps + 1, dtype=x0.dtype, device=x0.device)
-    xs = [x0] + [flow_map(model, x0, 0.0, float(t)) for t in ts[1:]]  # X(x0, 0, t_k): every state from the noise
-    return Trajectory(xs=torch.stack(xs), ts=ts, nfe=1)
+    """The states of `steps`-step sampling from noise x0 (t = 0) to data (t = 1), the way `loss` trained the model
+    (fmlab.sampling.trajectory with the loss's sampler)."""
+    return sampling.trajectory(model, loss, x0, steps, generator=generator)
 
 
 def generate(model: Any, loss: str, x0: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
-    """Samples at t = 1 after `steps` steps (see `trajectory`)."""
-    return trajectory(model, loss, x0, steps, generator).x
+    """Samples at t = 1 after `steps` steps of the loss's sampler (fmlab.sampling.generate)."""
+    return sampling.generate(model, loss, x0, steps, generator=generator)
 
 
 # --- the benchmark's results file -----------------------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""Generate with a trained model the way its loss trained it: one entry point for the trainers, the CLI and the labs.
+
+Time runs from noise at t = 0 to data at t = 1 (ARCHITECTURE.md, "Time"). Each registered loss names its sampler
+(`LossSpec.sampler`, fmlab.losses.registry.SAMPLERS):
+
+- "ode": integrate dx/dt = v(x, t) with an fmlab.solvers method (Euler unless `method` says otherwise);
+- "flowmap": jump x_{i+1} = X(x_i, t_i, t_{i+1}) on the uniform grid (fmlab.flowmaps.sample_flow_map); an ODE
+  method instead integrates the diagonal u(x, t, t), which a flow-map loss also trains as the velocity;
+- "consistency": x1_hat = X(x, t_i, 1), then re-noise to t_{i+1} with fresh noise (fmlab.flowmaps.
+  sample_consistency): CT, CD and FACM train only jumps that end at t = 1, so neither grid jumps nor the
+  diagonal ODE are theirs;
+- "noise_only": X(x0, 0, t_k) from the noise itself (PID, FreeFlow train only jumps that start at t = 0); the
+  sample is X(x0, 0, 1), one network call whatever `steps` is (the trajectory holds X(x0, 0, t_k)).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .checks import check_choice, check_int
+from .flowmaps import flow_map, sample_consistency, sample_flow_map
+from .losses import LossSpec, get_loss
+from .solvers import SOLVERS, Trajectory, solve
+
+__all__ = ["methods_for", "sample_methods", "trajectory", "generate"]
+
+
+def _spec(loss: LossSpec | str) -> LossSpec:
+    return loss if isinstance(loss, LossSpec) else get_loss(loss)
+
+
+def methods_for(loss: LossSpec | str) -> tuple[str, ...]:
+    """The sampling methods a model trained by `loss` supports; the first is its default."""
+    spec = _spec(loss)
+    solvers = tuple(sorted(SOLVERS))
+    if spec.sampler == "ode":
+        return ("euler",) + tuple(m for m in solvers if m != "euler")
+    if spec.sampler == "flowmap":
+        return ("flowmap",) + solvers
+    return (spec.sampler,)
+
+
+def sample_methods() -> list[str]:
+    """Every method name `generate` knows: the ODE solvers and the flow-map samplers."""
+    return sorted(SOLVERS) + ["flowmap", "consistency", "noise_only"]
+
+
+def trajectory(model: Any, loss: LossSpec | str, x0: Tensor, steps: int, method: str | None = None,
+               generator: torch.Generator | None = None) -> Trajectory:
+    """The states of `steps`-step sampling from noise x0 (t = 0) to data (t = 1) with `loss`'s sampler (or
+    `method`, one of `methods_for(loss)`). `generator` draws the consistency sampler's fresh noise."""
+    spec = _spec(loss)
+    check_int(steps, "steps", 1)
+    method = spec.sampler if method is None and spec.sampler != "ode" else (method or "euler")
+    allowed = methods_for(spec)
+    if method not in allowed:
+        raise ValueError(f"method for a model trained with {spec.name!r} must be one of {allowed} (its sampler is "
+                         f"{spec.sampler!r}), got {method!r}")
+    if method == "flowmap":
+        return sample_flow_map(model, x0, steps=steps, return_trajectory=True)
+    if method == "consistency":
+        return sample_consistency(model, x0, steps=steps, generator=generator, return_trajectory=True)
+    if method == "noise_only":
+        ts = torch.linspace(0, 1, steps + 1, dtype=x0.dtype, device=x0.device)
+        xs = [x0] + [flow_map(model, x0, 0.0, float(t)) for t in ts[1:]]  # X(x0, 0, t_k): each from the noise
+        return Trajectory(xs=torch.stack(xs), ts=ts, nfe=1)
+    check_choice(method, "method", tuple(sorted(SOLVERS)))
+    return solve(model, x0, steps=steps, method=method, return_trajectory=True)
+
+
+@torch.no_grad()
+def generate(model: Any, loss: LossSpec | str, x0: Tensor, steps: int, method: str | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
+    """Samples at t = 1 from noise x0 after `steps` steps of `loss`'s sampler (see `trajectory`); a "noise_only"
+    loss makes one call, X(x0, 0, 1)."""
+    spec = _spec(loss)
+    if (method or spec.sampler) == "noise_only":
+        check_int(steps, "steps", 1)
+        return flow_map(model, x0, 0.0, 1.0)
+    return trajectory(model, spec, x0, steps, method, generator).x
