@@ -35,24 +35,20 @@ from fmlab.diagnostics import (  # noqa: E402
     posterior_variance_power,
     variant_gradients,
 )
+from fmlab.experiments import LAB_MODEL, lab_config, noise_floor_w1, run  # noqa: E402
 from fmlab.losses import get_loss  # noqa: E402
 from fmlab.losses.unrolled import WTFM_VARIANTS  # noqa: E402
 from fmlab.models import build_model  # noqa: E402
-from fmlab.viz.unrolling import (  # noqa: E402
+from fmlab.viz.parametrisation import (  # noqa: E402
     EVAL_LOSS_N,
-    LAB_MODEL,
     MATCHED_BATCHES,
-    equal_time_config,
-    lab_config,
     matched_gradients,
-    noise_floor_w1,
     parametrisation_configs,
     parametrisation_run,
-    relative_cost,
-    run,
     summarise_gradients,
-    variant_batch,
 )
+from fmlab.viz.unrolling import variant_batch  # noqa: E402
+from fmlab.viz.unrolling_runs import equal_time_config, relative_cost  # noqa: E402
 
 WINDOWS = (1, 2, 4, 8)
 DATASETS = ("moons", "scurve", "swissroll")

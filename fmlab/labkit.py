@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["FAST_ENV", "fast_mode", "steps", "pick", "cached", "cache_key", "clear_cache", "cache_info",
-           "train_cached", "device_summary", "seeded"]
+__all__ = ["FAST_ENV", "fast_mode", "steps", "pick", "cached", "cache_key", "session_cache", "clear_cache",
+           "cache_info", "train_cached", "device_summary", "seeded"]
 
 FAST_ENV = "FMLAB_FAST"
 _TRUE = {"1", "true", "yes", "on"}
@@ -108,8 +108,15 @@ def cached(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def session_cache() -> dict[Hashable, Any]:
+    """The kernel's one result cache (a dict keyed by `cache_key(...)`, first part naming what is cached): every
+    module that keeps results between cells (fmlab.experiments runs, image runs, `cached` functions) keeps them
+    here, so `clear_cache()` forgets all of them."""
+    return _CACHE
+
+
 def clear_cache() -> None:
-    """Forget every cached result (trained models included)."""
+    """Forget every cached result (trained models included), whichever module cached it."""
     _CACHE.clear()
 
 

@@ -49,13 +49,14 @@
 # %%
 import torch
 
+from fmlab import experiments as E
 from fmlab.data import sample_toy
 from fmlab.diagnostics import DEFAULT_LEVELS
 from fmlab.exercises import parametrisation as ex
 from fmlab.labkit import fast_mode, pick, steps
 from fmlab.losses import Batch
 from fmlab.models import build_model
-from fmlab.viz import unrolling as U
+from fmlab.viz import parametrisation as P
 
 torch.manual_seed(0)
 STEPS = steps(3000, 150)  # training steps per run (FMLAB_FAST=1: 150)
@@ -97,7 +98,7 @@ print(f"fast mode: {fast_mode()}; {STEPS} steps per run; gradient norms at t = {
 
 # %%
 # NBVAL_CHECK_OUTPUT
-rows = U.head_conversions(times=(0.02, 0.5, 0.98), delta=0.01)
+rows = P.head_conversions(times=(0.02, 0.5, 0.98), delta=0.01)
 for t, row in rows.items():
     assert row["x1 exact"] < 1e-10 and row["eps exact"] < 1e-10, row  # the exact velocity, recovered
     assert abs(row["x1 gain"] - 1 / (1 - t)) < 1e-6 and abs(row["eps gain"] - 1 / t) < 1e-6, row
@@ -147,7 +148,7 @@ torch.manual_seed(0)
 net = build_model(prediction="x1", hidden=32, depth=2)
 batch = Batch(x0=torch.randn(512, 2, generator=g), x1=sample_toy("moons", 512, generator=g),
               t=0.99 * torch.rand(512, generator=g))
-ids = U.x1_loss_identities(net, batch)
+ids = P.x1_loss_identities(net, batch)
 assert abs(ids["weighted x1"] / ids["velocity"] - 1) < 1e-5 and ids["gradient gap"] < 1e-5
 assert abs(ids["plain x1"] / ids["velocity x (1-t)^2"] - 1) < 1e-5
 print("weighted x1 loss = velocity loss through the head; their gradients agree to < 1e-5 (relative)")
@@ -191,10 +192,10 @@ for t in DEFAULT_LEVELS:
 # The figure redraws while the runs train. When they are done, press **play** (or drag the slider) to replay it.
 
 # %%
-moons_runs, grad_view = U.parametrisation_live("moons", steps=STEPS, track_every=TRACK, n_eval=N_EVAL)
+moons_runs, grad_view = P.parametrisation_live("moons", steps=STEPS, track_every=TRACK, n_eval=N_EVAL)
 
 # %%
-summary = U.summarise_gradients(moons_runs)
+summary = P.summarise_gradients(moons_runs)
 for label, stats in summary.items():
     print(f"{label:>14}: mean |grad| at t = {DEFAULT_LEVELS}: " + ", ".join(f"{float(v):.2f}" for v in stats["mean"])
           + f"; max at t = 0.9: {float(stats['max'][-1]):.2f}; "
@@ -216,12 +217,12 @@ print("x1 / field, mean over the run: " + ", ".join(f"t={t}: {float(r):.1f}x" fo
 # fair comparison takes both heads **at the same loss**. We measure it on a fixed held-out set of 4096 triples
 # $(x_0, x_1, t)$, with the loss that both heads minimise: the velocity-equivalent loss
 # $\mathbb E\,\|\hat x_1 - x_1\|^2/((1-t)^2 + 10^{-3})$, where a field's $\hat x_1 = x_t + (1-t)\,\hat v$
-# (`U.velocity_equivalent_loss`). The matched loss is the lowest one both runs reach; each run is taken at the first
+# (`P.velocity_equivalent_loss`). The matched loss is the lowest one both runs reach; each run is taken at the first
 # measured step where it gets there, and its gradient norms are averaged over 16 fresh minibatches
-# (`U.matched_gradients`). For comparison, the same average at equal steps (both at the end).
+# (`P.matched_gradients`). For comparison, the same average at equal steps (both at the end).
 
 # %%
-matched = U.matched_gradients(moons_runs)
+matched = P.matched_gradients(moons_runs)
 print(f"matched velocity-equivalent loss {matched.target:.4f}: reached by the field at step {matched.steps['field']}, "
       f"by the x1 head at step {matched.steps['x1 prediction']}")
 for name, r in (("matched loss", matched.matched_ratio), (f"equal steps ({matched.final_step})", matched.final_ratio)):
@@ -279,7 +280,7 @@ print(f"checked: at matched loss, near the data the x1 head's gradient is {near_
 
 # %%
 models = {r.label: r.model for r in moons_runs}
-U.transition_widget(models, euler_steps=16)
+P.transition_widget(models, euler_steps=16)
 
 # %% [markdown]
 # ## 5. Sample quality on three manifolds
@@ -291,15 +292,15 @@ U.transition_widget(models, euler_steps=16)
 # can score.
 
 # %%
-table = U.parametrisation_table(STEPS, n_eval=N_EVAL, track_every=TRACK)
+table = P.parametrisation_table(STEPS, n_eval=N_EVAL, track_every=TRACK)
 w1 = {d: {lbl: r.w1[100] for lbl, r in row.items()} for d, row in table.items()}
-floors = {d: U.noise_floor_w1(d, N_EVAL) for d in table}
-U.render_w1_bars(w1, floors)
+floors = {d: E.noise_floor_w1(d, N_EVAL) for d in table}
+P.render_w1_bars(w1, floors)
 
 # %%
-samples = {d: {lbl: U.samples_of(r.model, 600) for lbl, r in row.items()} for d, row in table.items()}
+samples = {d: {lbl: E.samples_of(r.model, 600) for lbl, r in row.items()} for d, row in table.items()}
 data = {d: sample_toy(d, 600, generator=torch.Generator().manual_seed(1)) for d in table}
-U.render_samples(samples, data, w1)
+P.render_samples(samples, data, w1)
 
 # %%
 for d in w1:

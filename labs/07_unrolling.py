@@ -38,6 +38,7 @@
 # %%
 import torch
 
+from fmlab import experiments as E
 from fmlab.data import gmm_2d
 from fmlab.data.gaussian import GaussianMixture
 from fmlab.diagnostics import kstep_decomposition, posterior_variance_power
@@ -46,6 +47,7 @@ from fmlab.labkit import fast_mode, pick, steps
 from fmlab.losses import get_loss
 from fmlab.losses.unrolled import consistency_weights, difference_bound_weight, unroll_batch
 from fmlab.viz import unrolling as U
+from fmlab.viz import unrolling_runs as R
 
 torch.manual_seed(0)
 DATA, DT_STEPS = "8gaussians", 16  # windows of Euler steps of dt = 1/16 (the sliders change it)
@@ -77,7 +79,7 @@ print(f"fast mode: {fast_mode()}; single-step FM budget {BASE} steps; dt = 1/{DT
 # vermillion segment is $E_L$.
 
 # %%
-fm = U.run(U.equal_time_config(DATA, "cfm", BASE), eval_steps=(DT_STEPS, 100), n_eval=N_EVAL)
+fm = E.run(R.equal_time_config(DATA, "cfm", BASE), eval_steps=(DT_STEPS, 100), n_eval=N_EVAL)
 U.window_widget(fm.model, DATA, euler_steps=DT_STEPS)
 
 # %% [markdown]
@@ -340,7 +342,7 @@ vbar, closed = posterior_variance_power(G, 0.25, (1, 2, 4, 8))
 # beside it. Replay the training afterwards with the play button.
 
 # %%
-var_runs, var_view = U.variance_live(DATA, steps=BASE, every=EVERY, t0=0.25, batches=pick(16, 6), n_eval=N_EVAL)
+var_runs, var_view = R.variance_live(DATA, steps=BASE, every=EVERY, t0=0.25, batches=pick(16, 6), n_eval=N_EVAL)
 
 # %%
 final = {r.config.coupling: r.variances[-1].variance for r in var_runs}
@@ -380,7 +382,7 @@ assert float(final["ot"][3]) < float(final["independent"][3]), "OT should lower 
 # setting without training, use the view of section 3.)
 
 # %%
-U.unrolling_widget(DATA, base_steps=BASE, n_eval=N_EVAL, euler_steps=DT_STEPS)
+R.unrolling_widget(DATA, base_steps=BASE, n_eval=N_EVAL, euler_steps=DT_STEPS)
 
 # %% [markdown]
 # ## 7. The verdict at equal compute
@@ -393,14 +395,14 @@ U.unrolling_widget(DATA, base_steps=BASE, n_eval=N_EVAL, euler_steps=DT_STEPS)
 # its value on 8 Gaussians (`benchmarks/README.md`), so the verdict below calls a difference under 15% within noise.
 
 # %%
-results = U.comparison_runs(U.comparison_configs(DATA, BASE), eval_steps=(DT_STEPS, 100), n_eval=N_EVAL)
-print(U.comparison_table(results, (DT_STEPS, 100)))
-U.render_comparison(results, DT_STEPS, floor=U.noise_floor_w1(DATA, N_EVAL))
+results = R.comparison_runs(R.comparison_configs(DATA, BASE), eval_steps=(DT_STEPS, 100), n_eval=N_EVAL)
+print(R.comparison_table(results, (DT_STEPS, 100)))
+R.render_comparison(results, DT_STEPS, floor=E.noise_floor_w1(DATA, N_EVAL))
 
 # %%
 if fast_mode():
     print("FMLAB_FAST=1: these runs are a few hundred steps long; their numbers do not carry the lesson.")
-print(U.conclusion(results, DT_STEPS, noise=0.15))
+print(R.conclusion(results, DT_STEPS, noise=0.15))
 
 # %%
 w1 = {r.label: r.w1[DT_STEPS] for r in results}

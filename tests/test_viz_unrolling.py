@@ -4,6 +4,8 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
+from fmlab import experiments as E
+from fmlab import labkit
 from fmlab.data import gmm_2d
 from fmlab.diagnostics import (
     CrossTermVariance,
@@ -13,7 +15,10 @@ from fmlab.diagnostics import (
     transition_jacobians,
 )
 from fmlab.models import build_model
+from fmlab.viz import parametrisation as P
 from fmlab.viz import unrolling as U
+from fmlab.viz import unrolling_runs as R
+from fmlab.viz import widgets as W
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,46 +41,46 @@ def _model(prediction="velocity"):
 
 
 def _tiny(loss="cfm", steps=4, **kw):
-    return U.lab_config("8gaussians", loss, train_steps=steps, log_every=2, threads=1, **kw)
+    return E.lab_config("8gaussians", loss, train_steps=steps, log_every=2, threads=1, **kw)
 
 
 # --- experiments ----------------------------------------------------------------------------------------------
 
 def test_run_is_cached_tracks_gradients_and_variance_and_calls_back():
-    U.clear_runs()
+    labkit.clear_cache()
     seen = []
     config = _tiny()
-    r = U.run(config, track_every=2, variance_every=4, variance_windows=(1, 2), variance_batches=2, eval_steps=(4,),
+    r = E.run(config, track_every=2, variance_every=4, variance_windows=(1, 2), variance_batches=2, eval_steps=(4,),
               n_eval=50, on_update=lambda res: seen.append(len(res.grad_steps)), progress=False)
     assert r.grad_steps == [0, 2, 4] and r.norms().shape == (3, 4)
     assert r.var_steps == [0, 4] and r.variances[-1].windows == [1, 2]
     assert set(r.w1) == {4} and r.w1[4] > 0 and r.elapsed > 0
     assert seen and seen[-1] == 3
-    again = U.run(config, track_every=2, variance_every=4, variance_windows=(1, 2), variance_batches=2,
+    again = E.run(config, track_every=2, variance_every=4, variance_windows=(1, 2), variance_batches=2,
                   eval_steps=(4,), n_eval=50, on_update=lambda res: seen.append(-1), progress=False)
     assert again is r and seen[-1] != -1  # cached: no retraining, no callbacks
     with pytest.raises(ValueError, match="multiple of the config's log_every"):
-        U.run(config, track_every=3, progress=False)
+        E.run(config, track_every=3, progress=False)
 
 
 def test_labels_costs_and_equal_compute_configs():
-    assert U.label_of(_tiny()) == "single-step FM"
-    assert U.label_of(_tiny("x1_prediction", prediction="x1")) == "x1 prediction"
-    assert U.label_of(U.lab_config("moons", "wtfm", coupling="ot", window=4)) == "WT-FM L=4 BPTT + OT"
-    assert U.label_of(U.lab_config("moons", "anchored_consistency", window=2)) == "anchored L=2 (detached)"
-    dropped = U.lab_config("moons", "wtfm", window=4, detach=True, cross_terms=False)
-    assert U.label_of(dropped) == "WT-FM L=4 cross-terms dropped"
-    assert U.method_color(U.label_of(dropped)) != U.method_color("WT-FM L=4 detached")
-    assert U.relative_cost("wtfm", {"window": 4, "detach": True, "cross_terms": False}) == 2.5  # L calls backpropagated
-    assert U.relative_cost("cfm", {}) == 1.0
-    assert U.relative_cost("wtfm", {"window": 1}) == 1.0  # L = 1 is flow matching
-    assert U.relative_cost("wtfm", {"window": 4, "detach": True}) == 2.5  # (3 + 12) / 6
-    assert U.relative_cost("anchored_consistency", {"window": 4, "detach": True}) == 1.5  # (3 + 3 + 3) / 6
-    assert U.relative_cost("anchored_consistency", {"window": 4, "detach": False}) == 2.5
-    c = U.equal_time_config("moons", "wtfm", 400, window=4, steps=16)
+    assert E.label_of(_tiny()) == "single-step FM"
+    assert E.label_of(_tiny("x1_prediction", prediction="x1")) == "x1 prediction"
+    assert E.label_of(E.lab_config("moons", "wtfm", coupling="ot", window=4)) == "WT-FM L=4 BPTT + OT"
+    assert E.label_of(E.lab_config("moons", "anchored_consistency", window=2)) == "anchored L=2 (detached)"
+    dropped = E.lab_config("moons", "wtfm", window=4, detach=True, cross_terms=False)
+    assert E.label_of(dropped) == "WT-FM L=4 cross-terms dropped"
+    assert R.method_color(E.label_of(dropped)) != R.method_color("WT-FM L=4 detached")
+    assert R.relative_cost("wtfm", {"window": 4, "detach": True, "cross_terms": False}) == 2.5  # L calls backpropagated
+    assert R.relative_cost("cfm", {}) == 1.0
+    assert R.relative_cost("wtfm", {"window": 1}) == 1.0  # L = 1 is flow matching
+    assert R.relative_cost("wtfm", {"window": 4, "detach": True}) == 2.5  # (3 + 12) / 6
+    assert R.relative_cost("anchored_consistency", {"window": 4, "detach": True}) == 1.5  # (3 + 3 + 3) / 6
+    assert R.relative_cost("anchored_consistency", {"window": 4, "detach": False}) == 2.5
+    c = R.equal_time_config("moons", "wtfm", 400, window=4, steps=16)
     assert c.steps == 160 and c.loss_settings["window"] == 4
-    configs = U.comparison_configs("moons", 400)
-    assert len(configs) == 2 * len(U.COMPARISON) and {c.coupling for c in configs} == {"independent", "ot"}
+    configs = R.comparison_configs("moons", 400)
+    assert len(configs) == 2 * len(R.COMPARISON) and {c.coupling for c in configs} == {"independent", "ot"}
 
 
 def test_conclusion_quotes_the_numbers_it_compares():
@@ -85,17 +90,17 @@ def test_conclusion_quotes_the_numbers_it_compares():
 
         @property
         def label(self):
-            return U.label_of(self.config)
+            return E.label_of(self.config)
 
     # independent: FM, BPTT, detached, cross-terms dropped, anchored; then the same + OT
     w1 = (0.2, 0.3, 0.25, 0.21, 0.19, 0.1, 0.08, 0.24, 0.12, 0.25)
-    results = [Fake(c, w) for c, w in zip(U.comparison_configs("moons", 400), w1, strict=True)]
-    text = U.conclusion(results, 16)
+    results = [Fake(c, w) for c, w in zip(R.comparison_configs("moons", 400), w1, strict=True)]
+    text = R.conclusion(results, 16)
     assert "full BPTT (L = 4) is not better than single-step FM" in text and "0.300 vs 0.200 (+50%)" in text
     assert "With minibatch OT: full BPTT (L = 4) beats single-step FM" in text
     assert "cross-terms dropped 0.210 vs 0.200 (+5%)" in text
     assert "Minibatch OT lowers W1 for 4 of 5 methods" in text
-    noisy = U.conclusion(results, 16, noise=0.1)
+    noisy = R.conclusion(results, 16, noise=0.1)
     assert "cross-terms dropped 0.210 vs 0.200 (+5% within noise)" in noisy
     assert "(+50%)" in noisy and "+50% within noise" not in noisy
     assert "Minibatch OT lowers W1 for 4 of 5 methods, by more than the noise (10%) for 3 (" in noisy
@@ -106,32 +111,32 @@ def test_conclusion_quotes_the_numbers_it_compares():
 def test_render_grad_norms_one_panel_per_level_and_replay_cuts_the_curves():
     steps = [0, 10, 20, 30]
     curves = {"field": (steps, torch.ones(4, 4)), "x1 prediction": (steps, 10 * torch.ones(4, 4))}
-    fig = U.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9))
+    fig = P.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9))
     assert isinstance(fig, go.Figure) and len(fig.data) == 8
     assert fig.layout.annotations[3].text.startswith("t = 0.9 (near data)")
-    part = U.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9), upto=15)
+    part = P.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9), upto=15)
     assert len(part.data[0].x) == 2 and "step 10" in part.layout.title.text
     assert part.layout.title.text != fig.layout.title.text
 
 
 def test_render_w1_bars_and_samples():
-    fig = U.render_w1_bars({"moons": {"field": 0.1, "x1 prediction": 0.2}, "scurve": {"field": 0.3}},
+    fig = P.render_w1_bars({"moons": {"field": 0.1, "x1 prediction": 0.2}, "scurve": {"field": 0.3}},
                            floors={"moons": 0.05, "scurve": 0.1})
     assert [t.name for t in fig.data] == ["field", "x1 prediction", "noise floor (data vs data)"]
     assert list(fig.data[1].y) == [0.2, None]
     pts = torch.randn(20, 2)
-    grid = U.render_samples({"moons": {"field": pts, "x1 prediction": pts}}, {"moons": pts},
+    grid = P.render_samples({"moons": {"field": pts, "x1 prediction": pts}}, {"moons": pts},
                             {"moons": {"field": 0.1, "x1 prediction": 0.2}})
     assert "moons: x1 prediction (W1 0.200)" in [a.text for a in grid.layout.annotations]
 
 
 def test_transition_profiles_match_the_diagnostic_and_the_formula_near_the_data():
     models = {"field": _model(), "x1 prediction": _model("x1")}
-    prof = U.transition_profiles(models, n=16, n_times=4, euler_steps=8)
+    prof = P.transition_profiles(models, n=16, n_times=4, euler_steps=8)
     ts, norms = prof["field"]
     assert ts.shape == (4,) and float(ts[-1]) == pytest.approx(1 - 1 / 8)
     assert torch.all((norms - 1).abs() < 0.2)  # I + dt J_v: close to 1
-    fig = U.render_transition_norms(prof, 1 / 8)
+    fig = P.render_transition_norms(prof, 1 / 8)
     gains = {tr.legendgroup: tr.y for tr in fig.data if tr.xaxis == "x2"}
     assert gains["x1 prediction"][-1] == pytest.approx(1.0)  # dt / (1 - t) -> 1 at the last step
     assert gains["field"][-1] == pytest.approx(1 / 8)  # a field's step always moves by dt times its output
@@ -230,7 +235,7 @@ def test_gradient_view_titles_and_compares_the_variants():
 
 def test_replay_view_slider_redraws_the_measurement_it_points_to():
     curves = {"field": ([0, 10, 20], torch.ones(3, 4))}
-    view = U.ReplayView(lambda upto: U.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9), upto=upto), [0, 10, 20])
+    view = W.ReplayView(lambda upto: P.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9), upto=upto), [0, 10, 20])
     view.finish([0, 10, 20])
     assert view.slider.max == 2 and view.play.max == 2
     view.slider.value = 1
@@ -256,26 +261,26 @@ def test_window_and_decomposition_widgets_respond_to_their_sliders():
 
 
 def test_gradient_widget_redraws_at_once_for_every_control():
-    U.clear_runs()
+    labkit.clear_cache()
     view = U.gradient_widget(_model(), n=32)
     for name, value in (("detach", True), ("cross_terms", False), ("window", 2), ("euler_steps", 8),
                         ("loss", "anchored_consistency"), ("detach", False)):
         before = view.figure.layout.title.text
         view.controls[name].value = value
         assert view.figure.layout.title.text != before and view.status.value == "", name
-    assert not U._RUNS  # nothing trained
+    assert not labkit.cache_info()  # nothing trained
 
 
 def test_unrolling_widget_trains_on_demand_and_caches():
-    U.clear_runs()
-    view = U.unrolling_widget("8gaussians", base_steps=8, n_eval=40, euler_steps=16)
+    labkit.clear_cache()
+    view = R.unrolling_widget("8gaussians", base_steps=8, n_eval=40, euler_steps=16)
     first = view.figure.layout.title.text
     assert first.startswith("WT-FM L=4 BPTT:")
     view.controls["detach"].value = True
     assert view.figure.layout.title.text.startswith("WT-FM L=4 detached:")
-    n = len(U._RUNS)
+    n = labkit.cache_info()
     view.controls["detach"].value = False  # back to a trained configuration: cached, nothing new trains
-    assert len(U._RUNS) == n and view.figure.layout.title.text == first
+    assert labkit.cache_info() == n and view.figure.layout.title.text == first
     view.controls["cross_terms"].value = False
     assert view.figure.layout.title.text.startswith("WT-FM L=4 cross-terms dropped (BPTT):")
     view.controls["euler_steps"].value = 8
