@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval"]
 
 def _int_list(text: str) -> list[int]:
     try:

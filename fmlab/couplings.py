@@ -22,6 +22,11 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+__all__ = [
+    "COUPLINGS", "Coupling", "cost_matrix", "ot_permutation", "sinkhorn_pairs", "couple", "pairing_cost",
+]
+
+
 COUPLINGS = ("independent", "ot", "sinkhorn")
 
 

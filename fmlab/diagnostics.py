@@ -41,6 +41,7 @@ __all__ = [
     "TransitionJacobians", "transition_jacobians",
 ]
 
+
 DEFAULT_LEVELS = (0.1, 0.4, 0.7, 0.9)  # noise levels t (0.9 is near the data: the manuscript's t = 0.1)
 Level = float | tuple[float, float]
 SampleFn = Callable[[int, torch.Generator], Tensor]

@@ -35,6 +35,7 @@ __all__ = [
     "samples_of",
 ]
 
+
 LAB_MODEL = {"hidden": 128, "depth": 3, "batch_size": 256, "lr": 2e-3, "warmup": 100, "ema_decay": 0.995}
 GMM_FOR_DATA = {"8gaussians": "8modes"}  # toy sets whose closed-form ground truth fmlab.data ships
 

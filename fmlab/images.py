@@ -26,17 +26,15 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .train import CONFIG_NAME, _ckpt_path
+from .image_grid import make_grid, save_png, to_uint8
+from .sampling import generate_images
+from .train import CONFIG_NAME, checkpoint_path
 from .train_images import (
     CONFIGS,
     ImageTrainConfig,
     ImageTrainer,
     build_image_model,
-    generate_images,
     image_dataset,
-    make_grid,
-    save_png,
-    to_uint8,
 )
 
 __all__ = ["is_image_run", "load_image_run", "sample_images", "evaluate_images", "register_image_cli", "LAB_RUNS",
@@ -61,7 +59,7 @@ def load_image_run(out: str | Path, device: str | None = None) -> tuple[nn.Modul
     """The EMA model of an image run (eval mode, no grad, on `device` or the best available) and its config."""
     from .device import pick_device
 
-    path = _ckpt_path(out)
+    path = checkpoint_path(out)
     state = load_checkpoint(path)
     config = ImageTrainConfig.from_dict(state["config"])
     model = build_image_model(**state["model_config"])
@@ -348,8 +346,8 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
     """
     from .data.celeba import celeba_available
     from .device import pick_device
+    from .image_sizing import measure_throughput, plan_steps
     from .labkit import fast_mode
-    from .train_images import measure_throughput, plan_steps
 
     fast = fast_mode() if fast is None else fast
     dev = pick_device(device)
@@ -370,13 +368,12 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
     return dataclasses.replace(plan, images_per_s=measured["images_per_s"], steps=steps)
 
 
-_LAB_CACHE: dict[Any, Any] = {}
 
 
 def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
     """Train (once per kernel: cached on the config) the run `label` of LAB_RUNS with a progress bar and a live
     figure of the sample grid and the loss; a cached run draws its final state at once."""
-    from .labkit import cache_key
+    from .labkit import cache_key, session_cache
     from .viz.images import LiveTraining
 
     if label not in LAB_RUNS:
@@ -384,11 +381,11 @@ def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
     config = plan.config(LAB_RUNS[label])
     key = cache_key("train_lab_run", config)
     view = LiveTraining(f"{label}", config.steps, show=live) if live else None
-    if key not in _LAB_CACHE:
+    if key not in session_cache():
         trainer = ImageTrainer(config, on_grid=view.on_grid if view else None)
         trainer.fit(progress=True, callback=view.on_record if view else None)
-        _LAB_CACHE[key] = trainer
-    trainer = _LAB_CACHE[key]
+        session_cache()[key] = trainer
+    trainer = session_cache()[key]
     if view is not None:
         view.show_final(trainer)
     return trainer
@@ -397,15 +394,16 @@ def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
 def lab_samples(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1) -> dict[str, dict[int, np.ndarray]]:
     """{label: {steps: uint8 [n_eval, H, W, 3]}}: every model from the same noise at every step count of the plan
     (Euler steps for velocity models, flow-map jumps for MeanFlow). Cached per kernel."""
-    from .labkit import cache_key
+    from .labkit import cache_key, session_cache
 
     out = {}
     for label, trainer in trainers.items():
         key = cache_key("lab_samples", trainer.config, plan.n_eval, plan.eval_steps, seed)
-        if key not in _LAB_CACHE:
-            _LAB_CACHE[key] = {k: to_uint8(sample_images(trainer.ema, plan.n_eval, k, None, seed))
-                               for k in plan.eval_steps}
-        out[label] = _LAB_CACHE[key]
+        cache = session_cache()
+        if key not in cache:
+            cache[key] = {k: to_uint8(sample_images(trainer.ema, plan.n_eval, k, None, seed, loss=trainer.config.loss))
+                          for k in plan.eval_steps}
+        out[label] = cache[key]
     return out
 
 

@@ -1,7 +1,7 @@
 """Probability paths, schedules, prediction conversions (velocity, x1, eps and the score), log-SNR, time samplers and
 loss weightings.
 
-Convention (DESIGN.md): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1. A schedule gives
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1. A schedule gives
 
     x_t = alpha_t * x1 + sigma_t * x0,        dx_t/dt = d_alpha_t * x1 + d_sigma_t * x0,
 
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "per_sample_time",
     "ScheduleOutput", "Schedule", "LinearSchedule", "CosineSchedule", "VPSchedule",
     "SCHEDULES", "get_schedule", "PathSample", "sample_path", "expand_t", "unit_time",
     "velocity_from_x1", "x1_from_velocity", "velocity_from_eps", "eps_from_velocity",
@@ -123,6 +124,12 @@ def check_time(t: Tensor, name: str = "t") -> None:
     """Raise a ValueError naming `name` if any time lies outside [0, 1]."""
     if t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
         raise ValueError(f"{name} must lie in [0, 1], got values in [{t.min().item():.4g}, {t.max().item():.4g}]")
+
+
+def per_sample_time(t: Tensor | float, x: Tensor) -> Tensor:
+    """A scalar or per-sample time as a [B] tensor on x's device and dtype (B = x.shape[0])."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])
 
 
 def expand_t(t: Tensor | float, x: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from .flowmaps import flow_map, sample_consistency, sample_flow_map
 from .losses import LossSpec, get_loss
 from .solvers import SOLVERS, Trajectory, solve
 
-__all__ = ["methods_for", "sample_methods", "trajectory", "generate"]
+__all__ = ["methods_for", "sample_methods", "trajectory", "generate", "generate_images"]
 
 
 def _spec(loss: LossSpec | str) -> LossSpec:
@@ -81,3 +81,19 @@ def generate(model: Any, loss: LossSpec | str, x0: Tensor, steps: int, method: s
         check_int(steps, "steps", 1)
         return flow_map(model, x0, 0.0, 1.0)
     return trajectory(model, spec, x0, steps, method, generator).x
+
+
+@torch.no_grad()
+def generate_images(model: Any, x0: Tensor, steps: int, method: str | None = None,
+                    loss: str | None = None) -> Tensor:
+    """Noise x0 [n, C, H, W] (t = 0) carried to images (t = 1) in `steps` steps of the sampler `loss` trained
+    for (fmlab.sampling.generate), or of `method`. Without a loss: Euler steps of a velocity model, flow-map jumps
+    of a two-time one. Output clamped to [-1, 1]."""
+    if loss is None:  # no loss named: the plain sampler of the model's kind
+        loss = "cfm" if model.config.get("time_inputs", 1) == 1 else "meanflow"
+    was_training = model.training
+    model.eval()
+    try:
+        return generate(model, loss, x0, steps, method).clamp(-1.0, 1.0)
+    finally:
+        model.train(was_training)

@@ -1,6 +1,6 @@
 """ODE solvers for velocity fields: fixed-step Runge-Kutta methods and an adaptive reference solver.
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data; sampling integrates dx/dt = v(x, t) forward
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise, t = 1 is data; sampling integrates dx/dt = v(x, t) forward
 from t = 0 to t = 1. A field is called as `field(x, t)` with x [B, ...] and a per-sample time t [B].
 
 - `SOLVERS`: registry of step methods ("euler", "midpoint", "heun", "rk4"), each with `nfe` (field
@@ -26,10 +26,12 @@ from torch import Tensor
 from .paths import Schedule, eps_from_velocity, expand_t, get_schedule, unit_time, x1_from_velocity
 
 __all__ = [
+    "check_grid",
     "Field", "Step", "Euler", "Midpoint", "Heun", "RK4", "SOLVERS", "Trajectory",
     "nfe", "time_grid", "solve", "solve_adaptive",
     "Drift", "Diffusion", "euler_maruyama", "noise_level_diffusion", "marginal_sde_drift", "sample_sde", "ddim_step",
 ]
+
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
@@ -138,7 +140,7 @@ def time_grid(steps: int, t_start: float = 0.0, t_end: float = 1.0, dtype: torch
     return torch.linspace(t_start, t_end, int(steps) + 1, dtype=torch.float64).to(dtype)
 
 
-def _check_grid(t_grid: Tensor | Sequence[float]) -> list[float]:
+def check_grid(t_grid: Tensor | Sequence[float]) -> list[float]:
     grid = torch.as_tensor(t_grid, dtype=torch.float64).detach().cpu()
     if grid.ndim != 1 or len(grid) < 2:
         raise ValueError(f"t_grid must be a 1-D sequence of at least 2 times, got shape {tuple(grid.shape)}")
@@ -164,7 +166,7 @@ def solve(field: Field, x: Tensor, steps: int | None = None, method: str = "eule
     stepper = _method(method)
     if (steps is None) == (t_grid is None):
         raise ValueError("give exactly one of steps (int >= 1) or t_grid (sequence of times), not both or neither")
-    grid = time_grid(steps, t_start, t_end).tolist() if t_grid is None else _check_grid(t_grid)
+    grid = time_grid(steps, t_start, t_end).tolist() if t_grid is None else check_grid(t_grid)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x must have shape [B, ...] with B >= 1, got {tuple(x.shape)}")
     xs = [x]
@@ -272,7 +274,7 @@ def euler_maruyama(drift: Drift, diffusion: Diffusion, x: Tensor, steps: int | N
     """
     if (steps is None) == (t_grid is None):
         raise ValueError("give exactly one of steps (int >= 1) or t_grid (sequence of times), not both or neither")
-    grid = time_grid(steps, t_start, t_end).tolist() if t_grid is None else _check_grid(t_grid)
+    grid = time_grid(steps, t_start, t_end).tolist() if t_grid is None else check_grid(t_grid)
     if grid[-1] < grid[0]:
         raise ValueError("euler_maruyama integrates forward in time: t_grid must increase (t_end > t_start)")
     if x.ndim < 1 or x.shape[0] < 1:

@@ -42,9 +42,9 @@ from .models import build_model
 from .models.parametrisation import FLOW_MAP_PREDICTIONS
 from .paths import PREDICTIONS
 
-__all__ = ["TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update", "load_run", "sample_run",
-           "toy_data_fn",
-           "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES"]
+__all__ = ["checkpoint_path", "TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update", "load_run",
+           "sample_run", "toy_data_fn",
+           "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES", "load_for_resume"]
 
 CKPT_NAME, METRICS_NAME, CONFIG_NAME = "ckpt.pt", "metrics.jsonl", "config.json"
 OPTIMIZERS = ("adamw", "adam")
@@ -408,7 +408,7 @@ def load_for_resume(out: str | Path, device: str | None = None, threads: int | N
                     ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """(checkpoint path, checkpoint state, saved config as a dict) of the run in `out`, the config pointing at the
     checkpoint's folder and with `device` / `threads` replaced where given."""
-    path = _ckpt_path(out)
+    path = checkpoint_path(out)
     state = load_checkpoint(path)
     overrides = {"out": str(path.parent), "device": device, "threads": threads}
     return path, state, {**state["config"], **{k: v for k, v in overrides.items() if v is not None}}
@@ -431,7 +431,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _ckpt_path(out: str | Path) -> Path:
+def checkpoint_path(out: str | Path) -> Path:
     path = Path(out)
     return path / CKPT_NAME if path.is_dir() or not path.suffix else path
 
@@ -447,7 +447,7 @@ def _rebuild(state: dict[str, Any], path: Path) -> nn.Module:
 
 def load_run(out: str | Path, device: str | None = None) -> tuple[nn.Module, TrainConfig]:
     """The EMA model of the run in `out` (eval mode, no grad, on `device` or the best available) and its config."""
-    path = _ckpt_path(out)
+    path = checkpoint_path(out)
     state = load_checkpoint(path)
     config = TrainConfig.from_dict(state["config"])
     model = _rebuild(state, path)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,16 +41,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write
 from .checks import check_choice, check_int
 from .distributed import DistInfo, all_gather_objects, broadcast_parameters, rank_seed, sync_gradients
+from .image_grid import make_grid, save_png, to_uint8
 from .losses import get_loss
 from .models.unet import UNET_PRESETS, build_unet
+from .sampling import generate_images
 from .train import CKPT_NAME, TrainConfig, Trainer, ema_decay_at, ema_update, load_for_resume
 
 __all__ = ["ImageTrainConfig", "ImageTrainer", "ImageStream", "CONFIGS", "IMAGE_DATA", "AMP_MODES", "image_config",
-           "image_dataset", "build_image_model", "generate_images", "to_uint8", "make_grid", "save_png",
-           "measure_throughput", "plan_steps", "loss_uses_jvp", "peak_memory"]
+           "image_dataset", "build_image_model", "loss_uses_jvp", "peak_memory"]
 
 IMAGE_DATA = ("faces", "celeba")
 AMP_MODES = ("auto", "bf16", "off")
@@ -482,92 +481,3 @@ def peak_memory(device: torch.device) -> dict[str, float]:
         return {"peak_mem_mb": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
     except ImportError:  # Windows
         return {}
-
-
-# --- images from a model -------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def generate_images(model: nn.Module, x0: Tensor, steps: int, method: str | None = None,
-                    loss: str | None = None) -> Tensor:
-    """Noise x0 [n, C, H, W] (t = 0) carried to images (t = 1) in `steps` steps of the sampler `loss` trained
-    for (fmlab.sampling.generate), or of `method`. Without a loss: Euler steps of a velocity model, flow-map jumps
-    of a two-time one. Output clamped to [-1, 1]."""
-    from .sampling import generate
-
-    if loss is None:  # no loss named: the plain sampler of the model's kind
-        loss = "cfm" if model.config.get("time_inputs", 1) == 1 else "meanflow"
-    was_training = model.training
-    model.eval()
-    try:
-        return generate(model, loss, x0, steps, method).clamp(-1.0, 1.0)
-    finally:
-        model.train(was_training)
-
-
-def to_uint8(x: Tensor) -> np.ndarray:
-    """[-1, 1] images [n, C, H, W] -> uint8 [n, H, W, C] (round half to even after mapping to [0, 255])."""
-    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
-
-
-def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 1) -> np.ndarray:
-    """uint8 [n, H, W, C] -> one uint8 image [rows (H + pad) + pad, nrow (W + pad) + pad, C] on a white ground."""
-    n, h, w, c = images.shape
-    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / nrow)
-    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, np.uint8)
-    for i in range(n):
-        r, k = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = images[i]
-    return grid
-
-
-def save_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write a uint8 [H, W, 3] array as a PNG, atomically."""
-    from PIL import Image
-
-    def write(f):
-        Image.fromarray(image).save(f, format="PNG")
-
-    return atomic_write(path, write)
-
-
-# --- sizing a run ----------------------------------------------------------------------------------------------------
-
-def measure_throughput(config: ImageTrainConfig, steps: int = 3, warmup: int = 1, model: nn.Module | None = None,
-                       data_fn: Callable | None = None, runtime_settings: dict[str, Any] | None = None
-                       ) -> dict[str, float]:
-    """Time `steps` training steps (after `warmup` untimed ones) of `config` on its device, from a fresh trainer
-    with no files. Returns images_per_s, step_ms and peak_mem_mb (see ImageTrainer._record)."""
-    check_int(steps, "steps", 1)
-    cfg = dataclasses.replace(config, steps=steps + warmup, out=None, sample_every=0, warmup=0)
-    trainer = ImageTrainer(cfg, model=model, data_fn=data_fn, runtime_settings=runtime_settings)
-    trainer._grid_due = lambda: False  # timing only
-    for _ in range(warmup):
-        trainer.train_step()
-    _sync(trainer.device)
-    if trainer.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(trainer.device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step()
-    _sync(trainer.device)
-    seconds = time.perf_counter() - start
-    return {"images_per_s": steps * cfg.batch_size / seconds, "step_ms": 1000 * seconds / steps,
-            **peak_memory(trainer.device)}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def plan_steps(images_per_s: float, budget_s: float, batch_size: int, min_steps: int = 1,
-               max_steps: int | None = None) -> int:
-    """Training steps that fit a time budget: floor(budget_s x images_per_s / batch_size), clipped to
-    [min_steps, max_steps]."""
-    if not images_per_s > 0 or not budget_s > 0:
-        raise ValueError(f"images_per_s and budget_s must be > 0, got {images_per_s}, {budget_s}")
-    steps = int(budget_s * images_per_s / batch_size)
-    steps = max(min_steps, steps)
-    return min(steps, max_steps) if max_steps is not None else steps

@@ -144,9 +144,9 @@ render_rule_defects(s=0.2, r=0.5, t=0.8)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-from fmlab.viz.flowmaps import _defects_table
+from fmlab.viz.flowmaps import defects_table
 
-table = _defects_table("asymmetric", 0.2, 0.5, 0.8)
+table = defects_table("asymmetric", 0.2, 0.5, 0.8)
 print(f"{'map':<10}{'compositional':>15}{'Lagrangian':>12}{'Eulerian':>10}")
 for kind, row in table.items():
     cells = ["< 1e-4" if v < 1e-4 else f"{v:.2f}" for v in row.values()]
@@ -173,8 +173,9 @@ print("rule checks passed")
 import torch
 
 from fmlab.data.gaussian import Gaussian
-from fmlab.flowmaps import sample_flow_map, two_time_batch
+from fmlab.flowmaps import sample_flow_map
 from fmlab.losses import get_loss
+from fmlab.losses.batch import two_time_batch
 from fmlab.models import ExactFlowMapModel
 
 torch.manual_seed(0)

@@ -18,6 +18,7 @@ __all__ = [
     "check_gradient_factor_ratio", "check_eps_velocity_error",
 ]
 
+
 WEIGHT_T = 0.9  # exercise 1: the x1 head's loss weight at this t
 TRANSITION = {"t": 0.75, "dt": 0.125, "jac": 0.5}  # exercise 2: x1 head with J_x1 = 0.5 I
 RATIO_TIMES = (0.1, 0.9)  # exercise 3: the x1 head's gradient factor 1 / (1 - t) at these times

@@ -19,6 +19,7 @@ __all__ = [
     "check_taylor_weight", "check_kstep_split",
 ]
 
+
 # --- lab 07: unrolling ---------------------------------------------------------------------------------------------
 # Lab 07 numbers its exercises 1-4. Its window runs through the model's own states z_k: z_0 = x_{t0},
 # z_{k+1} = z_k + dt vhat_k, with the step errors e_k = vhat_k - (x1 - x0).

@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..flowmaps import as_teacher, flow_map, two_time_batch
+from ..flowmaps import as_teacher, flow_map
 from ..paths import expand_t
-from .batch import Batch, draw_times
+from .batch import Batch, draw_times, two_time_batch
 from .flow_matching import per_sample_mse
 from .flowmap_eulerian import (
     TWO_TIME_SETTINGS,

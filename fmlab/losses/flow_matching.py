@@ -15,6 +15,12 @@ from ..paths import convert_prediction, loss_weight, sample_path
 from .batch import Batch, one_time_batch
 from .registry import FLOW_MATCHING, LossSpec, register
 
+__all__ = [
+    "FM_SETTINGS", "per_sample_mse", "cfm_loss", "x1_prediction_loss", "reflow_pairs", "reflow_batch",
+    "CONVENTION_SAME",
+]
+
+
 FM_SETTINGS = {"time_sampler": "uniform", "mu": 0.0, "sigma": 1.0, "weighting": "none", "gamma": 5.0}
 
 

@@ -21,10 +21,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, path_point, per_sample_sq, two_time_batch
+from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, path_point, per_sample_sq
 from ..paths import expand_t
-from .batch import Batch
+from .batch import Batch, two_time_batch
 from .registry import COMPOSITIONAL, LossSpec, register
+
+__all__ = [
+    "SELF", "TWO_TIME", "shortcut_batch", "shortcut_loss", "psd_loss", "splitmeanflow_loss", "fmm_loss",
+    "pfmm_loss",
+]
+
 
 SELF = "self-distillation"
 TWO_TIME = {"diagonal_fraction": 0.0, "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}

@@ -24,14 +24,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import as_teacher, flow_map_jvp, partial_s, two_time_batch
+from ..flowmaps import as_teacher, flow_map_jvp, partial_s
 from ..paths import expand_t
-from .batch import Batch
+from .batch import Batch, two_time_batch
 from .flow_matching import per_sample_mse
 from .registry import EULERIAN, LossSpec, register
 
 __all__ = ["eulerian_residual", "adaptive_weight", "path_point", "gap_batch", "emd_loss", "esd_loss",
-           "ayf_emd_loss", "TWO_TIME_SETTINGS"]
+           "ayf_emd_loss", "TWO_TIME_SETTINGS", "diagonal_mask"]
 
 TWO_TIME_SETTINGS: dict[str, Any] = {"diagonal_fraction": 0.25, "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}
 

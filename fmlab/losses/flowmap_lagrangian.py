@@ -19,10 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, frozen, path_point, per_sample_sq
-from ..flowmaps import two_time_batch as _two_time_batch
 from ..paths import expand_t
-from .batch import Batch
+from .batch import Batch, two_time_batch
 from .registry import LAGRANGIAN, LossSpec, register
+
+__all__ = [
+    "TWO_TIME", "lmd_loss", "lsd_loss", "ayf_lagrangian_loss", "tvm_loss", "pid_batch", "pid_loss",
+]
+
 
 TWO_TIME = {"diagonal_fraction": 0.0, "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}
 
@@ -198,26 +202,26 @@ _OURS = "noise at t=0, data at t=1 (as ours); X(x_s, s, t), s <= t"
 _FLIP = "paper: data at t=0, map from t down to s; ours: t -> 1 - t, jump from s up to t"
 
 register(LossSpec(
-    name="lmd", display_name="LMD", fn=lmd_loss, setting="distillation", make_batch=_two_time_batch,
+    name="lmd", display_name="LMD", fn=lmd_loss, setting="distillation", make_batch=two_time_batch,
     paper="Boffi, Albergo, Vanden-Eijnden 2024, Flow Map Matching (Lagrangian map distillation)",
     convention=_OURS, defaults={**TWO_TIME, "teacher": None},
     summary="d/dt X = v_teacher(X, t), differentiated through the JVP and the teacher's input", **_KW))
 
 register(LossSpec(
-    name="lsd", display_name="LSD", fn=lsd_loss, setting="self-distillation", make_batch=_two_time_batch,
+    name="lsd", display_name="LSD", fn=lsd_loss, setting="self-distillation", make_batch=two_time_batch,
     paper="Boffi, Albergo, Vanden-Eijnden 2025, How to build a consistency model (LSD)",
     convention=_OURS, defaults={**TWO_TIME, "rescale": False},
     summary="FM at t + d/dt X = sg[u(X, t, t)]", **_KW))
 
 register(LossSpec(
     name="ayf_lagrangian",
-    display_name="AYF (Lagrangian)", fn=ayf_lagrangian_loss, setting="distillation", make_batch=_two_time_batch,
+    display_name="AYF (Lagrangian)", fn=ayf_lagrangian_loss, setting="distillation", make_batch=two_time_batch,
     paper="Sabour, Fidler, Kreis 2025, Align Your Flow (AYF-LMD)",
     convention=_FLIP, defaults={**TWO_TIME, "teacher": None, "tangent_c": 0.1},
     summary="<X, sg[normalised Lagrangian residual]> surrogate", **_KW))
 
 register(LossSpec(
-    name="tvm", display_name="TVM", fn=tvm_loss, setting="self-distillation", make_batch=_two_time_batch,
+    name="tvm", display_name="TVM", fn=tvm_loss, setting="self-distillation", make_batch=two_time_batch,
     paper="Zhou, Parger, Haque, Song 2025, Terminal Velocity Matching",
     convention=_FLIP, defaults={**TWO_TIME, "ema": None},
     summary="FM at t + d/dt X = u_{sg(theta)}(X, t, t), gradient through X", **_KW))

@@ -45,9 +45,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import flow_map, two_time_batch
+from ..flowmaps import flow_map
 from ..paths import expand_t
-from .batch import Batch, draw_times
+from .batch import Batch, draw_times, two_time_batch
 from .flow_matching import per_sample_mse
 from .flowmap_eulerian import adaptive_weight, diagonal_mask, eulerian_residual, path_point
 from .registry import EULERIAN, LossSpec, register

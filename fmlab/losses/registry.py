@@ -13,6 +13,12 @@ from typing import Any
 
 from .batch import one_time_batch
 
+__all__ = [
+    "FLOW_MATCHING", "UNROLLED", "COMPOSITIONAL", "LAGRANGIAN", "EULERIAN", "FAMILIES", "SAMPLERS",
+    "CONVENTION_OURS", "flipped_convention", "LossSpec", "register", "get_loss", "list_losses",
+]
+
+
 LossFn = Callable[..., tuple[Any, dict[str, Any]]]
 
 # The families a loss belongs to (LossSpec.family): what its target enforces.

@@ -13,9 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import flow_map_X_jvp, path_point, per_sample_sq, two_time_batch
-from .batch import Batch
+from ..flowmaps import flow_map_X_jvp, path_point, per_sample_sq
+from .batch import Batch, two_time_batch
 from .registry import EULERIAN, LossSpec, register
+
+__all__ = [
+    "sgflow_loss",
+]
 
 
 def sgflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:

@@ -7,6 +7,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+__all__ = [
+    "FourierTimeEmbedding",
+]
+
 
 class FourierTimeEmbedding(nn.Module):
     """emb(t) = [t, sin(w_k t), cos(w_k t)] with w_k log-spaced in [w_min, w_max] (Tancik et al. 2020).

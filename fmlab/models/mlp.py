@@ -9,7 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..paths import per_sample_time
 from .embeddings import FourierTimeEmbedding
+
+__all__ = [
+    "TIME_CONDITIONS", "MLP",
+]
+
 
 TIME_CONDITIONS = ("st", "t_delta")
 
@@ -38,14 +44,10 @@ class MLP(nn.Module):
     def forward(self, x: Tensor, *times: Tensor) -> Tensor:
         if len(times) != self.time_inputs:
             raise ValueError(f"this MLP takes {self.time_inputs} time input(s), got {len(times)}")
-        times = tuple(_per_sample(t, x) for t in times)
+        times = tuple(per_sample_time(t, x) for t in times)
         if self.time_inputs == 2 and self.time_condition == "t_delta":
             s, t = times
             times = (t, t - s)
         return self.net(torch.cat([x, *(self.embed(t) for t in times)], dim=-1))
 
 
-def _per_sample(t: Tensor | float, x: Tensor) -> Tensor:
-    """Accept a scalar or a [B] time and return a [B] tensor on x's device and dtype."""
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    return t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])

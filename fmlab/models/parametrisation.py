@@ -1,7 +1,7 @@
 """Parametrisation wrappers: the same backbone trained as a velocity field, an x1 (clean-data)
 predictor, an eps (noise) predictor, or a two-time average-velocity / flow-map network.
 
-Contract (DESIGN.md): `model(x, t)` always returns the velocity, so every solver can use any model;
+Contract (ARCHITECTURE.md, "Models"): `model(x, t)` always returns the velocity, so every solver can use any model;
 `model.predict(x, t)` returns the head in its own parametrisation (what a loss on that head needs).
 A two-time model returns the average velocity u(x, s, t) from `model(x, s, t)` and, on its diagonal,
 the instantaneous velocity `model(x, t) = u(x, t, t)`.
@@ -15,6 +15,11 @@ from torch import Tensor, nn
 
 from ..paths import PREDICTIONS, Schedule, convert_prediction, get_schedule
 from .mlp import MLP
+
+__all__ = [
+    "FLOW_MAP_PREDICTIONS", "Parametrised", "FlowMapModel", "build_model", "wrap_backbone",
+]
+
 
 FLOW_MAP_PREDICTIONS = ("average_velocity",)
 

@@ -40,10 +40,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..paths import per_sample_time
 from .embeddings import FourierTimeEmbedding
-from .mlp import TIME_CONDITIONS, _per_sample
+from .mlp import TIME_CONDITIONS
 
-__all__ = ["UNet", "UNET_PRESETS", "build_unet", "unet_stats"]
+__all__ = ["UNet", "UNET_PRESETS", "build_unet", "unet_stats", "ResBlock", "Attention", "Down", "Up"]
 
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(channels=16, channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=(16,)),
@@ -178,7 +179,7 @@ class UNet(nn.Module):
 
     def embedding(self, x: Tensor, times: tuple[Tensor | float, ...]) -> Tensor:
         """e = MLP(sum_i W_i emb(time_i)); with 't_delta' the two times are (t, t - s) instead of (s, t)."""
-        times = tuple(_per_sample(t, x) for t in times)
+        times = tuple(per_sample_time(t, x) for t in times)
         if self.time_inputs == 2 and self.time_condition == "t_delta":
             s, t = times
             times = (t, t - s)

@@ -1,8 +1,8 @@
 """Figures and wiring for lab 05, couplings: independent against minibatch optimal-transport pairing, the
 coupling lines, the posterior variance Var(x1 | x_t) they leave, and what straighter paths buy (1-step samples).
 
-Convention (DESIGN.md): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1; x_t = (1 - t) x0 + t x1. Flow matching
-learns v*(x, t) = E[x1 - x0 | x_t = x]. On the linear path x1 - x0 = (x1 - x_t) / (1 - t), so
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1; x_t = (1 - t) x0 + t x1. Flow
+matching learns v*(x, t) = E[x1 - x0 | x_t = x]. On the linear path x1 - x0 = (x1 - x_t) / (1 - t), so
 
     E ||(x1 - x0) - v*(x_t, t)||^2 = tr Cov[x1 | x_t] / (1 - t)^2:
 

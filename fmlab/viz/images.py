@@ -38,7 +38,7 @@ def png_source(image: np.ndarray) -> str:
 
 def grid_image(images: np.ndarray, nrow: int | None = None, scale: int = 1) -> np.ndarray:
     """uint8 [n, H, W, 3] -> one uint8 grid image (white 1-px gaps), each pixel repeated `scale` x `scale`."""
-    from ..train_images import make_grid
+    from ..image_grid import make_grid
 
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:

@@ -33,6 +33,7 @@ __all__ = [
     "zoo_widget",
 ]
 
+
 # The one model of the zoo and the benchmark (the labs' MLP: 3 hidden layers of 128, batch 256, AdamW lr 2e-3, EMA),
 # with time-embedding frequencies up to ZOO_TIME_FREQ_MAX = 10 instead of fmlab's default 200. Continuous-time losses
 # differentiate the network in time (d/ds u through the JVP), and with frequencies up to 200 that derivative is large

@@ -41,6 +41,7 @@ __all__ = [
     "transition_profiles", "transition_widget",
 ]
 
+
 # --- figures: parametrisation -------------------------------------------------------------------------------------
 
 _HEAD_COLORS = {"field": COLORS["noise"], "x1": COLORS["highlight"]}

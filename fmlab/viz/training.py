@@ -1,8 +1,8 @@
 """Figures and wiring for lab 03, training flow matching: a live loss curve, particles carried from noise to
 data, and the learned velocity field beside the closed-form one.
 
-Convention (DESIGN.md): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1; x_t = (1 - t) x0 + t x1 on the linear path.
-The conditional flow-matching loss (per-sample MSE, averaged over the d coordinates) splits as
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1; x_t = (1 - t) x0 + t x1 on the
+linear path. The conditional flow-matching loss (per-sample MSE, averaged over the d coordinates) splits as
 
     L(theta) = E_{t, x0, x1} ||v_theta(x_t, t) - (x1 - x0)||^2 / d
              = L*  +  E_{t, x_t} ||v_theta(x_t, t) - v*(x_t, t)||^2 / d,          v* = E[x1 - x0 | x_t],

@@ -35,6 +35,7 @@ __all__ = [
     "gradient_view", "gradient_widget",
 ]
 
+
 # --- figures: unrolling -------------------------------------------------------------------------------------------
 
 def window_view_data(model: Any, x0: Tensor, x1: Tensor, t0: float, window: int, dt: float) -> dict[str, Tensor]:

@@ -31,6 +31,7 @@ __all__ = [
     "TRAINING_STEP_COUNTS", "unrolling_widget",
 ]
 
+
 def render_loss_curves(results: Sequence[RunResult], key: str = "first_step_fm", x: str = "elapsed_s",
                        title: str = "Training curves") -> go.Figure:
     """A logged quantity against wall time (x='elapsed_s') or step (x='step') for several runs."""

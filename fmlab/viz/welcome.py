@@ -17,8 +17,7 @@ from torch import Tensor, nn
 
 from ..data import TOY_DATASETS, sample_toy
 from ..solvers import solve
-from .paths import _np
-from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
+from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
 from .widgets import View, int_slider, interactive_view, t_slider
 
 __all__ = ["toy_points", "render_interpolation", "interpolation_widget", "sample_model", "render_tour",
@@ -28,7 +27,7 @@ LIM = 3.0
 
 
 def _xy(x: Tensor) -> dict[str, Any]:
-    return dict(x=_np(x[:, 0]), y=_np(x[:, 1]))
+    return dict(x=to_numpy(x[:, 0]), y=to_numpy(x[:, 1]))
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,7 +1,7 @@
 """Shared widget wiring: every lab builds its controls and live figures the same way.
 
-The pattern (DESIGN.md 6): a pure render function `render_xxx(**params) -> go.Figure` that tests call directly,
-and a thin widget function that calls
+The pattern (ARCHITECTURE.md, "Render functions and widgets"): a pure render function `render_xxx(**params) ->
+go.Figure` that tests call directly, and a thin widget function that calls
 
     interactive_view(render_xxx, {"t": t_slider(0.5)}, fixed_param=...)
 
