@@ -231,8 +231,8 @@ ex.check_sde_step(my_sde_step)
 # </details>
 
 # %% [markdown]
-# **Watch it.** The closed-form field $v^*$ drives 600 particles from one batch of noise, with the score term from
-# the same $v^*$; grey lines are the paths of the first 30. The **noise level** slider solves again (100
+# **Watch it.** The closed-form field $v^*$ drives 600 particles (400 in fast mode) from one batch of noise, with the
+# score term from the same $v^*$; grey lines are the paths of the first 30. The **noise level** slider solves again (100
 # Euler-Maruyama steps; redraws when released), the **t** slider moves along the solution. At $\eta = 0$ the paths are
 # smooth curves (the ODE); as $\eta$ grows they become jagged random walks, and the title's ratio of path length to
 # chord grows, yet at every $t$ the cloud of particles follows the same contours of $p_t$.
