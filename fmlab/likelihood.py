@@ -134,7 +134,9 @@ def log_likelihood(field: Field, x: Tensor, steps: int = 100, method: str = "rk4
         def both(f: Field, y: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
             with torch.no_grad():
                 v = f(y, t)
-            return v, torch.as_tensor(estimator(f, y, t), dtype=y.dtype, device=y.device)
+            with torch.enable_grad():  # the solve runs under no_grad; an autograd divergence needs it back
+                div = estimator(f, y, t)
+            return v, torch.as_tensor(div, dtype=y.dtype, device=y.device)
 
     def augmented(y: Tensor, t: Tensor) -> Tensor:  # y = (x, l): dx/dt = v, dl/dt = div v
         v, div = both(field, y[:, :d].reshape(xs.shape), t)

@@ -79,6 +79,19 @@ def test_a_callable_estimator_is_used_like_the_exact_one():
     assert torch.allclose(mine.log_prob, exact.log_prob, atol=1e-12)
 
 
+def test_a_callable_estimator_may_use_autograd_without_enabling_it():
+    """A student's divergence calls torch.autograd.grad directly; the backward solve runs under no_grad."""
+    def plain_autograd_divergence(field, x, t):
+        x = x.detach().requires_grad_(True)
+        v = field(x, t)
+        return sum(torch.autograd.grad(v[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(x.shape[1]))
+
+    x = _points(8, seed=6)
+    exact = L.log_likelihood(_field(GAUSS), x, steps=20)
+    mine = L.log_likelihood(_field(GAUSS), x, steps=20, estimator=plain_autograd_divergence)
+    assert torch.allclose(mine.log_prob, exact.log_prob, atol=1e-12)
+
+
 def test_divergence_matches_finite_differences_and_hutchinson_is_unbiased():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2)).double()

@@ -79,11 +79,11 @@ def check_log_density_change(answer: Any, quiet: bool = False) -> Verdict:
                         hint="Integrate d/dt log p_t(x_t) = -div v(x_t, t) from 0 to 1.", quiet=quiet)
 
 
-BPD_NATS = 2.1  # the negative log-likelihood of exercise 3, in nats per 2D point
+BPD_NATS = 2.1  # the negative log-likelihood of exercise 4, in nats per 2D point
 
 
 def check_bits_per_dim(answer: Any, quiet: bool = False) -> Verdict:
-    """Exercise 3: a model's NLL is 2.1 nats per 2D point; how many bits per dimension is that? 2.1 / (2 ln 2)."""
+    """Exercise 4: a model's NLL is 2.1 nats per 2D point; how many bits per dimension is that? 2.1 / (2 ln 2)."""
     expected = BPD_NATS / (2 * math.log(2))
     known = {BPD_NATS / math.log(2): "That is bits per point: divide by the dimension d = 2 too.",
              BPD_NATS / 2: "That is nats per dimension: divide by ln 2 to turn nats into bits.",
@@ -100,7 +100,7 @@ def check_bits_per_dim(answer: Any, quiet: bool = False) -> Verdict:
 
 
 def check_probes_for_half_se(answer: Any, quiet: bool = False) -> Verdict:
-    """Exercise 4: by what factor must the number of Hutchinson probes grow to halve the standard error? (4)"""
+    """Exercise 3: by what factor must the number of Hutchinson probes grow to halve the standard error? (4)"""
     try:
         value = float(torch.as_tensor(answer, dtype=torch.float64).reshape(()))
     except (TypeError, ValueError, RuntimeError):

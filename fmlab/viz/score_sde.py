@@ -16,6 +16,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -33,8 +34,8 @@ from .training import AXIS_X, AXIS_Y, EXTENT, density_contour, grid
 from .widgets import View, dropdown, interactive_view, slider, t_slider
 
 __all__ = ["ETA_MAX", "render_score", "score_widget", "SDEPaths", "sde_paths_widget", "mode_stats", "eta_sweep",
-           "EtaSweep", "render_w2_vs_eta", "LOSSES", "implied_weight", "weight_profile", "render_weightings",
-           "weightings_widget", "CURRENCIES", "SAMPLERS", "AXES"]
+           "EtaSweep", "render_w2_vs_eta", "sde_config", "LOSSES", "implied_weight", "weight_profile",
+           "render_weightings", "weightings_widget", "CURRENCIES", "SAMPLERS", "AXES"]
 
 ETA_MAX = 4.0
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -164,7 +165,17 @@ def sde_paths_widget(field: Field, data: str = "8modes", eta: float = 0.0, **kwa
     return view
 
 
-# --- measurements: W2 against the noise level -----------------------------------------------------------------------
+# --- measurements: W2 against the noise level ------------------------------------------------------------------------
+
+def sde_config(steps: int, seed: int = 0) -> Any:
+    """The training run of the lab and of benchmarks/score_sde.py: flow matching on the 8-mode mixture with lab 04's
+    network (MLP 128 x 3, batch 256, lr 3e-3); `steps` sets how well trained it is (200: deliberately under-trained)."""
+    from ..train import TrainConfig
+
+    return TrainConfig(data="8modes", loss="cfm", steps=steps, batch_size=256, hidden=128, depth=3, lr=3e-3,
+                       warmup=min(100, max(1, steps // 5)), log_every=max(1, steps // 10), ckpt_every=0, seed=seed,
+                       threads=1)
+
 
 def mode_stats(x: Tensor, data: str = "8modes") -> tuple[float, float]:
     """(tv, rms): the total-variation distance between the fraction of samples nearest each mixture mean and the
