@@ -331,7 +331,8 @@ class LabPlan:
         return (f"{label}\n  data: {self.data} at {self.image_size}x{self.image_size}, UNet preset "
                 f"'{self.preset}', batch {self.batch_size}, on {self.device}\n"
                 f"  measured {self.images_per_s:.0f} images/s (flow matching) -> {self.steps} steps per run "
-                f"(~{minutes:.1f} min for flow matching; JVP losses take ~2-3x longer)\n"
+                f"(~{minutes:.1f} min for flow matching; on a CPU a MeanFlow step costs 1.8-2.4x a flow-matching "
+                f"step, an LSD step 4.2-5.3x: benchmarks/README.md, Images)\n"
                 f"  evaluation: {self.n_eval} samples at {', '.join(map(str, self.eval_steps))} steps")
 
 
@@ -341,8 +342,9 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
 
     fast (default: FMLAB_FAST): procedural faces at 16 px, the 'tiny' UNet, 30-45 steps per run (seconds). On a GPU:
     CelebA if found (data_root / $FMLAB_CELEBA) else the procedural faces, 64 px, the 'small' UNet (9.6M), batch 128,
-    5 minutes of flow matching per run. On a CPU: 16 px, 'tiny', batch 32, 30 s of flow matching per run (JVP losses
-    take 2-3x longer at the same step count). `budget_s` overrides the time per run.
+    5 minutes of flow matching per run. On a CPU: 16 px, 'tiny', batch 32, 30 s of flow matching per run (a MeanFlow
+    step costs 1.8-2.4x a flow-matching step on a CPU, benchmarks/README.md, Images). `budget_s` overrides the time
+    per run.
     """
     from .data.celeba import celeba_available
     from .device import pick_device
