@@ -162,6 +162,8 @@ def check_shortcut_target(fn: Callable[..., Tensor], quiet: bool = False) -> Ver
     x0, x1, s, r, t = two_time_inputs()
     x = (1 - s[:, None]) * x0 + s[:, None] * x1
     seen: dict[str, bool] = {}
+    if not callable(fn):
+        return verdict(False, f"compositional target: expected a function, got {type(fn).__name__}.", quiet)
 
     def watched(*args: Any) -> Any:
         out = fn(*args)
