@@ -20,7 +20,7 @@ from torch import Tensor
 from . import Verdict, verdict
 
 __all__ = ["STUB_MESSAGE", "exercise_batch", "run_student", "run_student_loss", "gradient_of", "diagnose",
-           "student_or_reference"]
+           "student_or_reference", "exercise_report"]
 
 STUB_MESSAGE = "not written yet: replace `raise NotImplementedError` in the stub with your code and run the cell again."
 
@@ -129,3 +129,16 @@ def student_or_reference(student_fn: Any, reference_fn: Callable[..., Any], chec
     reason = "your stub is still empty" if STUB_MESSAGE in result.message else "yours does not pass the check yet"
     print(f"Note: using fmlab's {what}, because {reason}. Finish the exercise and re-run this cell to use your own.")
     return reference_fn
+
+
+def exercise_report(verdicts: Mapping[str, Verdict]) -> list[str]:
+    """Print which write-your-own exercises pass and which are still open (stub empty or not passing); return the
+    open ones' names. `verdicts` maps an exercise's name to its checker's result."""
+    open_ = [name for name, result in verdicts.items() if not result]
+    done = len(verdicts) - len(open_)
+    print(f"Write-your-own exercises: {done} of {len(verdicts)} pass.")
+    for name in open_:
+        print(f"  open: {name}")
+    if not open_:
+        print("  all done: later cells use your functions.")
+    return open_
