@@ -129,7 +129,7 @@ def test_marginal_field_checker_matches_the_closed_form(capsys):
     assert torch.allclose(marginal_field(x, t, means, weights), exact)  # the solution is the closed form
     assert ex02.check_marginal_field(marginal_field)
     assert not ex02.check_marginal_field(lambda x, t, m, w: (w * (m[None] - x[:, None]) / (1 - col(t))).sum(1))
-    assert "prior weights" in _out(capsys)
+    assert "mixture weights w_k" in _out(capsys)
     assert not ex02.check_marginal_field(lambda *a: -marginal_field(*a))
     assert "sign is flipped" in _out(capsys)
     assert not ex02.check_marginal_field(lambda *a: marginal_field(*a)[:, None])

@@ -96,14 +96,14 @@ def mixture_inputs(n: int = 32, seed: int = 5) -> tuple[Tensor, Tensor, Tensor, 
 
 
 def reference_marginal_field(x: Tensor, t: Tensor, means: Tensor, weights: Tensor) -> Tensor:
-    """v*(x, t) [B] of the 1D point-mass mixture sum_k pi_k delta(x1 - m_k): fmlab's closed form."""
+    """v*(x, t) [B] of the 1D point-mass mixture sum_k w_k delta(x1 - m_k): fmlab's closed form."""
     mixture = EmpiricalDistribution(means[:, None], weights)
     return mixture.velocity(x[:, None], t)[:, 0]
 
 
 def check_marginal_field(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor], quiet: bool = False) -> Verdict:
     """Exercise 5: does fn(x, t, means, weights) return the marginal field
-    v*(x, t) = sum_k w_k(x, t) (m_k - x) / (1 - t) of the two-point mixture, w_k the posterior weights?
+    v*(x, t) = sum_k pi_k(x) (m_k - x) / (1 - t) of the two-point mixture, pi_k the posterior weights?
     Compared with fmlab's closed form at 32 random (x, t)."""
     x, t, means, weights = mixture_inputs()
     value, problem = run_student(fn, x.clone(), t.clone(), means.clone(), weights.clone())
@@ -117,8 +117,8 @@ def check_marginal_field(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
         return torch.softmax(logits, dim=1)
 
     mistakes = {
-        "You averaged with the prior weights pi_k: the marginal field weighs each data point by its posterior "
-        "w_k(x, t) = pi_k N(x; t m_k, (1 - t)^2) / sum_j pi_j N(x; t m_j, (1 - t)^2).": (weights * fields).sum(1),
+        "You averaged with the mixture weights w_k: the marginal field weighs each data point by its posterior "
+        "weight pi_k(x) = w_k N(x; t m_k, (1 - t)^2) / sum_j w_j N(x; t m_j, (1 - t)^2).": (weights * fields).sum(1),
         "The sign is flipped: each conditional field points from x towards its data point, (m_k - x) / (1 - t).":
             -exact,
         "The posterior weights use the wrong variance: x_t given x1 = m_k is N(t m_k, (1 - t)^2), not N(t m_k, 1).":
@@ -130,7 +130,7 @@ def check_marginal_field(fn: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
     }
     return diagnose("v*(x, t)", value, exact, mistakes,
                     shape_hint="Return one number per point, shape [B] like x (x and t are 1D here).",
-                    hint="Compute log pi_k - (x - t m_k)^2 / (2 (1 - t)^2) for both k, softmax over k, then average "
+                    hint="Compute log w_k - (x - t m_k)^2 / (2 (1 - t)^2) for both k, softmax over k, then average "
                          "the two conditional fields with these weights.", quiet=quiet)
 
 
