@@ -394,3 +394,30 @@ def test_min_steps_checker(capsys):
     assert not ex00.check_min_steps(None, model, data)
     assert "whole number" in _out(capsys)
     assert not ex00.check_min_steps(2.5, model, data)
+
+
+def test_fallbacks_and_the_exercise_report(capsys):
+    """Each *_function helper returns fmlab's function with a note while the stub is empty, the student's once it
+    passes; the report lists the open exercises."""
+    from fmlab.exercises.code import exercise_report
+    from fmlab.solvers import SOLVERS
+
+    assert ex04.step_function(stub, "rk4") is SOLVERS["rk4"].step
+    assert ex04.step_function(rk4, "rk4") is rk4
+    assert ex03.euler_function(euler) is euler
+    assert ex03.cfm_function(stub) is ex03.reference_cfm_loss
+    fn = ex06.conversion_function(stub, "eps", "velocity")
+    out = _out(capsys)
+    assert out.count("Note: using fmlab's") == 3 and out.count("Using your") == 2
+    x0, x1, t = torch.randn(4, 2), torch.randn(4, 2), torch.full((4,), 0.5)
+    assert torch.allclose(fn(x0, 0.5 * x0 + 0.5 * x1, t), x1 - x0)
+    state = torch.random.get_rng_state()
+    assert not ex03.check_training_loop(stub)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the checker leaves the global random stream alone
+    _out(capsys)
+    assert exercise_report({"a": ex01.check_sample_xt(linear_xt, quiet=True),
+                            "b": ex01.check_sample_xt(stub, quiet=True)}) == ["b"]
+    out = _out(capsys)
+    assert "1 of 2 pass" in out and "open: b" in out
+    assert exercise_report({"a": ex01.check_sample_xt(linear_xt, quiet=True)}) == []
+    assert "all done" in _out(capsys)

@@ -235,7 +235,12 @@ def check_training_loop(fn: Callable[..., Any], loss_fn: Callable[..., Tensor] |
     `loss_fn` defaults to fmlab's cfm loss. Names the usual mistakes: no optimizer step, no backward, gradients
     accumulated because zero_grad is missing."""
     loss_fn = reference_cfm_loss if loss_fn is None else loss_fn
-    torch.manual_seed(0)
+    with torch.random.fork_rng():  # seeded for a reproducible verdict; the notebook's own random stream is kept
+        torch.manual_seed(0)
+        return _train_and_judge(fn, loss_fn, steps, quiet)
+
+
+def _train_and_judge(fn: Callable[..., Any], loss_fn: Callable[..., Tensor], steps: int, quiet: bool) -> Verdict:
     model = build_model(hidden=64, depth=3)
     before = [p.detach().clone() for p in model.parameters()]
     monitor = _Monitor(model)
