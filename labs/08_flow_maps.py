@@ -421,7 +421,7 @@ open_exercises = exercise_report(results)
 # |---|---|---|
 # | FM, CFM | (conditional) flow matching | velocity regression on $x_1 - x_0$ |
 # | OT-CFM | CFM with minibatch optimal-transport pairs (lab 05) | velocity |
-# | WT-FM | windowed (unrolled) training flow matching (lab 07) | unrolled velocity |
+# | WT-FM | windowed trajectory flow matching (lab 07) | unrolled velocity |
 # | FMM, PFMM | flow map matching, progressive FMM | compositional (PFMM: distillation) |
 # | EMD, ESD | Eulerian map distillation, Eulerian self-distillation | Eulerian |
 # | LMD, LSD | Lagrangian map distillation, Lagrangian self-distillation | Lagrangian |
