@@ -231,6 +231,111 @@ check_vp_crossing(my_t)
 # </details>
 
 # %% [markdown]
+# ## Write it yourself
+#
+# The next two exercises ask for code. Each has a **stub** (a function that raises `NotImplementedError`): replace the
+# `raise` line with your code and run the cell, then run the checker below it. The checker compares your function
+# with fmlab's on a fixed batch and names the common mistakes. Later cells use your function once it passes, and
+# fmlab's (with a note) while it does not, so you can go on either way. All functions work on a batch: `x0`, `x1` of
+# shape `[B, 2]` and one time per sample, `t` of shape `[B]` (write `t[:, None]` to multiply a `[B, 2]` tensor).
+#
+# **Exercise 4.** Write `sample_xt(x0, x1, t)`, the point $x_t = (1 - t)\, x_0 + t\, x_1$ of the linear path, and
+# `conditional_velocity(x0, x1, t)`, its time derivative $\frac{d}{dt} x_t = x_1 - x_0$ (the velocity of the
+# straight line joining a noise point to a data point).
+
+# %%
+def sample_xt(x0, x1, t):
+    """x_t = (1 - t) x0 + t x1 on the linear path. x0, x1: [B, 2]; t: [B]. Returns [B, 2]."""
+    raise NotImplementedError
+
+
+def conditional_velocity(x0, x1, t):
+    """d/dt x_t = x1 - x0 on the linear path (the same at every t). Returns [B, 2]."""
+    raise NotImplementedError
+
+
+# %%
+from fmlab.exercises.paths import check_conditional_velocity, check_sample_xt, path_functions
+
+results = {"Exercise 4: sample_xt": check_sample_xt(sample_xt),
+           "Exercise 4: conditional_velocity": check_conditional_velocity(conditional_velocity)}
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# def sample_xt(x0, x1, t):
+#     t = t[:, None]                 # [B] -> [B, 1], broadcasts over the coordinates
+#     return (1 - t) * x0 + t * x1
+#
+#
+# def conditional_velocity(x0, x1, t):
+#     return x1 - x0
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 5.** The same for the **cosine** schedule of section 2: write `sample_xt_cosine(x0, x1, t)`,
+# $x_t = \sin(\tfrac{\pi}{2} t)\, x_1 + \cos(\tfrac{\pi}{2} t)\, x_0$, and `velocity_cosine(x0, x1, t)`, its time
+# derivative (chain rule: $\frac{d}{dt} \sin(\tfrac{\pi}{2} t) = \tfrac{\pi}{2} \cos(\tfrac{\pi}{2} t)$).
+
+# %%
+def sample_xt_cosine(x0, x1, t):
+    """x_t = sin(pi t / 2) x1 + cos(pi t / 2) x0. x0, x1: [B, 2]; t: [B]. Returns [B, 2]."""
+    raise NotImplementedError
+
+
+def velocity_cosine(x0, x1, t):
+    """d/dt x_t = (pi / 2) (cos(pi t / 2) x1 - sin(pi t / 2) x0). Returns [B, 2]."""
+    raise NotImplementedError
+
+
+# %%
+results["Exercise 5: sample_xt_cosine"] = check_sample_xt(sample_xt_cosine, "cosine")
+results["Exercise 5: velocity_cosine"] = check_conditional_velocity(velocity_cosine, "cosine")
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# import math
+#
+#
+# def sample_xt_cosine(x0, x1, t):
+#     a = math.pi / 2 * t[:, None]
+#     return torch.sin(a) * x1 + torch.cos(a) * x0
+#
+#
+# def velocity_cosine(x0, x1, t):
+#     a = math.pi / 2 * t[:, None]
+#     return math.pi / 2 * (torch.cos(a) * x1 - torch.sin(a) * x0)
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Using your functions.** A velocity is right when it is the time derivative of the path. The cell below checks
+# that with a central finite difference, $\big(x_{t+h} - x_{t-h}\big) / 2h$ with $h = 10^{-4}$, for both schedules,
+# with your functions where they pass and fmlab's otherwise (the printed note says which).
+
+# %%
+g = torch.Generator().manual_seed(2)
+x0, x1 = torch.randn(256, 2, generator=g, dtype=torch.float64), torch.randn(256, 2, generator=g, dtype=torch.float64)
+t, h = 0.1 + 0.8 * torch.rand(256, generator=g, dtype=torch.float64), 1e-4
+for schedule, (xt_fn, v_fn) in {"linear": path_functions(sample_xt, conditional_velocity),
+                                "cosine": path_functions(sample_xt_cosine, velocity_cosine, "cosine")}.items():
+    finite_difference = (xt_fn(x0, x1, t + h) - xt_fn(x0, x1, t - h)) / (2 * h)
+    gap = (finite_difference - v_fn(x0, x1, t)).abs().max().item()
+    print(f"{schedule}: max |finite difference - velocity| = {gap:.1e}")
+    assert gap < 1e-6
+
+# %%
+from fmlab.exercises.code import exercise_report
+
+open_exercises = exercise_report(results)
+
+# %% [markdown]
 # ## Summary
 #
 # * One data point: $p_t(x \mid x_1) = \mathcal N(\alpha_t x_1, \sigma_t^2 I)$, a Gaussian sliding from the origin to
@@ -241,3 +346,18 @@ check_vp_crossing(my_t)
 #
 # **Next, lab 02:** the conditional path has an obvious velocity, $(x_1 - x)/(1 - t)$. Which velocity moves the
 # *marginal* path, and how can we learn it without knowing it?
+
+# %% [markdown]
+# ## Further reading
+#
+# Notation as in lab 00's table. This lab draws on:
+#
+# * Y. Lipman, R. T. Q. Chen, H. Ben-Hamu, M. Nickel, M. Le, *Flow Matching for Generative Modeling*, ICLR 2023:
+#   conditional paths and the linear (CondOT) path.
+# * X. Liu, C. Gong, Q. Liu, *Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified Flow*,
+#   ICLR 2023: the straight-line interpolation.
+# * M. S. Albergo, E. Vanden-Eijnden, *Building Normalizing Flows with Stochastic Interpolants*, ICLR 2023; M. S.
+#   Albergo, N. M. Boffi, E. Vanden-Eijnden, *Stochastic Interpolants: A Unifying Framework for Flows and Diffusions*,
+#   2023: schedules $\alpha_t, \sigma_t$ as interpolants.
+# * Y. Song, J. Sohl-Dickstein, D. P. Kingma, A. Kumar, S. Ermon, B. Poole, *Score-Based Generative Modeling through
+#   Stochastic Differential Equations*, ICLR 2021: the variance-preserving (VP) schedule.

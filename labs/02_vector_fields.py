@@ -258,6 +258,95 @@ check_loss_constant(my_constant)
 # </details>
 
 # %% [markdown]
+# ## Write it yourself
+#
+# The next two exercises ask for code. Replace `raise NotImplementedError` in each stub with your code, run the cell,
+# then run the checker below it: it compares your function with fmlab's closed form at random points and names the
+# common mistakes. The cell after uses your function once it passes, and fmlab's (with a note) until then. Batches:
+# points `x` of shape `[B, 2]` (or `[B]` in one dimension) and one time per point, `t` of shape `[B]`.
+#
+# **Exercise 4.** Write `conditional_field(x, x1, t)`, the conditional field of one data point,
+# $u_t(x \mid x_1) = (x_1 - x) / (1 - t)$, for a batch of points `x` and data points `x1` (both `[B, 2]`).
+
+# %%
+def conditional_field(x, x1, t):
+    """u_t(x | x1) = (x1 - x) / (1 - t). x, x1: [B, 2]; t: [B] in [0, 1). Returns [B, 2]."""
+    raise NotImplementedError
+
+
+# %%
+from fmlab.exercises.fields import check_conditional_field, check_marginal_field, marginal_field_function
+
+results = {"Exercise 4: conditional_field": check_conditional_field(conditional_field)}
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# def conditional_field(x, x1, t):
+#     return (x1 - x) / (1 - t[:, None])
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 5.** Write `marginal_field(x, t, means, weights)`, the marginal field (written $v^*(x, t)$ in lab 00's
+# notation table; $u_t(x)$ in section 1) of one-dimensional data made of two points $m_1, m_2$ with mixture weights
+# $w_1, w_2$ (the checker uses $m = (-1, 2)$, $w = (0.3, 0.7)$). Here `x` and `t` have shape `[B]`, `means` and
+# `weights` shape `[2]`:
+#
+# $$\pi_k(x) = \frac{w_k\, \mathcal N\big(x;\ t\, m_k,\ (1 - t)^2\big)}{\sum_j w_j\, \mathcal N\big(x;\ t\, m_j,\ (1 - t)^2\big)},
+# \qquad v^*(x, t) = \sum_k \pi_k(x)\, \frac{m_k - x}{1 - t}.$$
+#
+# Compute the posterior weights with `torch.softmax` over the log-weights: the Gaussians' common factor cancels.
+
+# %%
+def marginal_field(x, t, means, weights):
+    """v*(x, t) = sum_k pi_k(x) (m_k - x) / (1 - t), pi_k the posterior weights. x, t: [B]; means, weights: [2].
+    Returns [B]."""
+    raise NotImplementedError
+
+
+# %%
+results["Exercise 5: marginal_field"] = check_marginal_field(marginal_field)
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# def marginal_field(x, t, means, weights):
+#     x, t = x[:, None], t[:, None]                        # [B, 1] against the two components [2]
+#     log_post = weights.log() - (x - t * means) ** 2 / (2 * (1 - t) ** 2)
+#     post = torch.softmax(log_post, dim=1)                # pi_k(x), [B, 2]
+#     return (post * (means - x) / (1 - t)).sum(dim=1)
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Using your field.** The marginal field must carry the noise onto the data with the right weights. The cell below
+# moves 4000 noise points with 200 Euler steps of the field from $t = 0$ to $t = 0.99$ and counts how many end
+# near $m_2 = 2$ (weight $0.7$); with 4000 points the count's standard error is $0.007$.
+
+# %%
+from fmlab.exercises.fields import MIXTURE_MEANS, MIXTURE_WEIGHTS
+
+field = marginal_field_function(marginal_field)
+means, weights = torch.tensor(MIXTURE_MEANS, dtype=torch.float64), torch.tensor(MIXTURE_WEIGHTS, dtype=torch.float64)
+x = torch.randn(4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+n_steps, t_end = 200, 0.99
+for k in range(n_steps):
+    x = x + t_end / n_steps * field(x, torch.full_like(x, k * t_end / n_steps), means, weights)
+share = (x > 0.5).double().mean().item()
+print(f"share of particles near m_2 = 2: {share:.3f} (weight 0.7)")
+assert abs(share - MIXTURE_WEIGHTS[1]) < 0.03
+
+# %%
+from fmlab.exercises.code import exercise_report
+
+open_exercises = exercise_report(results)
+
+# %% [markdown]
 # ## Summary
 #
 # * Conditional field: $u_t(x \mid x_1) = (x_1 - x)/(1 - t)$, straight at the data point.
@@ -267,3 +356,16 @@ check_loss_constant(my_constant)
 #   training on the easy conditional target learns the marginal field, at the price of gradient noise of size $C$.
 #
 # **Next, lab 03:** train a flow-matching model live and compare the learned field with the closed-form one.
+
+# %% [markdown]
+# ## Further reading
+#
+# Notation as in lab 00's table. This lab draws on:
+#
+# * Y. Lipman, R. T. Q. Chen, H. Ben-Hamu, M. Nickel, M. Le, *Flow Matching for Generative Modeling*, ICLR 2023:
+#   conditional fields, the marginalisation trick, conditional and marginal losses with the same gradient.
+# * M. S. Albergo, E. Vanden-Eijnden, *Building Normalizing Flows with Stochastic Interpolants*, ICLR 2023: the
+#   marginal velocity as a conditional expectation.
+# * A. Tong, K. Fatras, N. Malkin, G. Huguet, Y. Zhang, J. Rector-Brooks, G. Wolf, Y. Bengio, *Improving and
+#   Generalizing Flow-Based Generative Models with Minibatch Optimal Transport*, TMLR 2024: the variance of the
+#   conditional target.

@@ -254,6 +254,88 @@ ex.check_one_step_w2(answer)
 # </details>
 
 # %% [markdown]
+# ## Write it yourself
+#
+# **Exercise 4.** Write Heun's step `heun_step(field, x, t, dt)` from the table of section 1: $k_1 = v(x, t)$,
+# $k_2 = v(x + \Delta t\, k_1,\ t + \Delta t)$, $x + \tfrac{\Delta t}{2}(k_1 + k_2)$. Here `x` has shape `[B, 2]`, `t`
+# shape `[B]` (one time per sample) and `dt` is a float. The checker compares one step with `fmlab.solvers` and
+# **measures the order of convergence** of your step: it solves a problem whose exact flow is known (a Gaussian,
+# `fmlab.data.Gaussian.flow_map_exact`) with $N = 8, 16, 32, 64$ steps and fits the slope of the error against $N$ on
+# a log-log scale, as in section 3. An Euler step in disguise shows order 1.
+
+# %%
+def heun_step(field, x, t, dt):
+    """k1 = field(x, t); k2 = field(x + dt k1, t + dt); return x + dt / 2 (k1 + k2). x: [B, 2]; t: [B]; dt: float."""
+    raise NotImplementedError
+
+
+# %%
+results = {"Exercise 4: heun_step": ex.check_solver_order(heun_step, "heun")}
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# def heun_step(field, x, t, dt):
+#     k1 = field(x, t)
+#     k2 = field(x + dt * k1, t + dt)
+#     return x + dt / 2 * (k1 + k2)
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 5.** The same for the classical Runge-Kutta step `rk4_step(field, x, t, dt)`:
+# $k_1 = v(x, t)$, $k_2 = v(x + \tfrac{\Delta t}{2} k_1, t + \tfrac{\Delta t}{2})$,
+# $k_3 = v(x + \tfrac{\Delta t}{2} k_2, t + \tfrac{\Delta t}{2})$, $k_4 = v(x + \Delta t\, k_3, t + \Delta t)$ and
+# $x + \tfrac{\Delta t}{6}(k_1 + 2 k_2 + 2 k_3 + k_4)$. The checker expects order about 4.
+
+# %%
+def rk4_step(field, x, t, dt):
+    """Classical RK4: x + dt / 6 (k1 + 2 k2 + 2 k3 + k4). x: [B, 2]; t: [B]; dt: float."""
+    raise NotImplementedError
+
+
+# %%
+results["Exercise 5: rk4_step"] = ex.check_solver_order(rk4_step, "rk4")
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# def rk4_step(field, x, t, dt):
+#     k1 = field(x, t)
+#     k2 = field(x + dt / 2 * k1, t + dt / 2)
+#     k3 = field(x + dt / 2 * k2, t + dt / 2)
+#     k4 = field(x + dt * k3, t + dt)
+#     return x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Using your steps.** The same budget of 8 field evaluations per sample spent three ways on the closed-form field
+# $v^*$ of the 8 Gaussians, each against the adaptive reference solution of section 3 (max error over 64 samples):
+
+# %%
+from fmlab.solvers import solve_adaptive
+
+steppers = {"euler": SOLVERS["euler"].step, "heun": ex.step_function(heun_step, "heun"),
+            "rk4": ex.step_function(rk4_step, "rk4")}
+reference = solve_adaptive(exact, X0_SMALL, 0.0, 1.0)
+for name, step in steppers.items():
+    n = 8 // SOLVERS[name].nfe
+    x = X0_SMALL.clone()
+    for k in range(n):
+        x = step(exact, x, torch.full((len(x),), k / n, dtype=x.dtype), 1.0 / n)
+    print(f"{name:6s} {n} steps ({8} NFE): max error {(x - reference).abs().max().item():.2e}")
+
+# %%
+from fmlab.exercises.code import exercise_report
+
+open_exercises = exercise_report(results)
+
+# %% [markdown]
 # ## Summary
 #
 # - An $N$-step solve costs $N \times$ (evaluations per step) network calls; compare solvers at equal NFE.
@@ -263,3 +345,15 @@ ex.check_one_step_w2(answer)
 #   because the paths of flow matching with independent pairs are curved.
 #
 # **Next:** lab 05 straightens the paths by choosing which noise goes with which data point.
+
+# %% [markdown]
+# ## Further reading
+#
+# Notation as in lab 00's table. This lab draws on:
+#
+# * X. Liu, C. Gong, Q. Liu, *Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified Flow*,
+#   ICLR 2023: straightness and few-step sampling.
+# * Y. Song, J. Sohl-Dickstein, D. P. Kingma, A. Kumar, S. Ermon, B. Poole, *Score-Based Generative Modeling through
+#   Stochastic Differential Equations*, ICLR 2021: sampling as an ODE solve (the probability-flow ODE).
+# * Y. Lipman, R. T. Q. Chen, H. Ben-Hamu, M. Nickel, M. Le, *Flow Matching for Generative Modeling*, ICLR 2023:
+#   sampling a flow-matching model with off-the-shelf ODE solvers.

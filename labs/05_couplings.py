@@ -277,6 +277,58 @@ ex.check_posterior_variance_t0(answer)
 # </details>
 
 # %% [markdown]
+# ## Write it yourself
+#
+# **Exercise 4.** Write `ot_pair(x0, x1)`: return the data points `x1` **reordered** so that row $i$ is the partner
+# $x_1^{(\sigma^\star(i))}$ of the noise point $x_0^{(i)}$ under the minibatch-OT permutation $\sigma^\star$ of
+# section 1 (both of shape `[B, 2]`). Build the cost matrix $C_{ij} = \|x_0^{(i)} - x_1^{(j)}\|^2$ (e.g.
+# `torch.cdist(x0, x1) ** 2`) and solve the assignment problem with `scipy.optimize.linear_sum_assignment`, which
+# returns the row and column indices of the optimal pairs. The checker verifies that your result is a permutation of
+# the rows of `x1` (every data point used exactly once) and that its total cost equals the optimum of POT's
+# `ot.emd2`. A common mistake is to send each noise point to its *nearest* data point: that is OT *with
+# replacement*, and it changes the data distribution.
+
+# %%
+def ot_pair(x0, x1):
+    """x1 reordered by the OT permutation: row i of the result is the partner of x0[i]. x0, x1: [B, 2]."""
+    raise NotImplementedError
+
+
+# %%
+results = {"Exercise 4: ot_pair": ex.check_ot_pair(ot_pair)}
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# from scipy.optimize import linear_sum_assignment
+#
+#
+# def ot_pair(x0, x1):
+#     cost = torch.cdist(x0, x1).pow(2)                       # C_ij = ||x0_i - x1_j||^2
+#     rows, cols = linear_sum_assignment(cost.cpu().numpy())  # rows = 0, 1, ..., B - 1
+#     return x1[torch.as_tensor(cols)]
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Using your pairing.** The same 256 points as in section 1, paired in batches of 16 and of 256 with your function
+# (or fmlab's): the mean squared line length matches the table above.
+
+# %%
+pair = ex.ot_pair_function(ot_pair)
+for b in (16, 256):
+    paired = torch.cat([pair(X0[i:i + b].double(), X1[i:i + b].double()) for i in range(0, len(X0), b)])
+    print(f"batch {b:3d}: E||x1 - x0||^2 = {pairing_cost(X0.double(), paired):5.2f}")
+    assert abs(pairing_cost(X0.double(), paired) - costs[b]) < 1e-3 * costs[b]
+
+# %%
+from fmlab.exercises.code import exercise_report
+
+open_exercises = exercise_report(results)
+
+# %% [markdown]
 # ## Summary
 #
 # - Any coupling of noise and data with the right marginals trains a valid flow; the coupling decides the paths.
@@ -284,3 +336,17 @@ ex.check_posterior_variance_t0(answer)
 #   posterior variance $\mathrm{Var}(x_1 \mid x_t)$, a lower loss floor and straighter learned paths.
 # - Straight paths are what few-step sampling needs: with OT or reflow one Euler step already lands close to the data.
 # - Reflow straightens a trained flow by retraining on its own (noise, sample) pairs.
+
+# %% [markdown]
+# ## Further reading
+#
+# Notation as in lab 00's table. This lab draws on:
+#
+# * A. Tong, K. Fatras, N. Malkin, G. Huguet, Y. Zhang, J. Rector-Brooks, G. Wolf, Y. Bengio, *Improving and
+#   Generalizing Flow-Based Generative Models with Minibatch Optimal Transport*, TMLR 2024: minibatch OT couplings.
+# * A.-A. Pooladian, H. Ben-Hamu, C. Domingo-Enrich, B. Amos, Y. Lipman, R. T. Q. Chen, *Multisample Flow Matching:
+#   Straightening Flows with Minibatch Couplings*, ICML 2023: couplings and the variance of the target.
+# * X. Liu, C. Gong, Q. Liu, *Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified Flow*,
+#   ICLR 2023: reflow.
+# * *When does unrolling help flow matching?* (Fruytier, manuscript, 2026): minibatch OT against the cross-term
+#   variance of unrolled training.

@@ -408,6 +408,98 @@ ex.check_eps_velocity_error(answer)
 # </details>
 
 # %% [markdown]
+# ## Write it yourself
+#
+# **Exercise 5.** Write the four conversions of section 1 between the velocity $v$, the clean-data head $\hat x_1$
+# and the noise head $\hat\varepsilon$, for a batch of points `x` (that is, $x_t$) of shape `[B, 2]` at times `t` of
+# shape `[B]` (write `t[:, None]` to broadcast). Each takes the head's output first:
+#
+# | function | formula |
+# |---|---|
+# | `x1_from_velocity(v, x, t)` | $\hat x_1 = x_t + (1 - t)\, v$ |
+# | `velocity_from_x1(x1_hat, x, t)` | $v = (\hat x_1 - x_t) / (1 - t)$ |
+# | `eps_from_velocity(v, x, t)` | $\hat\varepsilon = x_t - t\, v$ |
+# | `velocity_from_eps(eps_hat, x, t)` | $v = (x_t - \hat\varepsilon) / t$ |
+#
+# Derive each from $x_t = (1 - t)\, x_0 + t\, x_1$ and $v = x_1 - x_0$ before you code it. The checker feeds exact
+# heads (it knows $x_0$ and $x_1$) and names a flipped sign, a flipped time convention (data at $t = 0$) and a result
+# that is the *other* head.
+
+# %%
+def x1_from_velocity(v, x, t):
+    """x1_hat = x + (1 - t) v. v, x: [B, 2]; t: [B]."""
+    raise NotImplementedError
+
+
+def velocity_from_x1(x1_hat, x, t):
+    """v = (x1_hat - x) / (1 - t)."""
+    raise NotImplementedError
+
+
+def eps_from_velocity(v, x, t):
+    """eps_hat = x - t v."""
+    raise NotImplementedError
+
+
+def velocity_from_eps(eps_hat, x, t):
+    """v = (x - eps_hat) / t."""
+    raise NotImplementedError
+
+
+# %%
+my_conversions = {("velocity", "x1"): x1_from_velocity, ("x1", "velocity"): velocity_from_x1,
+                  ("velocity", "eps"): eps_from_velocity, ("eps", "velocity"): velocity_from_eps}
+results = {f"Exercise 5: {fn.__name__}": ex.check_conversion(fn, *pair) for pair, fn in my_conversions.items()}
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# def x1_from_velocity(v, x, t):
+#     return x + (1 - t[:, None]) * v
+#
+#
+# def velocity_from_x1(x1_hat, x, t):
+#     return (x1_hat - x) / (1 - t[:, None])
+#
+#
+# def eps_from_velocity(v, x, t):
+#     return x - t[:, None] * v
+#
+#
+# def velocity_from_eps(eps_hat, x, t):
+#     return (x - eps_hat) / t[:, None]
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Using your conversions** on the closed-form 8-Gaussian mixture: from its exact velocity $v^*$, your
+# `x1_from_velocity` must give the posterior mean $\mathbb E[x_1 \mid x_t]$ (`GaussianMixture.denoiser`), and each
+# head converted back must give $v^*$ again.
+
+# %%
+from fmlab.data import gmm_2d
+
+mixture = gmm_2d("8modes")
+g = torch.Generator().manual_seed(3)
+x = 2 * torch.randn(500, 2, generator=g, dtype=torch.float64)
+t = 0.05 + 0.9 * torch.rand(500, generator=g, dtype=torch.float64)
+v_star = mixture.velocity(x, t)
+convert = {pair: ex.conversion_function(fn, *pair) for pair, fn in my_conversions.items()}
+x1_hat = convert["velocity", "x1"](v_star, x, t)
+eps_hat = convert["velocity", "eps"](v_star, x, t)
+assert torch.allclose(x1_hat, mixture.denoiser(x, t))
+assert torch.allclose(convert["x1", "velocity"](x1_hat, x, t), v_star)
+assert torch.allclose(convert["eps", "velocity"](eps_hat, x, t), v_star)
+print("x1_hat = E[x1 | x_t], and both heads convert back to v* (500 points, float64)")
+
+# %%
+from fmlab.exercises.code import exercise_report
+
+open_exercises = exercise_report(results)
+
+# %% [markdown]
 # ## Summary
 #
 # - Three heads describe the same flow on the linear path: $\hat v = (\hat x_1 - x_t)/(1-t) = (x_t - \hat\varepsilon)/t$.
@@ -421,3 +513,17 @@ ex.check_eps_velocity_error(answer)
 #   field's at matched loss (1.5 to 2.8 times averaged over noise levels) and far spikier; its samples are worse in W1
 #   on all three manifolds, by more than the seed noise, but by an amount that depends on the budget (+5% to +109%)
 #   and stays below the manuscript's +130 to +690%. The field is the parametrisation lab 07 unrolls.
+
+# %% [markdown]
+# ## Further reading
+#
+# Notation as in lab 00's table. This lab draws on:
+#
+# * *When does unrolling help flow matching?* (Fruytier, manuscript, 2026): field against clean-data
+#   parametrisation, the weight $1/(1-t)^2$ and the gradient norms near the data.
+# * Y. Lipman, R. T. Q. Chen, H. Ben-Hamu, M. Nickel, M. Le, *Flow Matching for Generative Modeling*, ICLR 2023:
+#   the velocity head.
+# * Y. Song, J. Sohl-Dickstein, D. P. Kingma, A. Kumar, S. Ermon, B. Poole, *Score-Based Generative Modeling through
+#   Stochastic Differential Equations*, ICLR 2021: noise and score parametrisations.
+# * M. S. Albergo, N. M. Boffi, E. Vanden-Eijnden, *Stochastic Interpolants: A Unifying Framework for Flows and
+#   Diffusions*, 2023: the conversions between velocity, denoiser and score.

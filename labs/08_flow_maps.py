@@ -294,6 +294,155 @@ check_rule_for_loss("meanflow", None)
 # </details>
 
 # %% [markdown]
+# ## Write it yourself
+#
+# Two flow-map losses in plain PyTorch. The network is a two-time model `model(x, s, t)` that returns the average
+# velocity $u(x, s, t)$, shape `[B, 2]`, for points `x` `[B, 2]` and times `s`, `t` `[B]`. The checkers use a small
+# network with fixed random weights and a fixed batch, so your loss must match fmlab's number for number.
+#
+# **Exercise 4 (MeanFlow).** Differentiating $X(x_s, s, t)$ along the trajectory gives the MeanFlow identity (in our
+# time: noise at 0, data at 1)
+#
+# $$u(x_s, s, t) = v(x_s, s) + (t - s)\, \frac{d}{ds} u(x_s, s, t), \qquad
+# \frac{d}{ds} u = \nabla_x u \cdot v + \partial_s u ,$$
+#
+# and the MeanFlow loss (Geng et al. 2025) replaces the velocity $v$ by the conditional one, $x_1 - x_0$, and puts the
+# whole right-hand side under **stop-gradient** (`.detach()`):
+#
+# $$\mathcal L = \operatorname{mean} \big\| u(x_s, s, t) - \operatorname{sg}\!\big[(x_1 - x_0) + (t - s)\, \tfrac{d}{ds}
+# u(x_s, s, t)\big] \big\|^2, \qquad x_s = (1 - s)\, x_0 + s\, x_1 .$$
+#
+# The total derivative $\frac{d}{ds} u$ is one forward-mode product, `torch.func.jvp(f, primals, tangents)`:
+# `u, du = jvp(lambda x, s, t: model(x, s, t), (x_s, s, t), tangents)` with the tangent that moves $x$ along
+# $x_1 - x_0$, $s$ by 1 and $t$ not at all. The checker compares the value **and the gradient** with fmlab's
+# registered `meanflow` loss: a forgotten stop-gradient leaves the value unchanged and shows only in the gradient.
+# (The papers put data at time 0 and write the target with a minus sign; `fmlab.losses.meanflow` translates.)
+
+# %%
+from torch.func import jvp  # noqa: F401 (for your code)
+
+
+def meanflow_loss(model, x0, x1, s, t):
+    """mean ||u(x_s, s, t) - sg[(x1 - x0) + (t - s) du]||^2, du = d/ds u(x_s, s, t) along (x1 - x0, 1, 0) by
+    torch.func.jvp. x0, x1: [B, 2]; s, t: [B]. Returns shape ()."""
+    raise NotImplementedError
+
+
+# %%
+from fmlab.exercises.flowmaps import check_meanflow_loss, check_shortcut_target
+
+results = {"Exercise 4: meanflow_loss": check_meanflow_loss(meanflow_loss)}
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# from torch.func import jvp
+#
+#
+# def meanflow_loss(model, x0, x1, s, t):
+#     x_s = (1 - s[:, None]) * x0 + s[:, None] * x1
+#     v = x1 - x0
+#     u, du = jvp(lambda x, s_, t_: model(x, s_, t_), (x_s, s, t), (v, torch.ones_like(s), torch.zeros_like(t)))
+#     target = (v + (t - s)[:, None] * du).detach()   # stop-gradient on the whole target, JVP included
+#     return (u - target).pow(2).mean()
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Exercise 5 (a compositional target).** Two jumps make one: $X(x, s, t) = X(X(x, s, r), r, t)$ for
+# $s \le r \le t$. Write both sides as "start + time $\times$ average velocity" and solve for $u(x, s, t)$:
+#
+# $$u(x, s, t) = \lambda\, u(x, s, r) + (1 - \lambda)\, u\big(X(x, s, r), r, t\big), \qquad
+# \lambda = \frac{r - s}{t - s}, \quad X(x, s, r) = x + (r - s)\, u(x, s, r).$$
+#
+# Shortcut models (Frans et al. 2024, $r$ the midpoint, so $\lambda = \tfrac12$) and progressive self-distillation
+# (Boffi et al. 2025, any $r$) train $u(x, s, t)$ on this right-hand side **under stop-gradient**. Write
+# `shortcut_target(model, x, s, r, t)` that returns it, shape `[B, 2]`, computed under `torch.no_grad()`. The checker
+# uses an $r$ that is not the midpoint.
+
+# %%
+def shortcut_target(model, x, s, r, t):
+    """sg[lam u(x, s, r) + (1 - lam) u(X(x, s, r), r, t)], lam = (r - s) / (t - s), X(x, s, r) = x + (r - s) u(x, s, r).
+    x: [B, 2]; s, r, t: [B]. Returns [B, 2] without gradient."""
+    raise NotImplementedError
+
+
+# %%
+results["Exercise 5: shortcut_target"] = check_shortcut_target(shortcut_target)
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# def shortcut_target(model, x, s, r, t):
+#     with torch.no_grad():                           # a target: no gradient flows through it
+#         u1 = model(x, s, r)                         # first jump s -> r
+#         x_r = x + (r - s)[:, None] * u1             # where it lands, X(x, s, r)
+#         u2 = model(x_r, r, t)                       # second jump r -> t from there
+#         lam = ((r - s) / (t - s))[:, None]
+#         return lam * u1 + (1 - lam) * u2
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Using your functions** on the exact Gaussian flow map of section 5 (`exact`) and its perturbed copy (`wrong`): at the
+# exact map the compositional target equals $u(x, s, t)$, and the MeanFlow loss sits at its floor (the scatter of the
+# conditional velocity), lower than at the perturbed map. Your functions are used if they pass, fmlab's otherwise.
+
+# %%
+from fmlab.exercises.code import student_or_reference
+from fmlab.exercises.flowmaps import reference_meanflow_loss, reference_shortcut_target
+
+mf_loss = student_or_reference(meanflow_loss, reference_meanflow_loss, check_meanflow_loss, "MeanFlow loss")
+target_fn = student_or_reference(shortcut_target, reference_shortcut_target, check_shortcut_target,
+                                 "compositional target")
+s_ = 0.8 * torch.rand(2048, generator=g, dtype=torch.float64)
+t_ = s_ + (1 - s_) * torch.rand(2048, generator=g, dtype=torch.float64)
+r_ = s_ + 0.3 * (t_ - s_)
+x_s = (1 - s_[:, None]) * x0 + s_[:, None] * x1
+gap = (target_fn(exact, x_s, s_, r_, t_) - exact(x_s, s_, t_)).abs().max().item()
+loss_exact, loss_wrong = mf_loss(exact, x0, x1, s_, t_).item(), mf_loss(wrong, x0, x1, s_, t_).item()
+print(f"exact map: |target - u| <= {gap:.1e}; MeanFlow loss {loss_exact:.4f} (exact) < {loss_wrong:.4f} (perturbed)")
+assert gap < 1e-8 and loss_exact < loss_wrong
+
+# %%
+from fmlab.exercises.code import exercise_report
+
+open_exercises = exercise_report(results)
+
+# %% [markdown]
+# ## Glossary of loss acronyms
+#
+# The names of `fmlab.losses` (lab 09 trains them all). The rule each enforces is in `get_loss(name).family`.
+#
+# | acronym | name | rule / kind |
+# |---|---|---|
+# | FM, CFM | (conditional) flow matching | velocity regression on $x_1 - x_0$ |
+# | OT-CFM | CFM with minibatch optimal-transport pairs (lab 05) | velocity |
+# | WT-FM | windowed trajectory flow matching (lab 07) | unrolled velocity |
+# | FMM, PFMM | flow map matching, progressive FMM | compositional (PFMM: distillation) |
+# | EMD, ESD | Eulerian map distillation, Eulerian self-distillation | Eulerian |
+# | LMD, LSD | Lagrangian map distillation, Lagrangian self-distillation | Lagrangian |
+# | PSD | progressive self-distillation | compositional |
+# | CT, CD | consistency training, consistency distillation | Eulerian (jump to the data) |
+# | CTM | consistency trajectory models | Eulerian (any jump) |
+# | FACM | flow-anchored consistency models | Eulerian + flow-matching anchor |
+# | AYF | Align Your Flow (AYF-EMD, AYF-LMD) | Eulerian / Lagrangian |
+# | TVM | terminal velocity matching | Lagrangian |
+# | PID | physics-informed distillation | Lagrangian, data-free |
+# | MeanFlow, iMF | mean flows, improved mean flows | Eulerian |
+# | SoFlow | solution flow models | Eulerian (finite differences) |
+# | SplitMeanFlow | interval-splitting mean flows | compositional |
+# | SGFlow | flow map learning via non-gradient vector flow | Eulerian, not the gradient of a loss |
+# | FreeFlow | flow map distillation without data | Lagrangian, data-free |
+#
+# Two abbreviations recur in their formulas: **JVP**, a Jacobian-vector product (one forward-mode derivative,
+# `torch.func.jvp`), and **sg**, stop-gradient (`.detach()`).
+
+# %% [markdown]
 # ## Summary
 #
 # * A flow map $X(x, s, t) = x + (t - s)\,u(x, s, t)$ jumps along the sampling path; its diagonal $u(x, t, t)$ is the
@@ -304,3 +453,20 @@ check_rule_for_loss("meanflow", None)
 #   from conditional targets; fmlab verifies every one of them against the exact Gaussian flow map.
 #
 # **Next, lab 09 (the loss zoo):** train them all and compare quality per step and cost per training step.
+
+# %% [markdown]
+# ## Further reading
+#
+# Notation as in lab 00's table. This lab draws on:
+#
+# * S. Dieleman, *Learning the integral of a diffusion model* (a survey of flow maps, 2026): the flow map, the
+#   Lagrangian, Eulerian and compositional rules and the landscape of losses.
+# * N. M. Boffi, M. S. Albergo, E. Vanden-Eijnden, *Flow Map Matching*, 2024, and *How to build a consistency model:
+#   Learning flow maps via self-distillation*, 2025: EMD, LMD, FMM, ESD, LSD, PSD.
+# * Z. Geng, M. Deng, X. Bai, J. Z. Kolter, K. He, *Mean Flows for One-step Generative Modeling*, 2025: the MeanFlow
+#   identity and loss.
+# * K. Frans, D. Hafner, S. Levine, P. Abbeel, *One Step Diffusion via Shortcut Models*, 2024: the two-half-jump
+#   target.
+# * Y. Song, P. Dhariwal, M. Chen, I. Sutskever, *Consistency Models*, ICML 2023: consistency training and
+#   distillation.
+# * *Flow Map Learning via Non-Gradient Vector Flow* (SGFlow), ICLR 2026: an Eulerian update that is not a gradient.
