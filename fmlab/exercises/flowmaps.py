@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.func import jvp
 
 from ..losses import Batch
-from ..losses.flowmap_compositional import _convex_target
+from ..losses.flowmap_compositional import convex_target
 from ..losses.meanflow import meanflow_loss
 from . import Verdict, check_choice, check_number, verdict
 from .code import diagnose, exercise_batch, gradient_of, run_student, run_student_loss
@@ -150,7 +150,7 @@ def check_meanflow_loss(fn: Callable[..., Tensor], quiet: bool = False) -> Verdi
 
 def reference_shortcut_target(model: nn.Module, x: Tensor, s: Tensor, r: Tensor, t: Tensor) -> Tensor:
     """sg[lam u(x, s, r) + (1 - lam) u(X(x, s, r), r, t)], lam = (r - s) / (t - s): fmlab's compositional target."""
-    return _convex_target(model, x, s, r, t)[0]
+    return convex_target(model, x, s, r, t)[0]
 
 
 def check_shortcut_target(fn: Callable[..., Tensor], quiet: bool = False) -> Verdict:

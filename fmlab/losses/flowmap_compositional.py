@@ -28,7 +28,7 @@ from .registry import COMPOSITIONAL, LossSpec, register
 
 __all__ = [
     "SELF", "TWO_TIME", "shortcut_batch", "shortcut_loss", "psd_loss", "splitmeanflow_loss", "fmm_loss",
-    "pfmm_loss",
+    "pfmm_loss", "convex_target",
 ]
 
 
@@ -41,7 +41,7 @@ def _diagnostics(n_forward: int, n_jvp: int = 0, **terms: Tensor) -> dict[str, A
             "n_backward": 1}
 
 
-def _convex_target(model: nn.Module, x: Tensor, s: Tensor, r: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def convex_target(model: nn.Module, x: Tensor, s: Tensor, r: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """sg[lam u(x, s, r) + (1 - lam) u(X(x, s, r), r, t)], lam = (r - s) / (t - s) (1/2 where t = s); and lam."""
     gap = t - s
     lam = torch.where(gap > 0, (r - s) / gap.clamp_min(1e-12), torch.full_like(gap, 0.5))
@@ -102,7 +102,7 @@ def shortcut_loss(model: nn.Module, batch: Batch, levels: int = 7, **_: Any) -> 
     off = ~diag
     s, r, t = batch.s[off], batch.r[off], batch.t[off]
     x_s = path_point(batch.x0[off], batch.x1[off], s)
-    target, _ = _convex_target(model, x_s, s, r, t)  # midpoint: lam = 1/2
+    target, _ = convex_target(model, x_s, s, r, t)  # midpoint: lam = 1/2
     finest = (t - s) < 1.5 * 2.0 ** -(levels - 1)  # the smallest step 2d = 2^-(levels - 1)
     if bool(finest.any()):
         anchored = _diagonal_target(model, x_s[finest], s[finest], r[finest])
@@ -144,7 +144,7 @@ def psd_loss(model: nn.Module, batch: Batch, split: str = "uniform", **_: Any) -
     r = batch.r if split == "uniform" else 0.5 * (s + t)
     fm = fm_error(model, batch.x0, batch.x1, t)
     x_s = path_point(batch.x0, batch.x1, s)
-    target, _ = _convex_target(model, x_s, s, r, t)
+    target, _ = convex_target(model, x_s, s, r, t)
     psd = per_sample_sq(model(x_s, s, t), target)
     return (fm + psd).mean(), _diagnostics(4, fm=fm, psd=psd)
 
@@ -175,7 +175,7 @@ def splitmeanflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor
     off = ~diag
     s, r, t = batch.s[off], batch.r[off], batch.t[off]
     x_s = path_point(batch.x0[off], batch.x1[off], s)
-    target, _ = _convex_target(model, x_s, s, r, t)
+    target, _ = convex_target(model, x_s, s, r, t)
     split = per_sample_sq(model(x_s, s, t), target)
     loss = (fm.sum() + split.sum()) / len(batch.t)
     return loss, _diagnostics(4, fm=fm if fm.numel() else fm.new_zeros(1),
