@@ -4,6 +4,7 @@ One training step (time runs from noise at t = 0 to data at t = 1):
 
     x1 ~ data (n = batch_size),  x0 ~ N(0, I)               all drawn from one seeded CPU generator
     (x0, x1) <- couple(x0, x1, coupling)                     independent / minibatch OT / Sinkhorn
+    y        <- y, or the null label C w.p. p_uncond        class-conditional runs only (n_classes = C > 0)
     batch    <- spec.make_batch(x0, x1, generator)           the loss draws its times t (and s, r, ...)
     loss     <- spec.fn(model, batch, **settings)            then backward, clip, optimizer step
     lr_k     =  lr * warmup_k * cosine_k                     see `lr_schedule`
@@ -14,6 +15,12 @@ built on the CPU before moving to the device, so a seed gives the same batches o
 Checkpoints hold the model, EMA, optimizer, scheduler, generator state, step, config and log: a run
 killed at step k and resumed with `Trainer.resume(out)` ends with bitwise the same parameters (on the
 CPU) as an uninterrupted run.
+
+Class-conditional runs (n_classes = C > 0): the data give labels, `data_fn(n, g) -> (x1, y)` (the default for a
+labelled 2D set, fmlab.data.labelled.labelled_data), the model is `model(x, t, y)` (fmlab.models.conditioning) and
+each label is replaced by the null label C with probability p_uncond (label dropout, drawn from the same generator,
+so resume stays exact), which trains the unconditional field v(x, t) = model(x, t, C) alongside the conditional ones:
+the pair classifier-free guidance needs (fmlab.guidance). Unconditional runs pass no labels to the loss.
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ class TrainConfig:
     threads: CPU threads for torch; None picks fmlab.device.default_threads().
     log_every / ckpt_every: steps between log records / checkpoints (ckpt_every = 0: only at the end).
     loss_settings: overrides of the loss's settings (plain values only; see LossSpec.defaults).
+    n_classes: 0 (unconditional) or C > 0: train a class-conditional model on labelled data (losses in
+    fmlab.losses.flow_matching.LABEL_LOSSES, independent coupling). p_uncond: label dropout probability.
     """
 
     data: str = "moons"
@@ -89,6 +98,8 @@ class TrainConfig:
     out: str | None = None
     coupling_reg: float = 0.05
     loss_settings: dict[str, Any] = field(default_factory=dict)
+    n_classes: int = 0
+    p_uncond: float = 0.1
 
     def __post_init__(self) -> None:
         _check_int(self.steps, "steps", 1)
@@ -121,6 +132,7 @@ class TrainConfig:
         if not isinstance(self.loss_settings, dict):
             raise ValueError(f"loss_settings must be a dict, got {type(self.loss_settings).__name__}")
         spec.settings(self.loss_settings)  # unknown keys -> ValueError listing the allowed ones
+        _check_conditioning(self.n_classes, self.p_uncond, self.loss, self.coupling)
         for key, value in self.loss_settings.items():
             if not _is_plain(value):
                 raise ValueError(f"loss_settings[{key!r}] must be a plain value (number, string, bool, None, list), "
@@ -159,6 +171,21 @@ def _check_float(value: Any, name: str, low: float, strict: bool = False) -> Non
 def _check_choice(value: Any, name: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+def _check_conditioning(n_classes: Any, p_uncond: Any, loss: str, coupling: str) -> None:
+    from .losses.flow_matching import LABEL_LOSSES
+    from .models.conditioning import check_n_classes
+
+    check_n_classes(n_classes)
+    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0.0 <= p_uncond < 1.0:
+        raise ValueError(f"p_uncond must be a number in [0, 1), got {p_uncond!r}")
+    if n_classes and loss not in LABEL_LOSSES:
+        raise ValueError(f"n_classes > 0 (class-conditional training) needs a loss that passes labels to the model, "
+                         f"one of {list(LABEL_LOSSES)}; got loss={loss!r}")
+    if n_classes and coupling != "independent":
+        raise ValueError(f"n_classes > 0 needs coupling='independent' (minibatch OT pairs noise with data of every "
+                         f"class, so the noise paired with one class is no longer N(0, I)); got {coupling!r}")
 
 
 def _is_plain(value: Any) -> bool:
@@ -204,8 +231,17 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 # --- the trainer -------------------------------------------------------------------------------------------------
 
-def toy_data_fn(name: str) -> DataFn:
-    """(n, generator) -> x1 [n, 2] from the toy set `name` (ValueError listing the sets if unknown)."""
+def toy_data_fn(name: str, n_classes: int = 0) -> DataFn:
+    """(n, generator) -> x1 [n, 2] from the toy set `name` (ValueError listing the sets if unknown); with
+    n_classes > 0, (x1, labels) from the labelled 2D set `name` (fmlab.data.labelled.labelled_data), which must have
+    that many classes."""
+    if n_classes:
+        from .data.labelled import labelled_data
+
+        fn, classes = labelled_data(name)
+        if classes != n_classes:
+            raise ValueError(f"data {name!r} has {classes} classes, but n_classes={n_classes}")
+        return fn
     from .data import TOY_DATASETS, sample_toy
 
     _check_choice(name, "data", tuple(sorted(TOY_DATASETS)))
@@ -227,7 +263,7 @@ class Trainer:
         self.config = config
         self.spec: LossSpec = get_loss(config.loss)
         self.settings = self.spec.settings({**config.loss_settings, **(runtime_settings or {})})
-        self.data_fn = data_fn if data_fn is not None else toy_data_fn(config.data)
+        self.data_fn = data_fn if data_fn is not None else toy_data_fn(config.data, config.n_classes)
         self.device = pick_device(config.device)
         self.threads = config.threads or default_threads()
         torch.set_num_threads(self.threads)
@@ -253,7 +289,7 @@ class Trainer:
         if x1.ndim != 2:
             raise ValueError(f"the default MLP needs data of shape [n, d]; got {tuple(x1.shape)}: pass model=")
         return build_model(dim=x1.shape[1], prediction=self.config.head, time_inputs=self.spec.time_inputs,
-                           hidden=self.config.hidden, depth=self.config.depth)
+                           hidden=self.config.hidden, depth=self.config.depth, n_classes=self.config.n_classes)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
@@ -274,11 +310,27 @@ class Trainer:
         x1, labels = self._draw_data(cfg.batch_size, g)
         x0 = torch.randn(x1.shape, generator=g, dtype=x1.dtype)  # x0 ~ N(0, I) at t = 0
         pair = couple(x0, x1, cfg.coupling, reg=cfg.coupling_reg, labels=labels, generator=g)
-        extra = {} if pair.labels is None else {"labels": pair.labels}
+        labels = self._condition_labels(pair.labels, g)
+        extra = {} if labels is None else {"labels": labels}
         batch = self.spec.make_batch(pair.x0, pair.x1, g, **extra, **self.settings)
         moved = {f.name: getattr(batch, f.name).to(self.device) for f in dataclasses.fields(batch)
                  if isinstance(getattr(batch, f.name), Tensor)}
         return dataclasses.replace(batch, **moved)
+
+    def _condition_labels(self, labels: Tensor | None, g: torch.Generator) -> Tensor | None:
+        """None for an unconditional run (the loss sees no labels); for n_classes = C > 0 the labels with label
+        dropout: y -> C (the null label) with probability p_uncond, drawn from the trainer's generator."""
+        c = self.config.n_classes
+        if not c:
+            return None
+        if labels is None:
+            raise ValueError(f"n_classes={c} needs labelled data: data_fn(n, generator) must return (x1, labels)")
+        labels = labels.long()
+        if bool(((labels < 0) | (labels >= c)).any()):
+            raise ValueError(f"data labels must lie in [0, {c - 1}] for n_classes={c}, got values in "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
+        drop = torch.rand(len(labels), generator=g) < self.config.p_uncond  # label dropout
+        return torch.where(drop, torch.full_like(labels, c), labels)
 
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, Any], float]:
         """One optimizer step; returns (loss, grad_norm, diagnostics, lr used), tensors detached."""
@@ -477,14 +529,19 @@ def sample_methods() -> list[str]:
     return sorted(SOLVERS) + ["flowmap"]
 
 
-def generate(model: nn.Module, x0: Tensor, steps: int, method: str = "euler") -> Tensor:
+def generate(model: nn.Module, x0: Tensor, steps: int, method: str = "euler", labels: Tensor | int | None = None,
+             guidance: float | None = None) -> Tensor:
     """Carry noise x0 (t = 0) to data (t = 1) in `steps` steps.
 
     An ODE solver ('euler', 'heun', ...) integrates the velocity model(x, t) (for a two-time model: its diagonal
     u(x, t, t)); 'flowmap' jumps x_{i+1} = X(x_i, t_i, t_{i+1}) with a two-time model (fmlab.flowmaps).
+    A class-conditional model given `labels` (an int or [B]; None: every class in turn) or `guidance` (the scale w,
+    default 1 = the conditional model) integrates the guided field v_w of fmlab.guidance instead.
     """
     _check_choice(method, "method", tuple(sample_methods()))
     _check_int(steps, "steps", 1)
+    if labels is not None or guidance is not None:
+        return _generate_guided(model, x0, steps, method, labels, 1.0 if guidance is None else guidance)
     if method != "flowmap":
         from .solvers import solve
 
@@ -497,13 +554,39 @@ def generate(model: nn.Module, x0: Tensor, steps: int, method: str = "euler") ->
     return sample_flow_map(model, x0, steps=steps)
 
 
+def _generate_guided(model: nn.Module, x0: Tensor, steps: int, method: str, labels: Tensor | int | None,
+                     guidance: float) -> Tensor:
+    from .guidance import sample_guided
+    from .models.conditioning import n_classes_of
+
+    if n_classes_of(model) == 0:
+        raise ValueError("labels and guidance need a class-conditional model (trained with n_classes > 0, CLI --cond); "
+                         "this model is unconditional")
+    if method == "flowmap":
+        raise ValueError("guided sampling integrates a velocity: use an ODE solver, not method='flowmap'")
+    _check_float(guidance, "guidance", low=-math.inf)
+    return sample_guided(model, x0, labels, guidance, steps=steps, method=method)
+
+
 def sample_run(out: str | Path, n: int = 2000, steps: int = 100, method: str = "euler", seed: int = 0,
-               device: str | None = None) -> Tensor:
+               device: str | None = None, label: int | Tensor | None = None, guidance: float | None = None) -> Tensor:
     """n samples [n, d] (on the CPU) from the run's EMA model: x0 ~ N(0, I) (seeded, drawn on the CPU) carried
-    from t = 0 to t = 1 by `generate` with `steps` steps of `method`."""
+    from t = 0 to t = 1 by `generate` with `steps` steps of `method`. A class-conditional run samples class `label`
+    (an int or [n]; None: every class in turn) with guidance scale `guidance` (None: 1, the conditional model)."""
     _check_int(n, "n", 1)
     _check_int(seed, "seed", 0)
     _check_choice(method, "method", tuple(sample_methods()))
     model, _ = load_run(out, device)
     x0 = torch.randn(n, model.config["dim"], generator=torch.Generator().manual_seed(seed))  # x0 ~ N(0, I)
-    return generate(model, x0.to(next(model.parameters()).device), steps, method).cpu()
+    x0 = x0.to(next(model.parameters()).device)
+    n_classes = model.config.get("n_classes", 0)
+    if n_classes:
+        if isinstance(label, int) and not 0 <= label < n_classes:
+            raise ValueError(f"label must be a class in [0, {n_classes - 1}] (for the unconditional model use "
+                             f"guidance 0), got {label}")
+        labels = label.to(x0.device) if isinstance(label, Tensor) else label
+        return generate(model, x0, steps, method, labels, 1.0 if guidance is None else guidance).cpu()
+    if label is not None or guidance is not None:
+        raise ValueError(f"run {str(out)!r} is unconditional (trained without n_classes / --cond): it takes no "
+                         f"label or guidance")
+    return generate(model, x0, steps, method).cpu()
