@@ -1121,7 +1121,7 @@ def gradient_widget(model: Any, data: str = "8gaussians", n: int = 256, euler_st
                     seed: int = 0) -> Any:
     """Loss, L, step count, detach and cross-terms controls over `gradient_view` for the current model on a fixed
     set of pairs: nothing trains, every change redraws at once."""
-    from .widgets import checkbox, dropdown, int_slider, interactive_view
+    from .widgets import checkbox, dropdown, enable_when, int_slider, interactive_view
 
     def render(loss: str, window: int, euler_steps: int, detach: bool, cross_terms: bool) -> go.Figure:
         window = min(window, euler_steps)
@@ -1130,12 +1130,14 @@ def gradient_widget(model: Any, data: str = "8gaussians", n: int = 256, euler_st
         batch = variant_batch(data, n, window, euler_steps, seed)
         return gradient_view(model, batch, loss, window, euler_steps, detach, cross_terms)
 
-    return interactive_view(render, {
+    view = interactive_view(render, {
         "loss": dropdown("loss", GRADIENT_LOSSES),
         "window": int_slider("window length L", 1, 8, 4, continuous_update=False),
         "euler_steps": int_slider(*EULER_STEPS_SLIDER, euler_steps, continuous_update=False),
         "detach": checkbox("detach (stop-gradient between steps)", False),
         "cross_terms": checkbox("keep the cross-terms (WT-FM)", True)})
+    enable_when(view.controls["cross_terms"], view.controls["loss"], lambda loss: loss == "wtfm")
+    return view
 
 
 def variance_live(data: str = "8gaussians", steps: int = 2000, every: int = 250, windows: Sequence[int] = (1, 2, 4, 8),
@@ -1224,7 +1226,7 @@ def unrolling_widget(data: str = "8gaussians", base_steps: int = 2000, n_eval: i
     Euler step of its window; the single-step FM baseline (same coupling) is trained once and sampled the same way."""
     import ipywidgets as W
 
-    from .widgets import View, checkbox, dropdown, int_slider
+    from .widgets import View, checkbox, dropdown, enable_when, int_slider
 
     def render(loss: str, window: int, euler_steps: int, detach: bool, cross_terms: bool, ot: bool) -> go.Figure:
         note = ""
@@ -1251,6 +1253,7 @@ def unrolling_widget(data: str = "8gaussians", base_steps: int = 2000, n_eval: i
                 "cross_terms": checkbox("keep the cross-terms (WT-FM)", True),
                 "ot": checkbox("minibatch OT coupling", False)}
     view = View(render, controls, per_row=3)
+    enable_when(controls["cross_terms"], controls["loss"], lambda loss: loss == "wtfm")
     view.children = (W.HTML("<i>Each new setting trains once (a few seconds to a minute); settings seen "
                             "before redraw at once.</i>"),) + tuple(view.children)
     return view
