@@ -146,7 +146,8 @@ def locate_attributes(root: str | os.PathLike | None = None) -> Path:
     """The path of list_attr_celeba.txt under `root` (default $FMLAB_CELEBA), looked for where the images' folder
     layouts put it; CelebANotFoundError naming the file and where to put it when it is missing."""
     base = _root(root)
-    folders = (base, base / "Anno", base / "celeba", base / "celeba" / "Anno", base / "CelebA", base / "CelebA" / "Anno")
+    folders = (base, base / "Anno", base / "celeba", base / "celeba" / "Anno", base / "CelebA",
+               base / "CelebA" / "Anno")
     for b in folders:
         if (b / ATTR_FILE).is_file():
             return b / ATTR_FILE
