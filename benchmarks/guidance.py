@@ -2,7 +2,8 @@
 mixture at w = 1, and what do the model, the exact guided ODE and the exact tilted density give against w?
 
 For each seed: train the guidance lab's class-conditional model (fmlab.viz.guidance.lab_config: MLP 3 x 128, cfm,
-label dropout 0.2, `--steps` optimizer steps, one thread), then with n samples per class
+label dropout 0.2, `--steps` optimizer steps, one thread; --hidden / --depth change the MLP), then with n samples
+per class
 
 - W2(model at w = 1, p(x | c)) for both classes, averaged over `--repeats` fresh exact draws of p(x | c) of size n
   (exact W2 between 2000 points in 2D varies by 10-30% from draw to draw), and the floor: W2 between two
@@ -13,7 +14,8 @@ label dropout 0.2, `--steps` optimizer steps, one thread), then with n samples p
 W2 is exact (fmlab.metrics.wasserstein, an optimal assignment between the two point sets). Writes a JSON file and
 prints a table (mean +- std over seeds).
 
-    python benchmarks/guidance.py --seeds 0 1 2 3 4 --steps 6000 --n 2000 --repeats 5 --out benchmarks/results/guidance.json
+    python benchmarks/guidance.py --seeds 0 1 2 --steps 20000 --n 2000 --repeats 5 \\
+        --out benchmarks/results/guidance.json
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from fmlab.metrics import wasserstein
 from fmlab.viz.guidance import GUIDANCE_MODEL, P_UNCOND, W_GRID, GuidanceStudy, lab_config
 
 
-def run_seed(seed: int, steps: int, n: int, repeats: int) -> dict:
+def run_seed(seed: int, steps: int, n: int, repeats: int, hidden: int, depth: int) -> dict:
     start = time.process_time()
-    trainer = train_cached(lab_config(steps, seed=seed), progress=False)
+    trainer = train_cached(lab_config(steps, seed=seed, hidden=hidden, depth=depth), progress=False)
     train_cpu = time.process_time() - start
     study = GuidanceStudy(trainer.ema, n=n, seed=1000 + seed)
     out = {"seed": seed, "train_cpu_s": train_cpu, "classes": {}}
@@ -73,12 +75,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--hidden", type=int, default=GUIDANCE_MODEL["hidden"])
+    parser.add_argument("--depth", type=int, default=GUIDANCE_MODEL["depth"])
     parser.add_argument("--out", default="benchmarks/results/guidance.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = []
     for seed in args.seeds:
-        runs.append(run_seed(seed, args.steps, args.n, args.repeats))
+        runs.append(run_seed(seed, args.steps, args.n, args.repeats, args.hidden, args.depth))
         print(f"seed {seed}: " + ", ".join(f"class {c} W2 {v['w2_w1']:.3f} / floor {v['floor']:.3f} = "
                                           f"{v['ratio']:.3f}" for c, v in runs[-1]["classes"].items())
               + f" (training {runs[-1]['train_cpu_s']:.0f} CPU s)", flush=True)
@@ -86,8 +90,9 @@ def main() -> None:
     print(text)
     result = {"command": "python benchmarks/guidance.py " + " ".join(
         [f"--seeds {' '.join(map(str, args.seeds))}", f"--steps {args.steps}", f"--n {args.n}",
-         f"--repeats {args.repeats}", f"--out {args.out}"]),
-        "model": GUIDANCE_MODEL, "p_uncond": P_UNCOND, "w_grid": list(W_GRID), "runs": runs, "summary": text}
+         f"--repeats {args.repeats}", f"--hidden {args.hidden}", f"--depth {args.depth}", f"--out {args.out}"]),
+        "model": {**GUIDANCE_MODEL, "hidden": args.hidden, "depth": args.depth}, "p_uncond": P_UNCOND,
+        "w_grid": list(W_GRID), "runs": runs, "summary": text}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
 

@@ -43,7 +43,7 @@ from .train_images import (
 
 __all__ = ["is_image_run", "load_image_run", "sample_images", "evaluate_images", "register_image_cli", "LAB_RUNS",
            "LAB_EVAL_STEPS", "LabPlan", "plan_lab", "train_lab_run", "lab_samples", "lab_reference", "lab_scores",
-           "preset_table"]
+           "preset_table", "LAB_GUIDANCE_P_UNCOND", "train_lab_guidance", "guided_lab_samples"]
 
 
 # --- using a run --------------------------------------------------------------------------------------------------
@@ -397,12 +397,15 @@ _LAB_CACHE: dict[Any, Any] = {}
 def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
     """Train (once per kernel: cached on the config) the run `label` of LAB_RUNS with a progress bar and a live
     figure of the sample grid and the loss; a cached run draws its final state at once."""
+    if label not in LAB_RUNS:
+        raise ValueError(f"label must be one of {list(LAB_RUNS)}, got {label!r}")
+    return _train_lab_config(plan.config(LAB_RUNS[label]), label, live)
+
+
+def _train_lab_config(config: ImageTrainConfig, label: str, live: bool) -> ImageTrainer:
     from .labkit import cache_key
     from .viz.images import LiveTraining
 
-    if label not in LAB_RUNS:
-        raise ValueError(f"label must be one of {list(LAB_RUNS)}, got {label!r}")
-    config = plan.config(LAB_RUNS[label])
     key = cache_key("train_lab_run", config)
     view = LiveTraining(f"{label}", config.steps, show=live) if live else None
     if key not in _LAB_CACHE:
@@ -413,6 +416,31 @@ def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
     if view is not None:
         view.show_final(trainer)
     return trainer
+
+
+LAB_GUIDANCE_P_UNCOND = 0.2  # label dropout of lab 10's conditional run
+
+
+def train_lab_guidance(plan: LabPlan, attribute: str | None = None, live: bool = True) -> ImageTrainer:
+    """Lab 10's class-conditional flow-matching run: the plan's cfm configuration conditioned on the binary
+    `attribute` (default: 'smiling' for the procedural faces, 'Smiling' for CelebA, read from list_attr_celeba.txt)
+    with label dropout LAB_GUIDANCE_P_UNCOND, so that the sampler can apply classifier-free guidance. Cached per
+    kernel like `train_lab_run`."""
+    attribute = attribute or DEFAULT_ATTRIBUTE[plan.data]
+    config = plan.config("cfm", attribute=attribute, p_uncond=LAB_GUIDANCE_P_UNCOND)
+    return _train_lab_config(config, f"conditional on {attribute}", live)
+
+
+def guided_lab_samples(trainer: ImageTrainer, label: int, w: float, n: int = 16, steps: int = 8,
+                       seed: int = 1) -> np.ndarray:
+    """uint8 [n, H, W, 3]: class `label` (0: without the attribute, 1: with it) of a conditional lab run, guided with
+    scale w (fmlab.guidance; `steps` Euler steps from noise seeded by `seed`, the same noise for every w). Cached."""
+    from .labkit import cache_key
+
+    key = cache_key("guided_lab_samples", trainer.config, label, float(w), n, steps, seed)
+    if key not in _LAB_CACHE:
+        _LAB_CACHE[key] = to_uint8(sample_images(trainer.ema, n, steps, "euler", seed, label=label, guidance=float(w)))
+    return _LAB_CACHE[key]
 
 
 def lab_samples(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1) -> dict[str, dict[int, np.ndarray]]:

@@ -92,8 +92,9 @@ print(f"final training loss {trainer.log[-1]['loss']:.3f}")
 # $$v_w(x, t \mid c) = v(x, t) + w\,\big(v(x, t \mid c) - v(x, t)\big).$$
 #
 # At $w = 0$ this is the unconditional field, at $w = 1$ the conditional one, and for $w > 1$ it goes *past* the
-# conditional field, further away from the unconditional one. Why would anyone want that? On images, $w$ between
-# 2 and 8 gives samples that look more typical of their label, at the cost of variety. In code each step calls the
+# conditional field, further away from the unconditional one. Why would anyone want that? Image models are usually
+# sampled with $w > 1$: Ho & Salimans (2022) show on ImageNet that it trades variety for samples more typical of
+# their label. In code each step calls the
 # network on the batch twice, once with the labels and once with $\varnothing$ (`fmlab.guidance.guided_field` does
 # both in one call of twice the batch).
 #

@@ -176,3 +176,27 @@ def test_command_line_conditional_faces(tmp_path):
                  "--out", str(tmp_path / "g.png")]) == 0
     assert main(["train", "--config", "faces32", "--attribute", "glasses", "--steps", "1",
                  "--out", str(tmp_path / "r2"), *common]) == 2  # --attribute needs --cond
+
+
+def test_lab_guidance_run_and_guided_grid_controls():
+    """Lab 10's guidance section: a conditional fast-plan run on the faces; the guided grid changes with w and with
+    the class (so both controls change the figure), w = 1 is the conditional model, and a bad class is named."""
+    import dataclasses
+
+    from fmlab.images import guided_lab_samples, plan_lab, train_lab_guidance
+    from fmlab.viz.images import guided_grid_widget, render_guided_grid
+
+    plan = dataclasses.replace(plan_lab(fast=True, device="cpu"), steps=3)
+    trainer = train_lab_guidance(plan, live=False)
+    assert trainer.config.attribute == "smiling" and trainer.config.n_classes == 2
+    assert trainer.config.p_uncond == pytest.approx(0.2)
+    grids = {(c, w): guided_lab_samples(trainer, c, w, n=4, steps=2) for c in (0, 1) for w in (0.0, 1.0, 4.0)}
+    assert grids[1, 1.0].shape == (4, plan.image_size, plan.image_size, 3) and grids[1, 1.0].dtype == np.uint8
+    assert not np.array_equal(grids[1, 1.0], grids[1, 4.0]) and not np.array_equal(grids[0, 4.0], grids[1, 4.0])
+    assert np.array_equal(grids[0, 0.0], grids[1, 0.0])  # w = 0: the unconditional model, whatever the class
+    titles = {render_guided_grid(trainer, w, c, n=4, steps=2).layout.title.text for c in (0, 1) for w in (1.0, 4.0)}
+    assert len(titles) == 4
+    with pytest.raises(ValueError, match="label must be 0"):
+        render_guided_grid(trainer, 1.0, 2, n=4, steps=2)
+    view = guided_grid_widget(trainer, n=4, steps=2)
+    assert set(view.controls) == {"w", "label"}

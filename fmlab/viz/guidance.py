@@ -48,13 +48,13 @@ REFERENCES = {"exact guided ODE (what a perfect model samples)": "ode",
               "tilted density p(x|c)^w p(x)^(1-w)": "tilted"}
 
 
-def lab_config(steps: int, seed: int = 0, threads: int | None = 1):
+def lab_config(steps: int, seed: int = 0, threads: int | None = 1, **overrides):
     """The fmlab.train.TrainConfig of the lab's class-conditional model (GUIDANCE_MODEL, cfm loss, label dropout
-    P_UNCOND) on DATA, trained for `steps` optimizer steps."""
+    P_UNCOND) on DATA, trained for `steps` optimizer steps; `overrides` replace GUIDANCE_MODEL's entries."""
     from ..train import TrainConfig
 
     return TrainConfig(data=DATA, loss="cfm", n_classes=2, p_uncond=P_UNCOND, steps=steps, seed=seed,
-                       threads=threads, log_every=max(1, steps // 20), **GUIDANCE_MODEL)
+                       threads=threads, log_every=max(1, steps // 20), **{**GUIDANCE_MODEL, **overrides})
 
 
 @functools.lru_cache(maxsize=2)
