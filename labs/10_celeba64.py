@@ -317,8 +317,9 @@ ex.check_flow_map_nfe(total)
 # Sampling with **classifier-free guidance** follows $v_w = v + w\,(v(\cdot \mid c) - v)$: $w = 0$ ignores the
 # label, $w = 1$ is the conditional model, $w > 1$ pushes past it. The guidance lab (lab 13) shows on a 2D mixture
 # with an exact ground truth what that does: the samples move away from the other class and lose variety. Move $w$
-# and the class below; every setting starts from the same noise. On a CPU, and in fast mode, the run is short: the
-# grid then shows the mechanism (the pictures change with $w$ and the class), not a result.
+# and the class below; every setting starts from the same noise. The label's vector starts at zero (the network
+# starts unconditional), so a short run has barely learned it: on a CPU, and above all in fast mode, the grids of the
+# two classes and of different $w$ differ little. There the section shows the mechanism, not a result.
 
 # %%
 GUIDED = I.train_lab_guidance(PLAN)
