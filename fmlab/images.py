@@ -2,6 +2,8 @@
 
     python -m fmlab train --config celeba64 --data-root /data/celeba --out runs/c64        # or $FMLAB_CELEBA
     python -m fmlab train --config faces32 --loss meanflow --steps 300 --out runs/faces-mf  # no download
+    python -m fmlab train --config faces32 --cond --attribute smiling --out runs/faces-smile  # class-conditional
+    python -m fmlab sample runs/faces-smile --label 1 --guidance 3 --n 16 --out smiles.png
     python -m fmlab train --out runs/c64 --resume
     python -m fmlab sample runs/c64 --n 64 --steps 4 --out grid.png      # a PNG grid, or .npy: uint8 [n, H, W, 3]
     python -m fmlab eval runs/c64 --n 5000 --steps 1,2,4,50 [--inception inception-2015-12-05.pt]
@@ -39,7 +41,7 @@ from .train_images import (
 
 __all__ = ["is_image_run", "load_image_run", "sample_images", "evaluate_images", "register_image_cli", "LAB_RUNS",
            "LAB_EVAL_STEPS", "LabPlan", "plan_lab", "train_lab_run", "lab_samples", "lab_reference", "lab_scores",
-           "preset_table"]
+           "preset_table", "LAB_GUIDANCE_P_UNCOND", "train_lab_guidance", "guided_lab_samples"]
 
 
 # --- using a run --------------------------------------------------------------------------------------------------
@@ -69,20 +71,30 @@ def load_image_run(out: str | Path, device: str | None = None) -> tuple[nn.Modul
 
 @torch.no_grad()
 def sample_images(model: nn.Module, n: int, steps: int, method: str | None = None, seed: int = 0,
-                  batch_size: int = 256, loss: str | None = None) -> torch.Tensor:
+                  batch_size: int = 256, loss: str | None = None, label: int | None = None,
+                  guidance: float | None = None) -> torch.Tensor:
     """n images [n, C, H, W] in [-1, 1] (on the CPU) from noise seeded by `seed` (drawn on the CPU, batch by batch):
-    `steps` steps of the sampler `loss` trained for, or of `method` (see generate_images)."""
+    `steps` steps of the sampler `loss` trained for, or of `method` (see fmlab.sampling.generate_images). A
+    class-conditional model samples class `label` (None: the classes in turn) with guidance scale `guidance`
+    (None: 1, the conditional model)."""
     for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     backbone = getattr(model, "backbone", model)
     device = next(model.parameters()).device
+    n_classes = getattr(backbone, "n_classes", 0)
+    if not n_classes and (label is not None or guidance is not None):
+        raise ValueError("label and guidance need a class-conditional model (trained with an attribute, CLI --cond)")
     g = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         x0 = torch.randn(m, backbone.in_channels, backbone.image_size, backbone.image_size, generator=g)  # t = 0
-        out.append(generate_images(model, x0.to(device), steps, method, loss).cpu())
+        labels = None
+        if n_classes:
+            labels = (torch.arange(start, start + m) % n_classes) if label is None else torch.full((m,), label)
+            labels = labels.to(device)
+        out.append(generate_images(model, x0.to(device), steps, method, loss, labels, guidance).cpu())
     return torch.cat(out)
 
 
@@ -110,7 +122,8 @@ _SHARED = {  # CLI dest -> ImageTrainConfig field, for options the toy `train` c
     "seed": "seed", "device": "device", "threads": "threads", "log_every": "log_every", "ckpt_every": "ckpt_every",
 }
 _IMAGE = ("data_root", "preset", "image_size", "dropout", "amp", "channels_last", "compile", "sample_every",
-          "sample_n", "sample_steps", "crop", "n_faces", "time_condition")
+          "sample_n", "sample_steps", "crop", "n_faces", "time_condition", "attribute")
+DEFAULT_ATTRIBUTE = {"faces": "smiling", "celeba": "Smiling"}  # what --cond conditions on without --attribute
 
 
 def register_image_cli(sub: argparse._SubParsersAction) -> None:
@@ -136,6 +149,8 @@ def register_image_cli(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--crop", default=None, help="CelebA crop: ddim, center140, center178")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     g.add_argument("--n-faces", type=int, default=None, help="procedural faces in the training set")
+    g.add_argument("--attribute", default=None, help="with --cond: the binary attribute to condition on (faces: "
+                   "smiling (default) or glasses; CelebA: a name of list_attr_celeba.txt, default Smiling)")
     train.set_defaults(image_dispatch=lambda args: _dispatch_train(args, train))
 
     for name in ("sample", "eval"):
@@ -173,6 +188,11 @@ def _image_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentP
             base[field] = value
     if args.no_flip:
         base["flip"] = False
+    if args.attribute is not None and not args.cond:
+        raise ValueError("--attribute needs --cond (class-conditional training)")
+    if args.cond:
+        base["attribute"] = args.attribute or DEFAULT_ATTRIBUTE[base.get("data", "faces")]
+        base["p_uncond"] = args.p_uncond
     if args.settings:
         base["loss_settings"] = dict(args.settings)
     return ImageTrainConfig(**base, out=str(args.out))
@@ -232,7 +252,8 @@ def _dispatch_sample(args: argparse.Namespace) -> int | None:
         raise ValueError(f"--out {str(out)!r} is a directory; give a file name such as grid.png or samples.npy")
     model, config = load_image_run(args.run, args.device)
     method = _method(args, config.loss)
-    images = to_uint8(sample_images(model, args.n, args.steps, method, args.seed, args.batch_size, config.loss))
+    images = to_uint8(sample_images(model, args.n, args.steps, method, args.seed, args.batch_size, config.loss,
+                                    args.label, args.guidance))
     if out.suffix.lower() == ".png":
         save_png(out, make_grid(images))
     else:
@@ -246,6 +267,9 @@ def _dispatch_eval(args: argparse.Namespace) -> int | None:
         return None
     from .fid import FID_N, inception_extractor, reference_stats
 
+    if args.label is not None or args.guidance is not None:
+        raise ValueError("eval of image runs scores unguided samples only; draw guided images with `sample --label "
+                         "--guidance` instead")
     model, config = load_image_run(args.run, args.device)
     if args.data_root is not None:
         config = dataclasses.replace(config, data_root=args.data_root)
@@ -375,12 +399,15 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
 def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
     """Train (once per kernel: cached on the config) the run `label` of LAB_RUNS with a progress bar and a live
     figure of the sample grid and the loss; a cached run draws its final state at once."""
+    if label not in LAB_RUNS:
+        raise ValueError(f"label must be one of {list(LAB_RUNS)}, got {label!r}")
+    return _train_lab_config(plan.config(LAB_RUNS[label]), label, live)
+
+
+def _train_lab_config(config: ImageTrainConfig, label: str, live: bool) -> ImageTrainer:
     from .labkit import cache_key, session_cache
     from .viz.images import LiveTraining
 
-    if label not in LAB_RUNS:
-        raise ValueError(f"label must be one of {list(LAB_RUNS)}, got {label!r}")
-    config = plan.config(LAB_RUNS[label])
     key = cache_key("train_lab_run", config)
     view = LiveTraining(f"{label}", config.steps, show=live) if live else None
     if key not in session_cache():
@@ -391,6 +418,33 @@ def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
     if view is not None:
         view.show_final(trainer)
     return trainer
+
+
+LAB_GUIDANCE_P_UNCOND = 0.2  # label dropout of lab 10's conditional run
+
+
+def train_lab_guidance(plan: LabPlan, attribute: str | None = None, live: bool = True) -> ImageTrainer:
+    """Lab 10's class-conditional flow-matching run: the plan's cfm configuration conditioned on the binary
+    `attribute` (default: 'smiling' for the procedural faces, 'Smiling' for CelebA, read from list_attr_celeba.txt)
+    with label dropout LAB_GUIDANCE_P_UNCOND, so that the sampler can apply classifier-free guidance. Cached per
+    kernel like `train_lab_run`."""
+    attribute = attribute or DEFAULT_ATTRIBUTE[plan.data]
+    config = plan.config("cfm", attribute=attribute, p_uncond=LAB_GUIDANCE_P_UNCOND)
+    return _train_lab_config(config, f"conditional on {attribute}", live)
+
+
+def guided_lab_samples(trainer: ImageTrainer, label: int, w: float, n: int = 16, steps: int = 8,
+                       seed: int = 1) -> np.ndarray:
+    """uint8 [n, H, W, 3]: class `label` (0: without the attribute, 1: with it) of a conditional lab run, guided with
+    scale w (fmlab.guidance; `steps` Euler steps from noise seeded by `seed`, the same noise for every w). Cached."""
+    from .labkit import cache_key, session_cache
+
+    key = cache_key("guided_lab_samples", trainer.config, label, float(w), n, steps, seed)
+    cache = session_cache()
+    if key not in cache:
+        cache[key] = to_uint8(sample_images(trainer.ema, n, steps, "euler", seed, loss=trainer.config.loss,
+                                            label=label, guidance=float(w)))
+    return cache[key]
 
 
 def lab_samples(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1) -> dict[str, dict[int, np.ndarray]]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_choice, check_int
+from .checks import check_choice, check_float, check_int
 from .flowmaps import flow_map, sample_consistency, sample_flow_map
 from .losses import LossSpec, get_loss
 from .solvers import SOLVERS, Trajectory, solve
@@ -73,10 +73,15 @@ def trajectory(model: Any, loss: LossSpec | str, x0: Tensor, steps: int, method:
 
 @torch.no_grad()
 def generate(model: Any, loss: LossSpec | str, x0: Tensor, steps: int, method: str | None = None,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: torch.Generator | None = None, labels: Tensor | int | None = None,
+             guidance: float | None = None) -> Tensor:
     """Samples at t = 1 from noise x0 after `steps` steps of `loss`'s sampler (see `trajectory`); a "noise_only"
-    loss makes one call, X(x0, 0, 1)."""
+    loss makes one call, X(x0, 0, 1). A class-conditional velocity model given `labels` (an int or [B]; None: every
+    class in turn) or `guidance` (the scale w; None: 1, the conditional model) integrates the classifier-free
+    guided field v_w = v(x, t | null) + w (v(x, t | y) - v(x, t | null)) of fmlab.guidance instead."""
     spec = _spec(loss)
+    if labels is not None or guidance is not None:
+        return _generate_guided(model, spec, x0, steps, method, labels, 1.0 if guidance is None else guidance)
     if (method or spec.sampler) == "noise_only":
         check_int(steps, "steps", 1)
         return flow_map(model, x0, 0.0, 1.0)
@@ -84,16 +89,35 @@ def generate(model: Any, loss: LossSpec | str, x0: Tensor, steps: int, method: s
 
 
 @torch.no_grad()
-def generate_images(model: Any, x0: Tensor, steps: int, method: str | None = None,
-                    loss: str | None = None) -> Tensor:
+def generate_images(model: Any, x0: Tensor, steps: int, method: str | None = None, loss: str | None = None,
+                    labels: Tensor | int | None = None, guidance: float | None = None) -> Tensor:
     """Noise x0 [n, C, H, W] (t = 0) carried to images (t = 1) in `steps` steps of the sampler `loss` trained
-    for (fmlab.sampling.generate), or of `method`. Without a loss: Euler steps of a velocity model, flow-map jumps
-    of a two-time one. Output clamped to [-1, 1]."""
+    for (`generate`), or of `method`. Without a loss: Euler steps of a velocity model, flow-map jumps of a
+    two-time one. A class-conditional model given `labels` or `guidance` follows the guided field (see
+    `generate`). Output clamped to [-1, 1]."""
     if loss is None:  # no loss named: the plain sampler of the model's kind
         loss = "cfm" if model.config.get("time_inputs", 1) == 1 else "meanflow"
     was_training = model.training
     model.eval()
     try:
-        return generate(model, loss, x0, steps, method).clamp(-1.0, 1.0)
+        return generate(model, loss, x0, steps, method, labels=labels, guidance=guidance).clamp(-1.0, 1.0)
     finally:
         model.train(was_training)
+
+
+def _generate_guided(model: Any, spec: LossSpec, x0: Tensor, steps: int, method: str | None,
+                     labels: Tensor | int | None, guidance: float) -> Tensor:
+    from .guidance import sample_guided
+    from .models.conditioning import n_classes_of
+
+    if n_classes_of(model) == 0:
+        raise ValueError("labels and guidance need a class-conditional model (trained with n_classes > 0, CLI --cond); "
+                         "this model is unconditional")
+    if spec.sampler != "ode":
+        raise ValueError(f"guided sampling integrates a velocity; a model trained with {spec.name!r} samples with "
+                         f"{spec.sampler!r}")
+    method = method or "euler"
+    check_choice(method, "method", tuple(sorted(SOLVERS)))
+    check_int(steps, "steps", 1)
+    check_float(guidance, "guidance")
+    return sample_guided(model, x0, labels, guidance, steps=steps, method=method)

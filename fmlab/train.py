@@ -4,6 +4,7 @@ One training step (time runs from noise at t = 0 to data at t = 1):
 
     x1 ~ data (n = batch_size),  x0 ~ N(0, I)               all drawn from one seeded CPU generator
     (x0, x1) <- couple(x0, x1, coupling)                     independent / minibatch OT / Sinkhorn
+    y        <- y, or the null label C w.p. p_uncond        class-conditional runs only (n_classes = C > 0)
     batch    <- spec.make_batch(x0, x1, generator)           the loss draws its times t (and s, r, ...)
     loss     <- spec.fn(model, batch, **settings)            then backward, clip, optimizer step
     lr_k     =  lr * warmup_k * cosine_k                     see `lr_schedule`
@@ -14,6 +15,12 @@ built on the CPU before moving to the device, so a seed gives the same batches o
 Checkpoints hold the model, EMA, optimizer, scheduler, generator state, step, config and log: a run
 killed at step k and resumed with `Trainer.resume(out)` ends with bitwise the same parameters (on the
 CPU) as an uninterrupted run.
+
+Class-conditional runs (n_classes = C > 0): the data give labels, `data_fn(n, g) -> (x1, y)` (the default for a
+labelled 2D set, fmlab.data.labelled.labelled_data), the model is `model(x, t, y)` (fmlab.models.conditioning) and
+each label is replaced by the null label C with probability p_uncond (label dropout, drawn from the same generator,
+so resume stays exact), which trains the unconditional field v(x, t) = model(x, t, C) alongside the conditional ones:
+the pair classifier-free guidance needs (fmlab.guidance). Unconditional runs pass no labels to the loss.
 """
 
 from __future__ import annotations
@@ -42,9 +49,8 @@ from .models import build_model
 from .models.parametrisation import FLOW_MAP_PREDICTIONS
 from .paths import PREDICTIONS
 
-__all__ = ["checkpoint_path", "TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update", "load_run",
-           "sample_run", "toy_data_fn",
-           "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES", "load_for_resume"]
+__all__ = ["checkpoint_path", "rebuild_model", "TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update",
+           "toy_data_fn", "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES", "load_for_resume"]
 
 CKPT_NAME, METRICS_NAME, CONFIG_NAME = "ckpt.pt", "metrics.jsonl", "config.json"
 OPTIMIZERS = ("adamw", "adam")
@@ -65,6 +71,8 @@ class TrainConfig:
     threads: CPU threads for torch; None picks fmlab.device.default_threads().
     log_every / ckpt_every: steps between log records / checkpoints (ckpt_every = 0: only at the end).
     loss_settings: overrides of the loss's settings (plain values only; see LossSpec.defaults).
+    n_classes: 0 (unconditional) or C > 0: train a class-conditional model on labelled data (losses in
+    fmlab.losses.flow_matching.LABEL_LOSSES, independent coupling). p_uncond: label dropout probability.
     """
 
     data: str = "moons"
@@ -90,6 +98,8 @@ class TrainConfig:
     out: str | None = None
     coupling_reg: float = 0.05
     loss_settings: dict[str, Any] = field(default_factory=dict)
+    n_classes: int = 0
+    p_uncond: float = 0.1
 
     def __post_init__(self) -> None:
         check_int(self.steps, "steps", 1)
@@ -122,6 +132,7 @@ class TrainConfig:
         if not isinstance(self.loss_settings, dict):
             raise ValueError(f"loss_settings must be a dict, got {type(self.loss_settings).__name__}")
         spec.settings(self.loss_settings)  # unknown keys -> ValueError listing the allowed ones
+        _check_conditioning(self.n_classes, self.p_uncond, self.loss, self.coupling)
         for key, value in self.loss_settings.items():
             if not _is_plain(value):
                 raise ValueError(f"loss_settings[{key!r}] must be a plain value (number, string, bool, None, list), "
@@ -144,6 +155,21 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(names)}")
         return cls(**d)
+
+
+def _check_conditioning(n_classes: Any, p_uncond: Any, loss: str, coupling: str) -> None:
+    from .losses.flow_matching import LABEL_LOSSES
+    from .models.conditioning import check_n_classes
+
+    check_n_classes(n_classes)
+    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0.0 <= p_uncond < 1.0:
+        raise ValueError(f"p_uncond must be a number in [0, 1), got {p_uncond!r}")
+    if n_classes and loss not in LABEL_LOSSES:
+        raise ValueError(f"n_classes > 0 (class-conditional training) needs a loss that passes labels to the model, "
+                         f"one of {list(LABEL_LOSSES)}; got loss={loss!r}")
+    if n_classes and coupling != "independent":
+        raise ValueError(f"n_classes > 0 needs coupling='independent' (minibatch OT pairs noise with data of every "
+                         f"class, so the noise paired with one class is no longer N(0, I)); got {coupling!r}")
 
 
 def _is_plain(value: Any) -> bool:
@@ -189,8 +215,17 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 # --- the trainer -------------------------------------------------------------------------------------------------
 
-def toy_data_fn(name: str) -> DataFn:
-    """(n, generator) -> x1 [n, 2] from the toy set `name` (ValueError listing the sets if unknown)."""
+def toy_data_fn(name: str, n_classes: int = 0) -> DataFn:
+    """(n, generator) -> x1 [n, 2] from the toy set `name` (ValueError listing the sets if unknown); with
+    n_classes > 0, (x1, labels) from the labelled 2D set `name` (fmlab.data.labelled.labelled_data), which must have
+    that many classes."""
+    if n_classes:
+        from .data.labelled import labelled_data
+
+        fn, classes = labelled_data(name)
+        if classes != n_classes:
+            raise ValueError(f"data {name!r} has {classes} classes, but n_classes={n_classes}")
+        return fn
     from .data import TOY_DATASETS, sample_toy
 
     check_choice(name, "data", tuple(sorted(TOY_DATASETS)))
@@ -212,7 +247,7 @@ class Trainer:
         self.config = config
         self.spec: LossSpec = get_loss(config.loss)
         self.settings = self.spec.settings({**config.loss_settings, **(runtime_settings or {})})
-        self.data_fn = data_fn if data_fn is not None else toy_data_fn(config.data)
+        self.data_fn = data_fn if data_fn is not None else toy_data_fn(config.data, config.n_classes)
         self.device = pick_device(config.device)
         self.threads = config.threads or default_threads()
         torch.set_num_threads(self.threads)
@@ -238,7 +273,7 @@ class Trainer:
         if x1.ndim != 2:
             raise ValueError(f"the default MLP needs data of shape [n, d]; got {tuple(x1.shape)}: pass model=")
         return build_model(dim=x1.shape[1], prediction=self.config.head, time_inputs=self.spec.time_inputs,
-                           hidden=self.config.hidden, depth=self.config.depth)
+                           hidden=self.config.hidden, depth=self.config.depth, n_classes=self.config.n_classes)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
@@ -259,11 +294,27 @@ class Trainer:
         x1, labels = self._draw_data(cfg.batch_size, g)
         x0 = torch.randn(x1.shape, generator=g, dtype=x1.dtype)  # x0 ~ N(0, I) at t = 0
         pair = couple(x0, x1, cfg.coupling, reg=cfg.coupling_reg, labels=labels, generator=g)
-        extra = {} if pair.labels is None else {"labels": pair.labels}
+        labels = self._condition_labels(pair.labels, g)
+        extra = {} if labels is None else {"labels": labels}
         batch = self.spec.make_batch(pair.x0, pair.x1, g, **extra, **self.settings)
         moved = {f.name: getattr(batch, f.name).to(self.device) for f in dataclasses.fields(batch)
                  if isinstance(getattr(batch, f.name), Tensor)}
         return dataclasses.replace(batch, **moved)
+
+    def _condition_labels(self, labels: Tensor | None, g: torch.Generator) -> Tensor | None:
+        """None for an unconditional run (the loss sees no labels); for n_classes = C > 0 the labels with label
+        dropout: y -> C (the null label) with probability p_uncond, drawn from the trainer's generator."""
+        c = self.config.n_classes
+        if not c:
+            return None
+        if labels is None:
+            raise ValueError(f"n_classes={c} needs labelled data: data_fn(n, generator) must return (x1, labels)")
+        labels = labels.long()
+        if bool(((labels < 0) | (labels >= c)).any()):
+            raise ValueError(f"data labels must lie in [0, {c - 1}] for n_classes={c}, got values in "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
+        drop = torch.rand(len(labels), generator=g) < self.config.p_uncond  # label dropout
+        return torch.where(drop, torch.full_like(labels, c), labels)
 
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, Any], float]:
         """One optimizer step; returns (loss, grad_norm, diagnostics, lr used), tensors detached."""
@@ -398,7 +449,7 @@ class Trainer:
         path, state, saved = load_for_resume(out, device, threads)
         config = TrainConfig.from_dict(saved)
         if model is None:
-            model = _rebuild(state, path)
+            model = rebuild_model(state, path)
         trainer = cls(config, model=model, data_fn=data_fn, runtime_settings=runtime_settings)
         trainer.load_state_dict(state)
         return trainer
@@ -436,35 +487,8 @@ def checkpoint_path(out: str | Path) -> Path:
     return path / CKPT_NAME if path.is_dir() or not path.suffix else path
 
 
-def _rebuild(state: dict[str, Any], path: Path) -> nn.Module:
+def rebuild_model(state: dict[str, Any], path: Path) -> nn.Module:
     model_config = state.get("model_config") or {}
     if not model_config:
         raise ValueError(f"{str(path)!r} holds no model_config (the run used a custom model): pass model=")
     return build_model(**model_config)
-
-
-# --- using a finished run ----------------------------------------------------------------------------------
-
-def load_run(out: str | Path, device: str | None = None) -> tuple[nn.Module, TrainConfig]:
-    """The EMA model of the run in `out` (eval mode, no grad, on `device` or the best available) and its config."""
-    path = checkpoint_path(out)
-    state = load_checkpoint(path)
-    config = TrainConfig.from_dict(state["config"])
-    model = _rebuild(state, path)
-    model.load_state_dict(state["ema"])
-    return model.requires_grad_(False).eval().to(pick_device(device)), config
-
-
-def sample_run(out: str | Path, n: int = 2000, steps: int = 100, method: str | None = None, seed: int = 0,
-               device: str | None = None) -> Tensor:
-    """n samples [n, d] (on the CPU) from the run's EMA model: x0 ~ N(0, I) (seeded, drawn on the CPU) carried
-    from t = 0 to t = 1 in `steps` steps of the sampler the run's loss trained for (fmlab.sampling.generate), or
-    of `method` when given (one of fmlab.sampling.methods_for(loss))."""
-    from .sampling import generate
-
-    check_int(n, "n", 1)
-    check_int(seed, "seed", 0)
-    model, config = load_run(out, device)
-    g = torch.Generator().manual_seed(seed)
-    x0 = torch.randn(n, model.config["dim"], generator=g)  # x0 ~ N(0, I)
-    return generate(model, config.loss, x0.to(next(model.parameters()).device), steps, method, generator=g).cpu()

@@ -13,6 +13,9 @@ checkpoints with exact resume):
 - channels-last memory format on GPUs (`channels_last='auto'`; off for JVP losses, whose GroupNorm forward-mode
   rule needs contiguous tensors) and optional `torch.compile` of the UNet (`compile='inductor'`; skipped for JVP
   losses, which torch.compile does not trace through torch.func.jvp);
+- class conditioning on an attribute (`attribute=`: 'smiling' or 'glasses' of the procedural faces, a CelebA
+  attribute such as 'Smiling' read from list_attr_celeba.txt): a 2-class UNet `model(x, t, y)` trained with label
+  dropout p_uncond (fmlab.train), its grids showing the classes in turn, ready for classifier-free guidance;
 - periodic sample grids from the EMA model (fixed noise, so grids are comparable across steps), written to
   OUT/samples/step_NNNNNNN.png and kept in `trainer.grids`; `on_grid(step, grid)` lets a notebook show them live;
 - throughput and memory in every log record: images_per_s (global, all ranks), step_ms, peak_mem_mb (CUDA:
@@ -69,6 +72,9 @@ class ImageTrainConfig(TrainConfig):
     preset / image_size / dropout / time_condition: the UNet (fmlab.models.unet.UNET_PRESETS).
     crop / flip: CelebA preprocessing (fmlab.data.celeba.CROPS) and random horizontal flips.
     n_faces: size of the procedural training set.
+    attribute: None (unconditional) or a binary attribute to condition on ('smiling', 'glasses' for the faces; a
+    CelebA name such as 'Smiling', 'Eyeglasses'): the UNet becomes a 2-class model (n_classes is set to 2) trained
+    with label dropout p_uncond, and its grids alternate the two classes (0: without, 1: with the attribute).
     amp: 'auto' (bf16 on capable GPUs unless the loss takes JVPs), 'bf16' (always, also on the CPU), 'off'.
     channels_last: 'auto' (on CUDA, unless the loss takes JVPs), 'on', 'off'.
     compile: torch.compile backend for the UNet, 'off' (default), 'inductor', 'aot_eager', 'eager'.
@@ -99,8 +105,19 @@ class ImageTrainConfig(TrainConfig):
     sample_every: int = 5000
     sample_n: int = 64
     sample_steps: int = 8
+    attribute: str | None = None
 
     def __post_init__(self) -> None:
+        if self.attribute is not None:
+            if not isinstance(self.attribute, str) or not self.attribute:
+                raise ValueError(f"attribute must be None or an attribute name, got {self.attribute!r}")
+            if self.n_classes not in (0, 2):
+                raise ValueError(f"attribute={self.attribute!r} is a 2-class label; n_classes must be 2 (or 0, "
+                                 f"set for you), got {self.n_classes}")
+            object.__setattr__(self, "n_classes", 2)
+        elif self.n_classes:
+            raise ValueError(f"n_classes={self.n_classes} needs attribute= (the label of each image), e.g. "
+                             f"'smiling' for the procedural faces or 'Smiling' for CelebA")
         super().__post_init__()
         check_choice(self.data, "data", IMAGE_DATA)
         check_choice(self.preset, "preset", tuple(UNET_PRESETS))
@@ -148,7 +165,7 @@ def image_config(name: str = "celeba64", **overrides: Any) -> ImageTrainConfig:
 
 def image_dataset(config: ImageTrainConfig, split: str = "train", progress: bool = True):
     """The data set a config names: fmlab.data.faces.Faces or fmlab.data.celeba.CelebA64 (`.images` uint8
-    [N, H, W, 3], `.name`)."""
+    [N, H, W, 3], `.name`, `.attribute(name)` -> 0/1 labels [N])."""
     if config.data == "faces":
         from .data.faces import Faces
 
@@ -166,10 +183,11 @@ class ImageStream:
     torch.utils.data.DistributedSampler(shuffle=True, seed=seed) at set_epoch(e) (all ranks together cover every
     image once per epoch). A batch may straddle two epochs. Each image is flipped left-right with probability 1/2
     when `flip`, decided by `generator` (the trainer's seeded generator). `state_dict()` / `load_state_dict()`
-    hold the position (epoch, index) for exact resume.
+    hold the position (epoch, index) for exact resume. With `labels` (int [N]) it returns (x1, labels [n]) instead.
     """
 
-    def __init__(self, images: np.ndarray, seed: int = 0, rank: int = 0, world_size: int = 1, flip: bool = True):
+    def __init__(self, images: np.ndarray, seed: int = 0, rank: int = 0, world_size: int = 1, flip: bool = True,
+                 labels: np.ndarray | None = None):
         from torch.utils.data import DistributedSampler
 
         if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] not in (1, 3):
@@ -177,7 +195,10 @@ class ImageStream:
                              f"{tuple(images.shape)}")
         if len(images) < world_size:
             raise ValueError(f"the data set has {len(images)} images, fewer than the {world_size} ranks")
+        if labels is not None and np.shape(labels) != (len(images),):
+            raise ValueError(f"labels must have one entry per image ({len(images)}), got shape {np.shape(labels)}")
         self.images, self.flip = images, flip
+        self.labels = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
         self.sampler = DistributedSampler(range(len(images)), num_replicas=world_size, rank=rank, shuffle=True,
                                           seed=seed)
         self.epoch, self.pos = 0, 0
@@ -200,7 +221,7 @@ class ImageStream:
                 self.epoch, self.pos, self._order = self.epoch + 1, 0, None
         return out
 
-    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
         idx = np.asarray(self.indices(n))
         order = np.argsort(idx, kind="stable")  # read a memory-mapped cache in ascending order
         batch = np.empty((n, *self.images.shape[1:]), np.uint8)
@@ -209,6 +230,8 @@ class ImageStream:
         if self.flip:
             mirror = torch.rand(n, generator=generator) < 0.5
             x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        if self.labels is not None:
+            return x.contiguous(), self.labels[torch.from_numpy(idx)]  # flips keep the attribute
         return x.contiguous()
 
     def state_dict(self) -> dict[str, int]:
@@ -265,8 +288,9 @@ class ImageTrainer(Trainer):
         if data_fn is None:
             dataset = image_dataset(config, "train", progress=progress_data and self.dist.is_main)
             self.dataset_name = dataset.name
+            labels = dataset.attribute(config.attribute) if config.attribute is not None else None
             data_fn = ImageStream(dataset.images, seed=config.seed, rank=self.dist.rank,
-                                  world_size=self.dist.world_size, flip=config.flip)
+                                  world_size=self.dist.world_size, flip=config.flip, labels=labels)
         else:
             self.dataset_name = getattr(data_fn, "name", "custom data")
         self.on_grid = on_grid
@@ -281,7 +305,8 @@ class ImageTrainer(Trainer):
     def _build_model(self) -> nn.Module:
         cfg = self.config
         return build_unet(cfg.preset, image_size=cfg.image_size, prediction=cfg.head,
-                          time_inputs=self.spec.time_inputs, dropout=cfg.dropout, time_condition=cfg.time_condition)
+                          time_inputs=self.spec.time_inputs, dropout=cfg.dropout, time_condition=cfg.time_condition,
+                          n_classes=cfg.n_classes)
 
     def _setup_parallel(self) -> None:
         if self.dist.world_size == 1:
@@ -365,13 +390,19 @@ class ImageTrainer(Trainer):
 
     @torch.no_grad()
     def sample_grid(self) -> np.ndarray:
-        """sample_n images from the EMA model with fixed noise (seed config.seed), as one uint8 grid [H, W, 3]."""
+        """sample_n images from the EMA model with fixed noise (seed config.seed), as one uint8 grid [H, W, 3]; a
+        conditional model draws the classes in turn (labels 0, 1, 0, 1, ...) at guidance 1 (the conditional model)."""
         cfg = self.config
         if self._grid_noise is None:
             g = torch.Generator().manual_seed(cfg.seed)
             c = self.model.config.get("in_channels", 3)
             self._grid_noise = torch.randn(cfg.sample_n, c, cfg.image_size, cfg.image_size, generator=g)
-        x = generate_images(self.ema, self._grid_noise.to(self.device), cfg.sample_steps, loss=cfg.loss)
+        labels = None
+        if cfg.n_classes:
+            from .guidance import cycle_labels
+
+            labels = cycle_labels(cfg.sample_n, cfg.n_classes).to(self.device)
+        x = generate_images(self.ema, self._grid_noise.to(self.device), cfg.sample_steps, loss=cfg.loss, labels=labels)
         grid = make_grid(to_uint8(x))
         self.grids[self.step] = grid
         for old in sorted(self.grids)[:-20]:  # keep the last 20 in memory

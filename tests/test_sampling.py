@@ -9,8 +9,9 @@ from fmlab.cli import main
 from fmlab.flowmaps import flow_map, sample_consistency, sample_flow_map
 from fmlab.losses import get_loss, list_losses
 from fmlab.models import build_model
+from fmlab.runs import load_run
 from fmlab.sampling import generate, methods_for, sample_methods, trajectory
-from fmlab.train import CKPT_NAME, load_run
+from fmlab.train import CKPT_NAME
 
 TINY = ["--steps", "20", "--hidden", "16", "--depth", "1", "--batch-size", "32", "--threads", "1",
         "--warmup", "2", "--log-every", "10", "--ckpt-every", "0", "--no-progress", "--data", "moons"]

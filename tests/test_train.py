@@ -8,6 +8,7 @@ import torch
 from fmlab.checkpoint import load_checkpoint
 from fmlab.data import sample_toy
 from fmlab.models import build_model
+from fmlab.runs import load_run, sample_run
 from fmlab.train import (
     CKPT_NAME,
     METRICS_NAME,
@@ -15,9 +16,7 @@ from fmlab.train import (
     Trainer,
     ema_decay_at,
     ema_update,
-    load_run,
     lr_schedule,
-    sample_run,
 )
 
 TINY = dict(hidden=16, depth=2, batch_size=32, threads=1, log_every=3, ckpt_every=10)

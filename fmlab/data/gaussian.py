@@ -162,6 +162,14 @@ class GaussianMixture:
         """Marginal velocity E[dx_t | x_t = x] = da E[x1 | x] + ds E[x0 | x] [B, d] (the flow matching optimum)."""
         return self._map(x, t, schedule, lambda st: st.mix(st.velocity()))
 
+    def component_velocities(self, x: Tensor, t: Tensor | float, schedule: str | Schedule = "linear"
+                             ) -> tuple[Tensor, Tensor]:
+        """(logits [B, K], v [B, K, d]): logits_k = log w_k N(x; a mu_k, C_k) and v_k = E[dx_t | x_t = x, k], each
+        component's own velocity. velocity() is sum_k softmax(logits)_k v_k; a sub-mixture (a class) re-weights
+        the same terms (fmlab.data.labelled)."""
+        both = self._map(x, t, schedule, lambda st: torch.cat([st.logits[..., None], st.velocity()], dim=-1))
+        return both[..., 0], both[..., 1:]
+
     def score(self, x: Tensor, t: Tensor | float, schedule: str | Schedule = "linear") -> Tensor:
         """grad_x log p_t(x) = -sum_k pi_k C_k^{-1} (x - a mu_k) [B, d]."""
         return self._map(x, t, schedule, lambda st: st.mix(st.from_eig(-st.z / st.c)))
