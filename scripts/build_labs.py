@@ -39,6 +39,17 @@ def lab_sources(paths: list[Path] | None = None) -> list[Path]:
     return sorted(p for p in LABS.glob("[0-9][0-9]_*.py"))
 
 
+def paired_source(source: Path) -> str:
+    """The source text with the pairing in its header (`formats: ipynb,py:percent`, which jupytext writes there):
+    JupyterLab's jupytext opens a paired notebook only when its two files agree, header included."""
+    text = source.read_text(encoding="utf-8")
+    if "#     formats: ipynb,py:percent\n" not in text:
+        if "#   jupytext:\n" not in text:
+            raise SystemExit(f"{source}: no jupytext header; create it with `jupytext --to py:percent`")
+        text = text.replace("#   jupytext:\n", "#   jupytext:\n#     formats: ipynb,py:percent\n", 1)
+    return text
+
+
 def build(source: Path) -> str:
     """The stripped notebook text built from `source`, keeping checked outputs of the existing notebook."""
     target = source.with_suffix(".ipynb")
@@ -67,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stale = []
     for source in lab_sources(args.sources):
+        paired = paired_source(source)
+        if paired != source.read_text(encoding="utf-8"):
+            stale.append(source)
+            if not args.check:
+                source.write_text(paired, encoding="utf-8")
         target = source.with_suffix(".ipynb")
         text = build(source)
         if not target.exists() or target.read_text(encoding="utf-8") != text:

@@ -19,7 +19,15 @@ def _load(name: str):
 
 B = _load("build_labs")
 
-SOURCE = '''# %% [markdown]
+SOURCE = '''# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
 # # Demo
 #
 # Some $x_t$.
@@ -70,3 +78,23 @@ def test_every_committed_lab_matches_its_source():
     notebooks = sorted(B.LABS.glob("[0-9][0-9]_*.ipynb"))
     assert [n.with_suffix(".py") for n in notebooks] == sources, "every lab notebook has a percent-format source"
     assert B.main(["--check"]) == 0
+
+
+def test_jupyterlab_sees_every_lab_and_its_source_as_one_paired_notebook():
+    """JupyterLab's jupytext refuses to open a paired notebook whose .ipynb is newer than its .py (as a git checkout
+    may leave them) when the two differ in anything, the header's pairing included: they must not differ."""
+    import jupytext
+    from jupytext.compare import compare_notebooks
+
+    for source in B.lab_sources():
+        assert "#     formats: ipynb,py:percent" in source.read_text(), f"{source.name}: header lacks the pairing"
+        compare_notebooks(jupytext.read(source), jupytext.read(source.with_suffix(".ipynb")), fmt="py:percent")
+
+
+def test_build_writes_the_pairing_into_the_source_header(tmp_path):
+    source = tmp_path / "03_demo.py"
+    source.write_text(SOURCE)
+    assert B.main(["--check", str(source)]) == 1
+    assert B.main([str(source)]) == 0
+    assert "#     formats: ipynb,py:percent\n" in source.read_text()
+    assert B.main(["--check", str(source)]) == 0
