@@ -1,13 +1,14 @@
 """The loss zoo (lab 09): every flow-map loss trained on the same small MLP, sampled in 1..16 steps, drawn beside the
 exact flow map of a Gaussian mixture, and the benchmark's landscape table (benchmarks/flowmaps.py).
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data; a flow map X(x, s, t) = x + (t - s) u(x, s, t) jumps from s
+Convention (fmlab.conventions): t = 0 is noise, t = 1 is data; a flow map X(x, s, t) = x + (t - s) u(x, s, t) jumps from s
 to t. A model is sampled the way its loss trained it (`SAMPLERS`):
 - 'flowmap': jumps x_{i+1} = X(x_i, t_i, t_{i+1}) on a uniform grid (losses that learn every pair s <= t);
 - 'consistency': jump to the data, re-noise onto the linear path with fresh noise, repeat (losses that learn only
   X(x, s, 1): CT, CD, FACM; Song et al. 2023, Algorithm 1);
 - 'noise_only': X(x0, 0, t_k) from the noise (losses that learn only maps starting at t = 0: PID, FreeFlow); more
-  steps add nothing, so every step count gives the one-step sample.
+  steps add nothing, so every step count gives the one-step sample: the benchmark evaluates them at 1 step only
+  and the tables show them as 1 NFE (`one_nfe`).
 
 This module holds the shared numbers (the model, the survey's cost estimates) and the pure functions; the widget
 layer at the end only wires controls to them. Training runs are cached per kernel (fmlab.labkit.train_cached).
@@ -16,6 +17,7 @@ layer at the end only wires controls to them. Training runs are cached per kerne
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,11 @@ from ..solvers import Trajectory, solve
 
 __all__ = [
     "ZOO_MODEL", "SURVEY_COST", "PAPER_MEMORY", "SAMPLERS", "RULES", "DISPLAY_NAMES", "RESULTS_PATH", "ZOO_TARGET",
-    "ZOO_DATA", "ZOO_TIME_FREQ_MAX", "TEACHERS", "MAX_STEPS", "flow_map_losses", "sampler_of", "rule_of",
-    "needs_teacher", "classification", "zoo_model", "zoo_config",
+    "ZOO_DATA", "ZOO_TIME_FREQ_MAX", "PAPER_MEMORY_GB", "TEACHERS", "MAX_STEPS", "flow_map_losses", "sampler_of",
+    "rule_of", "needs_teacher", "classification", "zoo_model", "zoo_config",
     "generate", "trajectory", "load_results", "zoo_teacher", "train_zoo", "ZooView", "render_zoo", "render_quality",
-    "landscape_rows", "fm_reference", "DIVERGED_W2", "format_w2", "render_landscape", "render_costs", "ZooLab",
-    "zoo_widget",
+    "landscape_rows", "fm_reference", "DIVERGED_W2", "format_w2", "w2_stats", "format_w2_stats", "summarise_runs",
+    "one_nfe", "render_landscape", "render_costs", "ZooLab", "zoo_widget",
 ]
 
 # The one model of the zoo and the benchmark (the labs' MLP: 3 hidden layers of 128, batch 256, AdamW lr 2e-3, EMA),
@@ -54,9 +56,11 @@ SURVEY_COST: dict[str, float | None] = {
     "splitmeanflow": 9, "pfmm": 5, "freeflow": 12, "sgflow": None,
 }
 
-# Peak training memory reported by the SGFlow paper on its U-Net (GB): FM 16.8, MeanFlow 14.2, SGFlow 43.2,
-# Lagrangian 69.8 (we attach the Lagrangian figure to LSD, its Lagrangian self-distillation baseline).
-PAPER_MEMORY_GB: dict[str, float] = {"cfm": 16.8, "meanflow": 14.2, "sgflow": 43.2, "lsd": 69.8}
+# Peak training memory reported by the SGFlow paper on its U-Net (GB; /work/shared/sources/sgflow-review.txt, the
+# memory table): FM 16.8, MeanFlow 14.2, SGFlow 43.2, "Lagrange" 69.8, "Euler" 69.8, "Progressive" 54.3. Its results
+# table names the Lagrange baseline "Lagrange (L-FMM)", Lagrangian flow map matching (Boffi et al. 2024): our 'fmm',
+# not LSD. "Euler" and "Progressive" are not attached: the review does not say which Boffi et al. losses they are.
+PAPER_MEMORY_GB: dict[str, float] = {"cfm": 16.8, "meanflow": 14.2, "sgflow": 43.2, "fmm": 69.8}
 PAPER_MEMORY: dict[str, float] = {k: v / PAPER_MEMORY_GB["cfm"] for k, v in PAPER_MEMORY_GB.items()}
 
 SAMPLERS: dict[str, str] = {"ct": "consistency", "cd": "consistency", "facm": "consistency",
@@ -332,30 +336,29 @@ def render_quality(views: dict[str, ZooView], metric: str = "error") -> Any:
 # --- the benchmark table ---------------------------------------------------------------------------------------
 
 def landscape_rows(results: dict[str, Any], coupling: str = "independent") -> list[dict[str, Any]]:
-    """One row per loss trained with `coupling`: name, rule, setting, survey cost, our cost, memory and W2 at each
-    step count per data set (keys 'w2/<data>/<k>')."""
+    """One row per loss trained with `coupling`: name, rule, setting, survey cost, our cost, memory, sampler, and
+    the W2 over seeds at each step count per data set (keys 'w2/<data>/<k>': w2_stats dicts, mean +- std)."""
+    summary = {(r["loss"], r["data"]): r for r in summarise_runs(results["runs"]) if r["coupling"] == coupling}
     rows = []
-    datasets = results["config"]["datasets"]
     for loss, info in results["losses"].items():
-        runs = {r["data"]: r for r in results["runs"] if r["loss"] == loss and r["coupling"] == coupling}
-        if not runs:
+        if not any(key[0] == loss for key in summary):
             continue
         row = {"loss": loss, "name": info["name"], "rule": info["rule"], "setting": info["setting"],
                "survey_cost": info.get("survey_cost"), "fwd_eq": info.get("fwd_eq"),
                "mem_rel_fm": info.get("mem_rel_fm"), "sampler": info.get("sampler")}
-        for data in datasets:
-            for k, v in runs.get(data, {"w2": {}})["w2"].items():
-                row[f"w2/{data}/{k}"] = v
+        for data in results["config"]["datasets"]:
+            for k, stats in summary.get((loss, data), {"w2": {}})["w2"].items():
+                row[f"w2/{data}/{k}"] = stats
         rows.append(row)
     return rows
 
 
-def fm_reference(results: dict[str, Any], data: str, coupling: str = "independent") -> float:
-    """W2 of flow matching with the benchmark's many-step Euler sampler (100 steps)."""
-    for r in results["runs"]:
-        if r["loss"] == "cfm" and r["data"] == data and r["coupling"] == coupling:
-            return r["w2"][str(results["config"]["fm_steps"])]
-    raise ValueError(f"no flow-matching run for data={data!r}, coupling={coupling!r} in the results")
+def fm_reference(results: dict[str, Any], data: str, coupling: str = "independent") -> dict[str, Any]:
+    """W2 over seeds (w2_stats: mean, std, n) of flow matching with the benchmark's many-step Euler sampler (100)."""
+    runs = [r for r in results["runs"] if r["loss"] == "cfm" and r["data"] == data and r["coupling"] == coupling]
+    if not runs:
+        raise ValueError(f"no flow-matching run for data={data!r}, coupling={coupling!r} in the results")
+    return w2_stats([r["w2"][str(results["config"]["fm_steps"])] for r in runs])
 
 
 TABLE_DATA_NAMES = {"checkerboard": "checker-<br>board"}  # narrow table columns: long names on two lines
@@ -369,20 +372,78 @@ def format_w2(w2: float | None) -> str:
     return "diverged" if not w2 <= DIVERGED_W2 else f"{w2:.3f}"
 
 
-def _cell_colour(w2: float | None, ref: float) -> str:
-    if w2 is None:
+def w2_stats(values: Sequence[float]) -> dict[str, Any]:
+    """W2 over seeds: mean and std (ddof 1; 0 for one seed) of the runs that did not diverge, the number of runs
+    `n` and of diverged runs `n_diverged` (non-finite or beyond DIVERGED_W2); mean is nan when all diverged."""
+    if not values:
+        raise ValueError("values must hold at least one W2")
+    finite = [float(v) for v in values if v <= DIVERGED_W2]  # nan fails the comparison
+    mean = statistics.mean(finite) if finite else float("nan")
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values), "n_diverged": len(values) - len(finite)}
+
+
+def format_w2_stats(stats: dict[str, Any] | None, sep: str = " ") -> str:
+    """'mean +- std' (3 decimals; the mean alone for one seed), '-' when missing, 'diverged' when every seed
+    diverged, and '(k/n diverged)' after the mean of the others when some did. `sep` goes before '+-' (use '<br>'
+    for narrow table cells)."""
+    if stats is None:
+        return "-"
+    n, bad = stats["n"], stats["n_diverged"]
+    if bad == n:
+        return "diverged" if n == 1 else f"diverged ({bad}/{n})"
+    text = f"{stats['mean']:.3f}" + (f"{sep}+- {stats['std']:.3f}" if n - bad > 1 else "")
+    return text + (f" ({bad}/{n} diverged)" if bad else "")
+
+
+def summarise_runs(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (loss, data, coupling) of the benchmark's per-seed run records: the seeds, the sampler and
+    w2_stats at each evaluated step count (keys as in the records: '1', '2', ..., '100' for flow matching)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["loss"], r["data"], r["coupling"]), []).append(r)
+    rows = []
+    for (loss, data, coupling), records in groups.items():
+        keys = [k for k in records[0]["w2"] if all(k in r["w2"] for r in records)]
+        rows.append({"loss": loss, "data": data, "coupling": coupling, "sampler": records[0].get("sampler"),
+                     "seeds": [r.get("seed", 0) for r in records],
+                     "w2": {k: w2_stats([r["w2"][k] for r in records]) for k in keys}})
+    return rows
+
+
+def one_nfe(loss: str) -> bool:
+    """True for losses sampled only in one jump from the noise (PID, FreeFlow): more steps add nothing."""
+    return SAMPLERS.get(loss) == "noise_only"
+
+
+def _cell_colour(stats: dict[str, Any] | None, ref: float) -> str:
+    """Green when the mean W2 is within 1.2x of `ref`, yellow within 2x, red beyond or diverged, grey if missing."""
+    if stats is None:
         return "#eeeeee"
-    if not w2 <= DIVERGED_W2:
+    if stats["n_diverged"] == stats["n"]:
         return "#fcbba1"
-    ratio = w2 / ref
+    ratio = stats["mean"] / ref
     return "#c7e9c0" if ratio <= 1.2 else "#fee391" if ratio <= 2.0 else "#fcbba1"
+
+
+def _landscape_cell(row: dict[str, Any], data: str, k: int) -> tuple[str, str, float]:
+    """(text, fill, sort value) of one W2 cell: 'mean<br>+- std'; 'n/a' beyond 1 step for 1-NFE samplers."""
+    stats = row.get(f"w2/{data}/{k}")
+    if row["sampler"] == "noise_only" and k != 1:
+        return "n/a<br>(1 NFE)", "#eeeeee", float("inf")
+    text = format_w2_stats(stats, sep="<br>")
+    if row["sampler"] == "noise_only" and stats is not None:
+        text += " (1 NFE)"
+    return text, "", _nan_last(stats)
 
 
 def render_landscape(results: dict[str, Any], coupling: str = "independent", steps: Sequence[int] = (1, 2, 4, 8),
                      sort_by: str | None = None) -> Any:
     """The survey's landscape table with our measurements: rule, setting, the survey's cost estimate beside our
-    measured cost (forward-pass equivalents), peak memory relative to flow matching, and W2 at 1..8 steps per data
-    set, coloured by the ratio to 100-step flow matching (green <= 1.2x, yellow <= 2x, red beyond)."""
+    measured cost (forward-pass equivalents), peak memory relative to flow matching, and W2 (mean +- std over the
+    benchmark's seeds) at 1..8 steps per data set, coloured by the ratio of the mean to 100-step flow matching's
+    mean (green <= 1.2x, yellow <= 2x, red beyond). PID and FreeFlow sample in one jump from the noise: their
+    1-step cell says 1 NFE, the others are n/a."""
     import plotly.graph_objects as go
 
     from .style import NOTEBOOK_WIDTH, apply_style
@@ -402,29 +463,38 @@ def render_landscape(results: dict[str, Any], coupling: str = "independent", ste
                [fmt(r["mem_rel_fm"], ".2f") for r in rows]]
     fills = [["white"] * len(rows)] * len(columns)
     for data in datasets:
-        ref = fm_reference(results, data, coupling)
+        ref = fm_reference(results, data, coupling)["mean"]
         for k in steps:
             header.append(f"{TABLE_DATA_NAMES.get(data, data)}<br>W2 {k}")
-            values = [r.get(f"w2/{data}/{k}") for r in rows]
-            columns.append([format_w2(v) for v in values])
-            fills.append([_cell_colour(v, ref) for v in values])
+            cells = [_landscape_cell(r, data, k) for r in rows]
+            columns.append([text for text, _, _ in cells])
+            fills.append([fill or _cell_colour(r.get(f"w2/{data}/{k}"), ref) for r, (_, fill, _) in zip(rows, cells,
+                                                                                                         strict=True)])
+    seeds = sorted({r.get("seed", 0) for r in results["runs"]})
     fig = go.Figure(go.Table(
         columnwidth=[105, 85, 135, 50, 50, 55] + [66] * (len(header) - 6),
         header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#f0f0f0", align="center",
                     font=dict(size=11), height=48),
-        cells=dict(values=columns, fill_color=fills, align="center", font=dict(size=12), height=24)))
-    refs = ", ".join(f"{d} {fm_reference(results, d, coupling):.3f}" for d in datasets)
-    floors = ", ".join(f"{d} {results['noise_floor'][d]['mean']:.3f}" for d in datasets)
-    title = (f"Flow-map losses, {coupling} coupling, {results['config']['steps']} training steps<br>"
-             f"<sup>flow matching with {results['config']['fm_steps']} steps: {refs}; noise floor: {floors}</sup>")
+        cells=dict(values=columns, fill_color=fills, align="center", font=dict(size=11), height=34)))
+    refs = ", ".join(f"{d} {_pm(fm_reference(results, d, coupling))}" for d in datasets)
+    floors = ", ".join(f"{d} {_pm(results['noise_floor'][d])}" for d in datasets)
+    title = (f"Flow-map losses, {coupling} coupling, {results['config']['steps']} training steps, W2 mean +- std over "
+             f"{len(seeds)} seed(s)<br><sup>flow matching with {results['config']['fm_steps']} steps: {refs}; noise "
+             f"floor: {floors}</sup>")
     apply_style(fig, title=title)
-    fig.update_layout(width=NOTEBOOK_WIDTH, height=156 + 26 * len(rows), title=dict(font=dict(size=15)),
+    fig.update_layout(width=NOTEBOOK_WIDTH, height=160 + 36 * len(rows), title=dict(font=dict(size=15)),
                       margin=dict(l=10, r=10, t=80, b=10))
     return fig
 
 
-def _nan_last(value: float | None) -> float:
-    return float("inf") if value is None or not value <= DIVERGED_W2 else value
+def _pm(stats: dict[str, Any]) -> str:
+    return f"{stats['mean']:.3f} +- {stats.get('std', 0.0):.3f}"
+
+
+def _nan_last(stats: dict[str, Any] | None) -> float:
+    if stats is None or stats["n_diverged"] == stats["n"]:
+        return float("inf")
+    return stats["mean"] + (1e6 if stats["n_diverged"] else 0.0)  # a loss that diverged on some seed sorts late
 
 
 def render_costs(results: dict[str, Any]) -> Any:
