@@ -331,6 +331,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="'all' (every loss on every seed) or 'best:K' (every loss on the first seed, then the K losses "
                         "per data set with the lowest 1-step W2 there on the other seeds too; flow matching always "
                         "runs every seed)")
+    p.add_argument("--all-seeds-also", default="",
+                   help="comma-separated losses that run on every seed besides the best K of --all-seeds-for")
     p.add_argument("--ot", default="best:4", help="OT-coupled runs: 'all', 'none' or 'best:K' (cfm + the K best)")
     p.add_argument("--ot-seeds", default="all", choices=("all", "first"), help="seeds of the OT-coupled runs")
     p.add_argument("--n-eval", type=int, default=1000, help="samples for the exact W2 (and its noise floor)")
@@ -344,6 +346,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only measure cost and memory of the losses in --out (an existing results file) and add them")
     p.add_argument("--resume", action="store_true",
                    help="reuse the finished runs of an interrupted run with the same --out (its .partial files)")
+    p.add_argument("--reuse", default=None,
+                   help="a results file whose flow-map runs (same settings) count as finished; flow matching reruns")
     p.add_argument("--time-gaps", action="store_true",
                    help="only tabulate each loss's training gaps t - s (its default batch sampler) and exit")
     p.add_argument("--out", default=str(RESULTS / "flowmaps.json"))
@@ -361,6 +365,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError("--cost-only and --no-cost exclude each other")
     if args.all_seeds_for != "all":
         _best_k(args.all_seeds_for, "--all-seeds-for")
+    if args.all_seeds_also:
+        select_losses(args.all_seeds_also)  # unknown names fail here, before hours of training
     if args.ot not in ("all", "none"):
         _best_k(args.ot, "--ot")
     return args
@@ -409,13 +415,20 @@ def _rank_key(stats: dict[str, Any]) -> tuple[int, float]:
 
 class RunStore:
     """Finished runs of this invocation, appended to `<out>.partial.jsonl` (flow-matching states to
-    `<out>.partial.pt`) as they finish, so that `--resume` can skip them after an interruption."""
+    `<out>.partial.pt`) as they finish, so that `--resume` can skip them after an interruption. `reuse`: a results
+    file of an earlier run whose flow-map runs count as finished (flow matching is trained again: its weights, the
+    teachers, are not in the file; runs are deterministic given the seed, so the earlier records are what this
+    run would produce)."""
 
-    def __init__(self, out: Path, resume: bool):
+    def __init__(self, out: Path, resume: bool, reuse: Path | None = None):
         self.records_path = out.with_suffix(".partial.jsonl")
         self.states_path = out.with_suffix(".partial.pt")
-        self.done: dict[tuple, dict[str, Any]] = {}
+        self.done: dict[str, dict[str, Any]] = {}
         self.states: dict[str, Any] = {}
+        if reuse is not None:
+            earlier = [r for r in json.loads(Path(reuse).read_text())["runs"] if r["loss"] != "cfm"]
+            self.done.update({_key(r): r for r in earlier})
+            print(f"reusing {len(earlier)} flow-map runs from {reuse}", flush=True)
         if resume and self.records_path.exists():
             self.states = torch.load(self.states_path) if self.states_path.exists() else {}
             for line in self.records_path.read_text().splitlines():
@@ -474,7 +487,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = parse_seeds(args.seeds)
     started, load_start = time.time(), os.getloadavg()
     out = Path(args.out)
-    store = RunStore(out, args.resume)
+    store = RunStore(out, args.resume, Path(args.reuse) if args.reuse else None)
     base = {"steps": args.steps, "n_eval": args.n_eval}
     print(f"flow matching references ({len(datasets)} data sets x {len(seeds)} seeds) ...", flush=True)
     fm = run_stored([{**base, "loss": "cfm", "data": d, "coupling": "independent", "seed": s}
@@ -487,10 +500,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "teacher": teachers[(d, "independent", s)]} for s in first for d in datasets for n in losses]
     runs = fm + run_stored(jobs, args.workers, store)
     leaders = _leaders(args.all_seeds_for, runs, datasets, losses)
+    every_seed = None
     if leaders is not None:
-        print(f"seeds {seeds[1:]} for the leading losses {leaders} ...", flush=True)
+        also = [n for n in select_losses(args.all_seeds_also) if n in losses] if args.all_seeds_also else []
+        every_seed = {d: names + [n for n in also if n not in names] for d, names in leaders.items()}
+        print(f"seeds {seeds[1:]} for the leading losses {leaders} and {also} ...", flush=True)
         jobs = [{**base, "loss": n, "data": d, "coupling": "independent", "seed": s,
-                 "teacher": teachers[(d, "independent", s)]} for s in seeds[1:] for d in datasets for n in leaders[d]]
+                 "teacher": teachers[(d, "independent", s)]} for s in seeds[1:] for d in datasets
+                for n in every_seed[d]]
         runs += run_stored(jobs, args.workers, store)
     ot_losses = _ot_selection(args.ot, [r for r in runs if r["seed"] == seeds[0]], losses)
     if ot_losses is not None:
@@ -514,7 +531,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "loadavg_start": [round(x, 2) for x in load_start]},
         "config": {**ZOO_MODEL, "steps": args.steps, "n_eval": args.n_eval, "eval_steps": list(EVAL_STEPS),
                    "fm_steps": FM_STEPS, "datasets": datasets, "seeds": seeds,
-                   "all_seeds_for": args.all_seeds_for, "leaders": leaders, "ot": args.ot, "ot_seeds": args.ot_seeds},
+                   "all_seeds_for": args.all_seeds_for, "leaders": leaders, "every_seed": every_seed,
+                   "ot": args.ot, "ot_seeds": args.ot_seeds},
         "noise_floor": floors, "runs": runs, "summary": summarise_runs(runs),
         "losses": {n: {"name": DISPLAY_NAMES.get(n, n), "rule": rule_of(n), "setting": get_loss(n).setting,
                        "paper": get_loss(n).paper, "sampler": sampler_of(n), "survey_cost": SURVEY_COST.get(n),
