@@ -240,7 +240,12 @@ def test_benchmark_smoke_run(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert md.startswith("W2 (exact") and "(1 NFE) | n/a |" in md
     assert not out.with_suffix(".partial.jsonl").exists()  # the resume files are removed after a complete run
-    Z.render_landscape(saved)  # the lab can draw what the benchmark writes
+    Z.render_landscape(saved)  # the lab can draw and print what the benchmark writes
+    text = Z.headline_text(saved)
+    assert text.startswith("moons: flow matching, 100 Euler steps") and "best of 2 on seed 0 alone" in text
+    assert "(1 seed) steps 1: " in Z.steps_text(saved, ["pid" if leader == "meanflow" else "meanflow"])
+    with pytest.raises(ValueError, match="headline"):
+        Z.headline_text({k: v for k, v in saved.items() if k != "headline"})
     with pytest.raises(ValueError, match="--all-seeds-for"):
         bench.parse_args(["--all-seeds-for", "top3"])
 

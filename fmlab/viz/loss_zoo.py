@@ -1,8 +1,8 @@
 """The loss zoo (lab 09): every flow-map loss trained on the same small MLP, sampled in 1..16 steps, drawn beside the
 exact flow map of a Gaussian mixture, and the benchmark's landscape table (benchmarks/flowmaps.py).
 
-Convention (fmlab.conventions): t = 0 is noise, t = 1 is data; a flow map X(x, s, t) = x + (t - s) u(x, s, t) jumps from s
-to t. A model is sampled the way its loss trained it (`SAMPLERS`):
+Convention (fmlab.conventions): t = 0 is noise, t = 1 is data; a flow map X(x, s, t) = x + (t - s) u(x, s, t)
+jumps from s to t. A model is sampled the way its loss trained it (`SAMPLERS`):
 - 'flowmap': jumps x_{i+1} = X(x_i, t_i, t_{i+1}) on a uniform grid (losses that learn every pair s <= t);
 - 'consistency': jump to the data, re-noise onto the linear path with fresh noise, repeat (losses that learn only
   X(x, s, 1): CT, CD, FACM; Song et al. 2023, Algorithm 1);
@@ -35,7 +35,7 @@ __all__ = [
     "rule_of", "needs_teacher", "classification", "zoo_model", "zoo_config",
     "generate", "trajectory", "load_results", "zoo_teacher", "train_zoo", "ZooView", "render_zoo", "render_quality",
     "landscape_rows", "fm_reference", "DIVERGED_W2", "format_w2", "w2_stats", "format_w2_stats", "summarise_runs",
-    "one_nfe", "render_landscape", "render_costs", "ZooLab", "zoo_widget",
+    "one_nfe", "steps_text", "headline_text", "render_landscape", "render_costs", "ZooLab", "zoo_widget",
 ]
 
 # The one model of the zoo and the benchmark (the labs' MLP: 3 hidden layers of 128, batch 256, AdamW lr 2e-3, EMA),
@@ -495,6 +495,47 @@ def _nan_last(stats: dict[str, Any] | None) -> float:
     if stats is None or stats["n_diverged"] == stats["n"]:
         return float("inf")
     return stats["mean"] + (1e6 if stats["n_diverged"] else 0.0)  # a loss that diverged on some seed sorts late
+
+
+def steps_text(results: dict[str, Any], losses: Sequence[str], coupling: str = "independent") -> str:
+    """W2 at each sampling step count (mean +- std over the seeds each run had), one line per loss and data set."""
+    rows = {(r["loss"], r["data"]): r for r in summarise_runs(results["runs"]) if r["coupling"] == coupling}
+    lines = []
+    for loss in losses:
+        for data in results["config"]["datasets"]:
+            row = rows.get((loss, data))
+            if row is None:
+                raise ValueError(f"no {coupling} run of {loss!r} on {data!r} in the results")
+            cells = ", ".join(f"{k}: {format_w2_stats(stats)}" for k, stats in row["w2"].items())
+            n = len(row["seeds"])
+            lines.append(f"{DISPLAY_NAMES.get(loss, loss):17s} {data:12s} ({n} seed{'s' * (n > 1)}) steps {cells}")
+    return "\n".join(lines)
+
+
+def headline_text(results: dict[str, Any]) -> str:
+    """The benchmark's headline as text, per data set: 100-step flow matching and the noise floor (mean +- std),
+    then the leading flow-map losses at 1 step (mean +- std over seeds) with their ratio to flow matching and the
+    verdict of the difference (benchmarks/flowmaps.py `compare`: resolved beyond 2 standard errors), and the
+    selection effect (the loss that wins on one seed alone, and its W2 on the other seeds)."""
+    if "headline" not in results:
+        raise ValueError("these results have no 'headline': rerun benchmarks/flowmaps.py")
+    lines = []
+    for data, rows in results["headline"].items():
+        fm, floor = fm_reference(results, data), results["noise_floor"][data]
+        lines.append(f"{data}: flow matching, {results['config']['fm_steps']} Euler steps {_pm(fm)} ({fm['n']} seeds); "
+                     f"data vs data {_pm(floor)} ({floor.get('draws', '?')} draws)")
+        for r in rows:
+            verdict = r["vs_fm_100"]["verdict"]
+            verdict = {"lower": "below it", "higher": "above it", "within noise": "within noise of it"}.get(verdict,
+                                                                                                      verdict)
+            lines.append(f"  {DISPLAY_NAMES.get(r['loss'], r['loss']):17s} 1 step {_pm(r['w2_1'])} "
+                         f"({r['ratio_fm_100']:.2f}x flow matching; {verdict})")
+        for sel in results["target"][f"{data}/independent"]["selection"][:1]:
+            other = sel["w2_1_other_seeds"]
+            lines.append(f"  best of {sel['n_losses']} on seed {sel['seed']} alone: "
+                         f"{DISPLAY_NAMES.get(sel['best_loss'], sel['best_loss'])} {sel['w2_1']:.3f}"
+                         + ("" if other is None else f", {other:.3f} on average over its other seeds"))
+    return "\n".join(lines)
 
 
 def render_costs(results: dict[str, Any]) -> Any:
