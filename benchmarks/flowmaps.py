@@ -69,6 +69,7 @@ from fmlab.viz.loss_zoo import (  # noqa: E402
     rule_of,
     sampler_of,
     summarise_runs,
+    time_gap_table,
     zoo_config,
     zoo_model,
 )
@@ -477,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.cost_only:
         return add_costs(Path(args.out), args, command)
     if args.time_gaps:
-        text = time_gap_table(select_losses(args.losses))
+        text = time_gap_table(select_losses(args.losses))  # fmlab.viz.loss_zoo
         path = RESULTS / "flowmaps_gaps.md"
         path.write_text(f"`{command}`\n\n{text}\n")
         print(text + f"\nwrote {path}")
@@ -550,26 +551,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _write(result, out)
     store.clear()
     return result
-
-
-def time_gap_table(losses: list[str], n: int = 100_000, seed: int = 0) -> str:
-    """How often each loss trains each jump length: from one batch of n rows drawn by the loss's own batch sampler
-    with its default settings, the fraction of diagonal rows (s = t) and, among the others, the fraction with
-    t - s <= 1/8 (the jump of 8-step sampling) and >= 1/2, and the median gap."""
-    g = torch.Generator().manual_seed(seed)
-    x0, x1 = torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)
-    lines = ["| loss | diagonal rows (s = t) | off-diagonal gaps <= 1/8 | off-diagonal gaps >= 1/2 | median gap |",
-             "|---|---|---|---|---|"]
-    for loss in losses:
-        spec = get_loss(loss)
-        settings = {k: v for k, v in spec.settings({}).items() if k not in ("teacher", "ema")}
-        batch = spec.make_batch(x0, x1, g, **settings)
-        gap = batch.t - batch.s
-        off = gap[gap > 0]
-        lines.append(f"| {DISPLAY_NAMES.get(loss, loss)} | {(gap == 0).float().mean().item():.3f} | "
-                     f"{(off <= 0.125).float().mean().item():.3f} | {(off >= 0.5).float().mean().item():.3f} | "
-                     f"{off.median().item():.3f} |")
-    return "\n".join(lines)
 
 
 def _write(result: dict[str, Any], out: Path) -> None:

@@ -265,14 +265,16 @@ def test_benchmark_resumes_finished_runs(tmp_path):
     assert bench.RunStore(out, resume=False).done == {}  # a fresh run starts empty
 
 
-def test_time_gap_table_counts_the_samplers_gaps():
-    bench = _bench()
-    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in
-            bench.time_gap_table(["meanflow", "lsd"], n=20_000).splitlines()[2:]}
-    assert rows["MeanFlow"][0] == "0.750" and rows["LSD"][0] == "0.000"  # diagonal rows
-    # uniform on the triangle: P(t - s <= 1/8) = 1 - (7/8)^2 = 0.234
-    assert float(rows["LSD"][1]) == pytest.approx(1 - (7 / 8) ** 2, abs=0.02)
-    assert float(rows["MeanFlow"][1]) > 0.3  # MeanFlow's logit-normal pairs: short gaps more often
+def test_time_gaps_count_the_samplers_gaps():
+    mf, lsd = Z.time_gaps("meanflow", n=20_000), Z.time_gaps("lsd", n=20_000)
+    assert mf["diagonal"] == pytest.approx(0.75) and lsd["diagonal"] == 0.0  # diagonal rows
+    # uniform on the triangle: P(t - s <= 1/8) = 1 - (7/8)^2 = 0.234, P(t - s >= 1/2) = 1/4
+    assert lsd["short"] == pytest.approx(1 - (7 / 8) ** 2, abs=0.02) and lsd["long"] == pytest.approx(0.25, abs=0.02)
+    assert mf["short"] > 0.3 and mf["long"] < 0.15  # MeanFlow's logit-normal pairs: short gaps more often
+    table = Z.time_gap_table(["meanflow", "lsd"], n=2000).splitlines()
+    assert len(table) == 4 and table[2].startswith("| MeanFlow | 0.750 |")
+    with pytest.raises(ValueError, match="flow-map loss"):
+        Z.time_gaps("cfm")
 
 
 def test_benchmark_job_carries_loss_settings():

@@ -32,7 +32,7 @@ from ..solvers import Trajectory, solve
 __all__ = [
     "ZOO_MODEL", "SURVEY_COST", "PAPER_MEMORY", "SAMPLERS", "RULES", "DISPLAY_NAMES", "RESULTS_PATH", "ZOO_TARGET",
     "ZOO_DATA", "ZOO_TIME_FREQ_MAX", "PAPER_MEMORY_GB", "TEACHERS", "MAX_STEPS", "flow_map_losses", "sampler_of",
-    "rule_of", "needs_teacher", "classification", "zoo_model", "zoo_config",
+    "rule_of", "needs_teacher", "classification", "time_gaps", "time_gap_table", "zoo_model", "zoo_config",
     "generate", "trajectory", "load_results", "zoo_teacher", "train_zoo", "ZooView", "render_zoo", "render_quality",
     "landscape_rows", "fm_reference", "DIVERGED_W2", "format_w2", "w2_stats", "format_w2_stats", "summarise_runs",
     "one_nfe", "steps_text", "headline_text", "render_landscape", "render_costs", "ZooLab", "zoo_widget",
@@ -117,6 +117,34 @@ def classification(losses: Sequence[str] | None = None) -> str:
         cost = SURVEY_COST.get(n)
         lines.append(f"{DISPLAY_NAMES.get(n, n):18s} {rule_of(n):14s} {get_loss(n).setting:26s} {sampler_of(n):12s} "
                      f"{'-' if cost is None else cost}")
+    return "\n".join(lines)
+
+
+def time_gaps(loss: str, n: int = 100_000, seed: int = 0) -> dict[str, float]:
+    """How often `loss` trains each jump length: one batch of n rows from the loss's own batch sampler with its
+    default settings; the fraction of diagonal rows (s = t), and among the others the fraction with t - s <= 1/8
+    (the jump of 8-step sampling) and >= 1/2, and their median gap t - s."""
+    g = torch.Generator().manual_seed(seed)
+    x0, x1 = torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)
+    spec = get_loss(loss)
+    if spec.time_inputs != 2:
+        raise ValueError(f"loss must be a flow-map loss (two times), got {loss!r}")
+    settings = {k: v for k, v in spec.settings({}).items() if k not in ("teacher", "ema")}
+    batch = spec.make_batch(x0, x1, g, **settings)
+    gap = batch.t - batch.s
+    off = gap[gap > 0]
+    return {"diagonal": (gap == 0).float().mean().item(), "short": (off <= 0.125).float().mean().item(),
+            "long": (off >= 0.5).float().mean().item(), "median": off.median().item()}
+
+
+def time_gap_table(losses: Sequence[str], n: int = 100_000, seed: int = 0) -> str:
+    """`time_gaps` of each loss as a Markdown table."""
+    lines = ["| loss | diagonal rows (s = t) | off-diagonal gaps <= 1/8 | off-diagonal gaps >= 1/2 | median gap |",
+             "|---|---|---|---|---|"]
+    for loss in losses:
+        f = time_gaps(loss, n, seed)
+        lines.append(f"| {DISPLAY_NAMES.get(loss, loss)} | {f['diagonal']:.3f} | {f['short']:.3f} | {f['long']:.3f} | "
+                     f"{f['median']:.3f} |")
     return "\n".join(lines)
 
 
