@@ -300,3 +300,47 @@ def test_benchmark_compare_and_arguments(tmp_path):
         bench.parse_seeds("a")
     with pytest.raises(FileNotFoundError, match="--cost-only"):
         bench.main(["--cost-only", "--out", str(tmp_path / "none.json")])
+
+
+def _bench_ayf():
+    spec = importlib.util.spec_from_file_location("bench_flowmaps_ayf", ROOT / "benchmarks" / "flowmaps_ayf.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_ayf_variant_divides_the_update_by_the_gap():
+    """The diagnostic AYF-LMD variant (surrogate on u) has the zoo AYF-LMD gradient divided by h = t - s."""
+    from fmlab.data import gmm_2d
+    from fmlab.flowmaps import GaussianMixtureTeacher
+    from fmlab.losses import get_loss
+    from fmlab.losses.batch import Batch
+
+    bench = _bench_ayf()
+    torch.manual_seed(0)
+    model = build_model(time_inputs=2, hidden=16, depth=2)
+    g = torch.Generator().manual_seed(1)
+    x0, x1 = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    s = torch.rand(64, generator=g) * 0.6
+    batch = Batch(x0=x0, x1=x1, s=s, t=s + 0.4, r=s + 0.2)  # one gap h = 0.4 for every row
+    teacher = GaussianMixtureTeacher(gmm_2d("8modes"))
+    grads = []
+    for fn in (get_loss("ayf_lagrangian").fn, bench.ayf_lagrangian_u_loss):
+        model.zero_grad()
+        fn(model, batch, teacher=teacher)[0].backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], 0.4 * grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_ayf_benchmark_smoke_run_and_text(tmp_path):
+    bench = _bench_ayf()
+    out = tmp_path / "ayf.json"
+    res = bench.main(["--steps", "3", "--n-eval", "30", "--workers", "1", "--datasets", "moons", "--variants",
+                      "ayf,lmd", "--out", str(out)])
+    assert [r["variant"] for r in res["runs"]] == ["ayf", "lmd"]
+    assert set(res["runs"][0]["gap_error"]["path"]) == {"0.125", "0.25", "0.5", "1"}
+    assert all(math.isfinite(v) for r in res["runs"] for part in r["gap_error"].values() for v in part.values())
+    text = Z.ayf_gap_text(json.loads(out.read_text()))
+    assert "AYF-LMD as in the zoo" in text and text.count("\n") == 2
+    with pytest.raises(ValueError, match="--variants"):
+        bench.main(["--variants", "ayf,nope", "--out", str(out)])

@@ -35,7 +35,8 @@ __all__ = [
     "rule_of", "needs_teacher", "classification", "time_gaps", "time_gap_table", "zoo_model", "zoo_config",
     "generate", "trajectory", "load_results", "zoo_teacher", "train_zoo", "ZooView", "render_zoo", "render_quality",
     "landscape_rows", "fm_reference", "DIVERGED_W2", "format_w2", "w2_stats", "format_w2_stats", "summarise_runs",
-    "one_nfe", "steps_text", "headline_text", "render_landscape", "render_costs", "ZooLab", "zoo_widget",
+    "one_nfe", "steps_text", "headline_text", "AYF_VARIANTS", "ayf_gap_text", "render_landscape", "render_costs",
+    "ZooLab", "zoo_widget",
 ]
 
 # The one model of the zoo and the benchmark (the labs' MLP: 3 hidden layers of 128, batch 256, AdamW lr 2e-3, EMA),
@@ -537,6 +538,25 @@ def steps_text(results: dict[str, Any], losses: Sequence[str], coupling: str = "
             cells = ", ".join(f"{k}: {format_w2_stats(stats)}" for k, stats in row["w2"].items())
             n = len(row["seeds"])
             lines.append(f"{DISPLAY_NAMES.get(loss, loss):17s} {data:12s} ({n} seed{'s' * (n > 1)}) steps {cells}")
+    return "\n".join(lines)
+
+
+AYF_VARIANTS = {"ayf": "AYF-LMD as in the zoo", "ayf_c0": "AYF-LMD, c = 0", "ayf_u": "AYF-LMD, gradient / h",
+                "lmd": "LMD"}  # benchmarks/flowmaps_ayf.py: the variants it trains
+
+
+def ayf_gap_text(results: dict[str, Any]) -> str:
+    """benchmarks/flowmaps_ayf.py's results as text: per variant and data set, W2 at 1/2/4/8 steps and the RMS
+    average-velocity error of a jump of length h against the teacher's flow, from points on the path and from the
+    points the 1/h-step sampler visits."""
+    gaps = [f"{h:g}" for h in results["config"]["gaps"]]
+    lines = [f"{'variant':22s} {'data':12s} {'W2 at 1 / 2 / 4 / 8 steps':28s} error per jump, h = {' / '.join(gaps)}:"
+             " on the path | at the sampler's points"]
+    for r in results["runs"]:
+        lines.append(f"{AYF_VARIANTS.get(r['variant'], r['variant']):22s} {r['data']:12s} "
+                     + " / ".join(f"{r['w2'][k]:.3f}" for k in ("1", "2", "4", "8")) + "    "
+                     + " / ".join(f"{r['gap_error']['path'][h]:.2f}" for h in gaps) + " | "
+                     + " / ".join(f"{r['gap_error']['sampler'][h]:.2f}" for h in gaps))
     return "\n".join(lines)
 
 
