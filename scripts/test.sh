@@ -2,7 +2,7 @@
 # Install fmlab with its test extras into .venv and run everything: lint, unit tests, the labs under
 # nbval (FMLAB_FAST=1) and the browser tests (JupyterLab in headless Chromium).
 FMLAB_EXTRAS="[test]" source "$(dirname "$0")/env.sh"
-ruff check fmlab tests benchmarks
+ruff check fmlab tests benchmarks labs scripts
 # The browser tests (tests/browser) drive Debian's chromium through Playwright (no browser downloads): install it
 # with apt-get when it is missing and we may (root, apt-get present); otherwise those tests skip and say what to install.
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${FMLAB_CHROMIUM:-}" ]; then

@@ -638,9 +638,10 @@ def zoo_widget(losses: Sequence[str] | None = None, loss: str = "meanflow", trai
 
     names = list(losses) if losses is not None else ["cfm"] + flow_map_losses()
     lab = ZooLab(train_steps, n, seed, max_steps=max_steps)
-    progress = W.Output()
-    with progress:
-        lab.view(loss)  # train the first one with its bar visible
+    # Train the first one now, its bar in the cell's own output: a bar displayed inside `progress` while the cell runs
+    # would make nbclient (nbconvert --execute) answer on the shell channel and can stall the cell (View._show).
+    lab.view(loss)
+    progress = W.Output()  # bars of later trainings (another loss picked in the menu) show here
     controls = {"loss": dropdown("loss", {DISPLAY_NAMES.get(n_, n_): n_ for n_ in names}, loss),
                 "teacher": dropdown("teacher (distillation)", TEACHERS, "exact"),
                 "steps": int_slider("sampling steps", 1, max_steps, 1),

@@ -21,8 +21,8 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "figure_widget", "update_figure",
-           "link", "controls_box", "interactive_view", "View", "LIVE_MODES"]
+__all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "enable_when", "figure_widget",
+           "update_figure", "link", "controls_box", "interactive_view", "View", "LIVE_MODES"]
 
 # Live figures carry plain lists, never numpy arrays. plotly.js answers a restyle with "trace deltas" holding its own
 # copies of the arrays; for numpy-backed traces these come back as typed-array dicts and plotly.py's FigureWidget then
@@ -152,6 +152,16 @@ def link(controls: Mapping[str, W.ValueWidget], update: Callable[..., None], run
         on_change()
 
 
+def enable_when(control: W.Widget, source: W.ValueWidget, active: Callable[[Any], bool]) -> None:
+    """Grey out `control` while `active(source.value)` is false (a control that would change nothing is disabled,
+    not silently ignored); set now and on every change of `source`."""
+    def on_change(_change: Any = None) -> None:
+        control.disabled = not active(source.value)
+
+    source.observe(on_change, names="value")
+    on_change()
+
+
 def controls_box(controls: Mapping[str, W.Widget] | Sequence[W.Widget], per_row: int = 3) -> W.VBox:
     """Controls laid out in rows of `per_row`."""
     items = list(controls.values()) if isinstance(controls, Mapping) else list(controls)
@@ -193,15 +203,22 @@ class View(W.VBox):
         link(self.controls, lambda **_: self.redraw())
 
     def _show(self, fig: go.Figure) -> None:
+        """Replace the Output's content by `fig` in one step: set its `outputs` in the kernel.
+
+        Never `with self.output: display(fig)`. That routes the figure through the front end's copy of the Output,
+        and nbclient's copy (nbconvert --execute, papermill) answers each captured display by sending the new
+        `outputs` to the kernel on the shell channel while it waits on that channel for the cell's reply;
+        jupyter_client sends through a blocking shadow of the asyncio socket, which can swallow the wake-up for the
+        reply, and the cell then stalls until its timeout (forever without one). Setting `outputs` sends one widget
+        update on IOPub and nothing comes back; the front end swaps the old figure for the new one without flicker.
+        """
         from IPython import get_ipython
-        from IPython.display import display
 
         self.figure = fig
         if get_ipython() is None:  # plain Python (tests, scripts): nothing to show the figure in
             return
-        with self.output:
-            self.output.clear_output(wait=True)  # wait: no flicker, the old figure stays until the new one arrives
-            display(fig)
+        bundle = fig._repr_mimebundle_()  # what display(fig) sends: the mime types of plotly's default renderer
+        self.output.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
     def params(self) -> dict[str, Any]:
         return {**self.fixed, **{name: c.value for name, c in self.controls.items()}}
