@@ -347,8 +347,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="only measure cost and memory of the losses in --out (an existing results file) and add them")
     p.add_argument("--resume", action="store_true",
                    help="reuse the finished runs of an interrupted run with the same --out (its .partial files)")
-    p.add_argument("--reuse", default=None,
-                   help="a results file whose flow-map runs (same settings) count as finished; flow matching reruns")
+    p.add_argument("--reuse", action="append", default=[], metavar="FILE[:LOSSES]",
+                   help="a results file whose flow-map runs with the loss's default settings and the same steps count "
+                        "as finished (reusable_runs), optionally only those of LOSSES (comma-separated); repeatable; "
+                        "flow matching is trained again")
     p.add_argument("--time-gaps", action="store_true",
                    help="only tabulate each loss's training gaps t - s (its default batch sampler) and exit")
     p.add_argument("--out", default=str(RESULTS / "flowmaps.json"))
@@ -414,6 +416,34 @@ def _rank_key(stats: dict[str, Any]) -> tuple[int, float]:
     return (stats["n_diverged"] > 0, stats["mean"] if stats["n_diverged"] < stats["n"] else float("inf"))
 
 
+def reusable_runs(earlier: dict[str, Any], steps: int | None = None, losses: list[str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """The flow-map runs of an earlier results file (this benchmark's, or benchmarks/meanflow_weighting.py's) that
+    this run would reproduce: not flow matching (its weights, the teachers, are not stored), among `losses` (None:
+    all), trained with the loss's default settings (a record's loss_settings, if any, equal to the defaults) and
+    `steps` training steps (None: any). Files written before --seeds held one seed (config 'seed')."""
+    seed = earlier["config"].get("seed", 0)
+    out = []
+    for r in earlier["runs"]:
+        if r["loss"] == "cfm" or (losses is not None and r["loss"] not in losses):
+            continue
+        defaults = get_loss(r["loss"]).defaults
+        if any(defaults.get(k) != v for k, v in (r.get("loss_settings") or {}).items()):
+            continue
+        record = {"seed": seed, **{k: v for k, v in r.items() if k not in ("weighting", "loss_settings")}}
+        if steps is None or record.get("steps", earlier["config"].get("steps")) == steps:
+            out.append(record)
+    return out
+
+
+def parse_reuse(spec: str) -> tuple[Path, list[str] | None]:
+    """--reuse FILE[:LOSSES] -> (path, loss names or None for all); the file must exist."""
+    path, _, names = spec.partition(":")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--reuse: no results file {path}")
+    return Path(path), select_losses(names) if names else None
+
+
 class RunStore:
     """Finished runs of this invocation, appended to `<out>.partial.jsonl` (flow-matching states to
     `<out>.partial.pt`) as they finish, so that `--resume` can skip them after an interruption. `reuse`: a results
@@ -421,15 +451,16 @@ class RunStore:
     teachers, are not in the file; runs are deterministic given the seed, so the earlier records are what this
     run would produce)."""
 
-    def __init__(self, out: Path, resume: bool, reuse: Path | None = None):
+    def __init__(self, out: Path, resume: bool, reuse: list[tuple[Path, list[str] | None]] | None = None,
+                 steps: int | None = None):
         self.records_path = out.with_suffix(".partial.jsonl")
         self.states_path = out.with_suffix(".partial.pt")
         self.done: dict[str, dict[str, Any]] = {}
         self.states: dict[str, Any] = {}
-        if reuse is not None:
-            earlier = [r for r in json.loads(Path(reuse).read_text())["runs"] if r["loss"] != "cfm"]
-            self.done.update({_key(r): r for r in earlier})
-            print(f"reusing {len(earlier)} flow-map runs from {reuse}", flush=True)
+        for path, losses in reuse or []:
+            runs = reusable_runs(json.loads(Path(path).read_text()), steps, losses)
+            self.done.update({_key(r): r for r in runs})
+            print(f"reusing {len(runs)} flow-map runs from {path}", flush=True)
         if resume and self.records_path.exists():
             self.states = torch.load(self.states_path) if self.states_path.exists() else {}
             for line in self.records_path.read_text().splitlines():
@@ -488,7 +519,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = parse_seeds(args.seeds)
     started, load_start = time.time(), os.getloadavg()
     out = Path(args.out)
-    store = RunStore(out, args.resume, Path(args.reuse) if args.reuse else None)
+    store = RunStore(out, args.resume, [parse_reuse(spec) for spec in args.reuse], args.steps)
     base = {"steps": args.steps, "n_eval": args.n_eval}
     print(f"flow matching references ({len(datasets)} data sets x {len(seeds)} seeds) ...", flush=True)
     fm = run_stored([{**base, "loss": "cfm", "data": d, "coupling": "independent", "seed": s}

@@ -265,6 +265,30 @@ def test_benchmark_resumes_finished_runs(tmp_path):
     assert bench.RunStore(out, resume=False).done == {}  # a fresh run starts empty
 
 
+def test_benchmark_reuses_only_runs_it_would_reproduce(tmp_path):
+    bench = _bench()
+    run = {"data": "moons", "coupling": "independent", "steps": 2000, "w2": {"1": 0.2}, "seed": 1}
+    earlier = {"config": {"steps": 2000}, "runs": [
+        {**run, "loss": "cfm"},  # the teacher's weights are not in the file: trained again
+        {**run, "loss": "meanflow", "loss_settings": {"norm_p": 1.0}, "weighting": "p1"},  # not the default
+        {**run, "loss": "meanflow", "loss_settings": {"norm_p": 0.0}, "weighting": "p0"},  # the default
+        {**run, "loss": "lsd"}, {**run, "loss": "emd", "steps": 8000}]}
+    kept = bench.reusable_runs(earlier, steps=2000)
+    assert [(r["loss"], r["seed"]) for r in kept] == [("meanflow", 1), ("lsd", 1)]
+    assert "weighting" not in kept[0] and "loss_settings" not in kept[0]
+    assert [r["loss"] for r in bench.reusable_runs(earlier, steps=2000, losses=["lsd"])] == ["lsd"]
+    unseeded = {k: v for k, v in run.items() if k != "seed"} | {"loss": "ct"}
+    old = {"config": {"steps": 2000, "seed": 0}, "runs": [unseeded]}
+    assert bench.reusable_runs(old, steps=2000)[0]["seed"] == 0  # files from before --seeds held one seed
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    store = bench.RunStore(tmp_path / "fm.json", resume=False, reuse=[bench.parse_reuse(str(path))], steps=2000)
+    assert set(store.done) == {"meanflow/moons/independent/1", "lsd/moons/independent/1"}
+    assert bench.parse_reuse(f"{path}:lsd,ct") == (path, ["lsd", "ct"])
+    with pytest.raises(FileNotFoundError, match="--reuse"):
+        bench.parse_reuse(str(tmp_path / "none.json"))
+
+
 def test_time_gaps_count_the_samplers_gaps():
     mf, lsd = Z.time_gaps("meanflow", n=20_000), Z.time_gaps("lsd", n=20_000)
     assert mf["diagonal"] == pytest.approx(0.75) and lsd["diagonal"] == 0.0  # diagonal rows
