@@ -1,7 +1,9 @@
 """Every flow-map loss with the same MLP, optimiser, data and budget: quality in 1, 2, 4, 8 steps over seeds, cost
 and memory.
 
-    python benchmarks/flowmaps.py --no-cost       # the committed table: every loss, seeds 0,1,2 (hours, 2 cores)
+    python benchmarks/flowmaps.py --no-cost       # every loss on seeds 0,1,2 (hours on 2 cores)
+    python benchmarks/flowmaps.py --no-cost --all-seeds-for best:2 --all-seeds-also meanflow,imf,soflow --reuse ...
+                                                  # the committed table (exact command in benchmarks/README.md)
     python benchmarks/flowmaps.py --cost-only     # then cost and memory of every loss, one thread, into the same json
     python benchmarks/flowmaps.py --quick         # a smoke test (a minute): few steps, 2 losses, 1 seed, small samples
     python benchmarks/flowmaps.py --losses cfm,meanflow,lsd --datasets moons --seeds 0 --steps 2000 --out /tmp/x.json
