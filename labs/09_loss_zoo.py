@@ -145,7 +145,7 @@ assert err["flow matching"][16] < 0.85 * err["flow matching"][1]  # ... which ne
 # `python benchmarks/flowmaps.py` trains every loss with the same network, optimiser, data (moons and checkerboard),
 # independent coupling and budget (2000 steps), samples each in 1, 2, 4 and 8 steps the way it was trained, and measures
 # the exact W2 against 1000 held-out data points. The held-out points and the sampling noise are the same for every
-# model and seed, so two seeds differ only by training. Every loss ran on seed 0; the three best at one step on each
+# model and seed, so two seeds differ only by training. Every loss ran on seed 0; the two best at one step on each
 # data set, and MeanFlow, iMF and SoFlow, ran on seeds 1 and 2 as well. A cell shows the mean +- standard deviation
 # over the seeds it ran (a bare number is one seed).
 #
@@ -182,11 +182,11 @@ assert costs["lmd"] > costs["meanflow"] > costs["cfm"]  # JVPs cost more; backpr
 
 # %% [markdown]
 # On moons the two leading one-jump losses beat 100-step flow matching beyond noise: ESD 0.179 +- 0.001 and CTM
-# 0.188 +- 0.013 against 0.215 +- 0.002 (three seeds each). On the checkerboard the leaders, PID 0.494 +- 0.018 and LMD
-# 0.501 +- 0.018, are within noise of 100-step flow matching (0.477 +- 0.024) and of each other. Every model, flow
-# matching included, stays far above the noise floor (moons 0.074 +- 0.022, checkerboard 0.329 +- 0.087). *Which* loss
-# leads is itself within noise: on moons Shortcut, FMM and TVM are within 0.004 of ESD on seed 0, and on the
-# checkerboard the winner of seed 0 alone (PID, 0.475) averages 0.504 on the other two seeds: the best of 20 on one
+# 0.188 +- 0.013 against 0.215 +- 0.002 (three seeds each). On the checkerboard the leaders, PID 0.494 +- 0.018
+# and LMD 0.501 +- 0.018, are within noise of 100-step flow matching (0.477 +- 0.024) and of each other. The leaders
+# and flow matching all stay above the noise floor beyond noise (moons 0.074 +- 0.022, checkerboard 0.329 +- 0.087).
+# *Which* loss leads is itself within noise: on moons Shortcut, FMM and TVM are within 0.004 of ESD on seed 0, and on
+# the checkerboard the winner of seed 0 alone (PID, 0.475) averages 0.504 on the other two seeds: the best of 20 on one
 # seed is flattered by its luck. Seed 0 alone ranks the rest of the table, so differences of a few hundredths between
 # single-seed cells mean nothing.
 #
@@ -195,7 +195,8 @@ assert costs["lmd"] > costs["meanflow"] > costs["cfm"]  # JVPs cost more; backpr
 #
 # **Read the table with its budget in mind.** 2000 steps are short: flow matching's own 100-step W2 is still above the
 # noise floor, so the flow maps are measured against an under-trained reference, and the distilled students (EMD, LMD,
-# PID, FreeFlow, PFMM) inherit their teacher's error and sit right on it.
+# PID, FreeFlow, PFMM) inherit their teacher's error: on moons they measure 0.211-0.215 at one step (seed 0), their
+# teacher 0.215 +- 0.002 at 100 steps.
 #
 # **SGFlow diverged on the checkerboard.** In expectation over $x_1 - x_0$ given the path point, its objective is
 # $\|\partial_s X + \nabla_x X\, v^*\|^2 - \|\nabla_x X\,(v^* - v_\theta)\|^2$: the subtracted term removes the bias of
