@@ -190,8 +190,9 @@ assert costs["lmd"] > costs["meanflow"] > costs["cfm"]  # JVPs cost more; backpr
 # seed is flattered by its luck. Seed 0 alone ranks the rest of the table, so differences of a few hundredths between
 # single-seed cells mean nothing.
 #
-# **ESD diverged on the checkerboard** (seed 0) once its spatial JVP was put under a stop-gradient, as the method
-# prescribes; before that fix it trained there (0.602). On moons it leads. We have not yet found out why.
+# **ESD diverged on the checkerboard** (seed 0 here; seeds 1 and 2 too, in `benchmarks/README.md`) once its spatial JVP
+# was put under a stop-gradient, as the method prescribes; before that fix it trained there (0.602). On moons it leads.
+# We have not yet found out why.
 #
 # **Read the table with its budget in mind.** 2000 steps are short: flow matching's own 100-step W2 is still above the
 # noise floor, so the flow maps are measured against an under-trained reference, and the distilled students (EMD, LMD,
