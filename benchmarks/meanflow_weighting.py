@@ -10,9 +10,9 @@ The three losses weight each sample's squared error err (the mean over dimension
 conditional target is multimodal the fixed point becomes E[w y] / E[w] instead of the conditional mean (mode
 seeking). This script trains each loss exactly as the zoo benchmark does (benchmarks/flowmaps.py `train_and_eval`:
 the zoo's MLP 3 x 128, AdamW lr 2e-3, batch 256, EMA, 2000 steps, independent coupling, exact W2 on 1000 held-out
-points) once per weighting, passing the weighting as loss settings of the training config (TrainConfig.loss_settings,
-through fmlab.viz.loss_zoo.zoo_config), for seeds 0, 1, 2 on moons and checkerboard. It prints W2 at 1/2/4/8 steps
-as mean +- std over seeds and writes benchmarks/results/meanflow_weighting.json.
+points) once per weighting, passing the weighting as the job's loss settings (train_and_eval gives them to the
+loss through TrainConfig.loss_settings), for seeds 0, 1, 2 on moons and checkerboard. It prints W2 at 1/2/4/8
+steps as mean +- std over seeds and writes benchmarks/results/meanflow_weighting.json.
 
 Weightings (c is per dimension: the papers' c on the squared norm summed over d dimensions is c / d here):
   p1       p = 1, c = the old default (MeanFlow 1e-3, iMF 0.01, SoFlow 0.01): the papers' image setting;
@@ -28,7 +28,6 @@ import json
 import statistics
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,19 +58,9 @@ def loss_settings(loss: str, weighting: str, extra: dict[str, Any] | None = None
 
 
 def train_weighted(job: dict[str, Any]) -> dict[str, Any]:
-    """benchmarks/flowmaps.train_and_eval with the job's loss settings in the training config.
-
-    train_and_eval builds its config with `zoo_config(loss, data=..., ...)`; here that name is bound, for the
-    duration of the call, to zoo_config with the weighting as extra loss settings (zoo_config passes them on as
-    TrainConfig.loss_settings). Everything else is the zoo benchmark's code."""
-    settings = job["loss_settings"]
-    original = zoo.zoo_config
-    zoo.zoo_config = partial(original, **settings)
-    try:
-        record = zoo.train_and_eval(job)
-    finally:
-        zoo.zoo_config = original
-    return {**record, "weighting": job["weighting"], "seed": job["seed"], "loss_settings": settings}
+    """benchmarks/flowmaps.train_and_eval (the zoo's training and evaluation) of a job whose `loss_settings` hold
+    the weighting; the record gets the weighting's name."""
+    return {**zoo.train_and_eval(job), "weighting": job["weighting"]}
 
 
 def run(jobs: list[dict[str, Any]], workers: int) -> list[dict[str, Any]]:
