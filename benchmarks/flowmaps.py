@@ -27,7 +27,7 @@ What it does (time runs from noise at t = 0 to data at t = 1):
 
 A job (`train_and_eval`) is a dict: loss, data, coupling, steps, seed, n_eval, the teacher's state for distillation
 losses, and optionally loss_settings (passed to the loss through TrainConfig.loss_settings; used by
-benchmarks/meanflow_weighting.py). Results: benchmarks/results/flowmaps.json (read by lab 09: one record per run
+benchmarks/meanflow_weighting.py). Results: benchmarks/results/flowmaps.json (read by lab 12: one record per run
 and seed, a summary with mean and std over seeds, the headline comparison in "target") and a Markdown rendering
 benchmarks/results/flowmaps.md.
 """

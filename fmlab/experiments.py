@@ -1,7 +1,7 @@
 """Lab experiments on 2D data: cached training runs with diagnostics, their evaluation, and seeded sampling.
 
 A run (`run(config)`) trains fmlab.train.Trainer on a toy set with the labs' model (LAB_MODEL), records what labs 06
-and 07 plot (loss, gradient norms at noise levels, cross-term variance, W1 at several step counts) and is cached in
+and 10 plot (loss, gradient norms at noise levels, cross-term variance, W1 at several step counts) and is cached in
 this kernel's one result cache (fmlab.labkit: `clear_cache()` forgets it), keyed on its configuration, so
 flipping a control back to a configuration already trained is instant.
 

@@ -320,7 +320,7 @@ LAB_EVAL_STEPS = (1, 2, 4, 50)
 
 @dataclass(frozen=True)
 class LabPlan:
-    """How lab 10 trains on the machine at hand (see `plan_lab`): one ImageTrainConfig per run via `config(loss)`."""
+    """How lab 13 trains on the machine at hand (see `plan_lab`): one ImageTrainConfig per run via `config(loss)`."""
 
     kind: str  # 'fast' (FMLAB_FAST / CI), 'cpu' (a laptop's lesson) or 'gpu' (the real run)
     device: str
@@ -362,7 +362,7 @@ class LabPlan:
 
 def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: str | None = None,
              data_root: str | None = None) -> LabPlan:
-    """Size lab 10's runs from a throughput measured on this device.
+    """Size lab 13's runs from a throughput measured on this device.
 
     fast (default: FMLAB_FAST): procedural faces at 16 px, the 'tiny' UNet, 30-45 steps per run (seconds). On a GPU:
     CelebA if found (data_root / $FMLAB_CELEBA) else the procedural faces, 64 px, the 'small' UNet (9.6M), batch 128,
@@ -420,11 +420,11 @@ def _train_lab_config(config: ImageTrainConfig, label: str, live: bool) -> Image
     return trainer
 
 
-LAB_GUIDANCE_P_UNCOND = 0.2  # label dropout of lab 10's conditional run
+LAB_GUIDANCE_P_UNCOND = 0.2  # label dropout of lab 13's conditional run
 
 
 def train_lab_guidance(plan: LabPlan, attribute: str | None = None, live: bool = True) -> ImageTrainer:
-    """Lab 10's class-conditional flow-matching run: the plan's cfm configuration conditioned on the binary
+    """Lab 13's class-conditional flow-matching run: the plan's cfm configuration conditioned on the binary
     `attribute` (default: 'smiling' for the procedural faces, 'Smiling' for CelebA, read from list_attr_celeba.txt)
     with label dropout LAB_GUIDANCE_P_UNCOND, so that the sampler can apply classifier-free guidance. Cached per
     kernel like `train_lab_run`."""

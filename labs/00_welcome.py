@@ -44,8 +44,8 @@
 # | $v^*(x, t)$ | marginal field | $\mathbb E[x_1 - x_0 \mid x_t = x]$, the velocity that moves $p_t$; what training learns (labs 02, 03) |
 # | $v_\theta(x, t)$ | the network | a learned velocity field, parameters $\theta$ (lab 03) |
 # | $\hat x_1(x, t)$ | clean-data head | a network's guess of $x_1$; at best $\mathbb E[x_1 \mid x_t = x]$ (lab 06; $\hat\varepsilon$ is the noise head) |
-# | $X(x, s, t)$ | flow map | where the flow carries a point $x$ from time $s$ to time $t$ (lab 08) |
-# | $u(x, s, t)$ | average velocity | $X(x, s, t) = x + (t - s)\, u(x, s, t)$; $u(x, t, t) = v^*(x, t)$ (lab 08) |
+# | $X(x, s, t)$ | flow map | where the flow carries a point $x$ from time $s$ to time $t$ (lab 11) |
+# | $u(x, s, t)$ | average velocity | $X(x, s, t) = x + (t - s)\, u(x, s, t)$; $u(x, t, t) = v^*(x, t)$ (lab 11) |
 #
 # Papers that put data at $t = 0$ are translated into this convention in each module's docstring
 # (`fmlab.conventions`).
@@ -205,6 +205,10 @@ check_min_steps(my_k, trainer.ema, data)
 #   distribution, and how different *schedules* move from noise to data.
 # * **Lab 02 · Vector fields**: why regressing on $x_1 - x_0$, a target that depends on the data point we happened to
 #   draw, still learns the one velocity field that moves the whole distribution.
+#
+# Then: 03 training, 04 solvers and step count, 05 couplings, 06 parametrisation (velocity, clean-data and noise
+# heads), 07 the score and SDEs, 08 the continuity equation and likelihoods, 09 conditional generation and guidance,
+# 10 unrolled flow matching, 11 flow maps, 12 the loss zoo, 13 faces at 64 x 64 (`labs/README.md` has one line each).
 
 # %% [markdown]
 # ## Further reading

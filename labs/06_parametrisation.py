@@ -130,7 +130,7 @@ print("converted exact heads match the exact velocity to < 1e-10")
 # plain noise regression, the loss of DDPM on its own path, weighs the velocity error by $t^2$.)
 #
 # **What this lab trains.** Every $\hat x_1$ run in this lab, in `benchmarks/unrolling.py parametrisation` and in
-# lab 10 trains the *weighted* loss `x1_prediction`: the field and the $\hat x_1$ head then minimise the same loss and
+# lab 13 trains the *weighted* loss `x1_prediction`: the field and the $\hat x_1$ head then minimise the same loss and
 # the comparison isolates the head. Plain $\hat x_1$ regression is not trained: it would change the loss and the head
 # at once.
 #
@@ -164,7 +164,7 @@ for t in DEFAULT_LEVELS:
 # %% [markdown]
 # ## 3. One Euler step, two transition Jacobians
 #
-# A sampler (and an unrolled training window, lab 07) moves a particle by Euler steps $x \mapsto x + dt\,\hat v(x, t)$.
+# A sampler (and an unrolled training window, lab 10) moves a particle by Euler steps $x \mapsto x + dt\,\hat v(x, t)$.
 # How does a small change of the state propagate through one step? Its Jacobian $T = \partial x_{k+1} / \partial x_k$ is
 #
 # $$T^{\text{field}} = I + dt\, J_{\hat v}, \qquad
@@ -177,7 +177,7 @@ for t in DEFAULT_LEVELS:
 #
 # Two heads that have learned the *same* flow have the same $T$ (substitute $\hat v = (\hat x_1 - x)/(1-t)$). What
 # differs is how the network's **output** moves the next state: by $dt$ for a field, by $dt/(1-t)$ for an $\hat x_1$
-# head. Every gradient that reaches the network through a state (the loss of an unrolled window, lab 07) is multiplied
+# head. Every gradient that reaches the network through a state (the loss of an unrolled window, lab 10) is multiplied
 # by this gain. `fmlab.diagnostics.transition_jacobians` computes $T$ by autograd along a model's own trajectory; we look
 # at both quantities once the two heads are trained.
 
@@ -513,7 +513,7 @@ open_exercises = exercise_report(results)
 # - Measured over 3 seeds and two budgets: near the data the $\hat x_1$ head's gradient norm is 2.4 to 6.7 times the
 #   field's at matched loss (1.5 to 2.8 times averaged over noise levels) and far spikier; its samples are worse in W1
 #   on all three manifolds, by more than the seed noise, but by an amount that depends on the budget (+5% to +109%)
-#   and stays below the manuscript's +130 to +690%. The field is the parametrisation lab 07 unrolls.
+#   and stays below the manuscript's +130 to +690%. The field is the parametrisation lab 10 unrolls.
 
 # %% [markdown]
 # ## Further reading

@@ -179,7 +179,7 @@ def test_command_line_conditional_faces(tmp_path):
 
 
 def test_lab_guidance_run_and_guided_grid_controls():
-    """Lab 10's guidance section: a conditional fast-plan run on the faces; the guided grid changes with w and with
+    """Lab 13's guidance section: a conditional fast-plan run on the faces; the guided grid changes with w and with
     the class (so both controls change the figure), w = 1 is the conditional model, and a bad class is named."""
     import dataclasses
 

@@ -1,4 +1,4 @@
-"""The write-your-own ("build it") exercises of labs 00-06 and 08: each checker accepts a correct answer, names at
+"""The write-your-own ("build it") exercises of labs 00-06 and 11: each checker accepts a correct answer, names at
 least two common mistakes (time convention, sign, stop-gradient, shapes, OT with replacement, ...) and rejects
 garbage with a message; the fallbacks use fmlab's function while a stub is empty."""
 
@@ -298,7 +298,7 @@ def test_conversion_checker_names_the_other_head(capsys):
         ex06.check_conversion(CONVERSIONS["velocity", "x1"], "x1", "eps")
 
 
-# --- lab 08 -----------------------------------------------------------------------------------------------------------
+# --- lab 11 -----------------------------------------------------------------------------------------------------------
 
 def meanflow(model, x0, x1, s, t, detach=True, tangent=(1.0, 0.0)):
     x = (1 - col(s)) * x0 + col(s) * x1

@@ -1,4 +1,4 @@
-"""Lab 08 figures and checkers: the exact flow map they draw against the adaptive reference, the three rules in
+"""Lab 11 figures and checkers: the exact flow map they draw against the adaptive reference, the three rules in
 numbers, render functions responding to their parameters, widgets wiring, and the exercise checkers."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Lab 09 (the loss zoo): samplers, the precomputed view, figures, the landscape table, the widget, the exercise
+"""Lab 12 (the loss zoo): samplers, the precomputed view, figures, the landscape table, the widget, the exercise
 checkers, and a tiny smoke run of benchmarks/flowmaps.py."""
 
 from __future__ import annotations

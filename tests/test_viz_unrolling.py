@@ -290,7 +290,7 @@ def test_unrolling_widget_trains_on_demand_and_caches():
     assert "(anchored needs L >= 2)" in view.figure.layout.title.text and view.status.value == ""
 
 
-# --- lab 07 exercises ---------------------------------------------------------------------------------------------
+# --- lab 10 exercises ---------------------------------------------------------------------------------------------
 
 def test_lab07_checkers_accept_the_solutions_and_reject_wrong_answers():
     from fmlab.exercises import unrolling as ex

@@ -1,4 +1,4 @@
-"""Checkers for lab 08 (flow maps). Noise at t = 0, data at t = 1; X(x, s, t) = x + (t - s) u(x, s, t).
+"""Checkers for lab 11 (flow maps). Noise at t = 0, data at t = 1; X(x, s, t) = x + (t - s) u(x, s, t).
 
 The exercises use one-dimensional Gaussian data x1 ~ N(M, SD^2) on the linear path x_r = (1 - r) x0 + r x1,
 whose marginals are N(r M, var_r) with var_r = r^2 SD^2 + (1 - r)^2, and whose flow map is affine in x:

@@ -1,4 +1,4 @@
-"""Figures for lab 08 (flow maps): a jump along the path, the Lagrangian canoe and the Eulerian bridge, and two
+"""Figures for lab 11 (flow maps): a jump along the path, the Lagrangian canoe and the Eulerian bridge, and two
 jumps against one, all on a 2D Gaussian mixture whose exact flow map is computed from its closed-form velocity.
 
 Convention: t = 0 is noise, t = 1 is data. The flow map X(x, s, t) carries a point of the sampling path from

@@ -1,4 +1,4 @@
-"""Figures and widgets for lab 10 (CelebA-64): image grids, the CelebA crops, live training (sample grid + loss),
+"""Figures and widgets for lab 13 (CelebA-64): image grids, the CelebA crops, live training (sample grid + loss),
 samples at 1, 2, 4 and 50 steps, loss curves and the score table.
 
 Images are uint8 [n, H, W, 3] arrays (fmlab.train_images.to_uint8). Plotly draws them as `go.Image` traces whose

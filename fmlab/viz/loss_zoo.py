@@ -1,4 +1,4 @@
-"""The loss zoo (lab 09): every flow-map loss trained on the same small MLP, sampled in 1..16 steps, drawn beside the
+"""The loss zoo (lab 12): every flow-map loss trained on the same small MLP, sampled in 1..16 steps, drawn beside the
 exact flow map of a Gaussian mixture, and the benchmark's landscape table (benchmarks/flowmaps.py).
 
 Convention (ARCHITECTURE.md, "Time"): t = 0 is noise, t = 1 is data; a flow map X(x, s, t) = x + (t - s) u(x, s, t)

@@ -1,4 +1,4 @@
-"""The flow-map benchmark's results as lab 09 (the loss zoo) shows them: the landscape table of quality, cost and
+"""The flow-map benchmark's results as lab 12 (the loss zoo) shows them: the landscape table of quality, cost and
 memory, mean +- std over seeds, the headline against flow matching and the noise floor, per-step and AYF texts.
 
 The numbers come from benchmarks/flowmaps.py (benchmarks/results/flowmaps.json); nothing here trains. W2 is the exact

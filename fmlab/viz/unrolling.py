@@ -1,4 +1,4 @@
-"""Figures, runs and widgets for lab 07 (unrolled flow matching): the window, the k-step decomposition, the detach
+"""Figures, runs and widgets for lab 10 (unrolled flow matching): the window, the k-step decomposition, the detach
 switch and the cross-terms, the cross-term gradient variance, minibatch OT, equal-compute training comparisons.
 
 Convention (ARCHITECTURE.md, "Time"): t = 0 is noise, t = 1 is data, x_t = (1 - t) x0 + t x1, u = x1 - x0. A window

@@ -1,4 +1,4 @@
-"""Lab 07's training runs: equal-compute comparisons of single-step FM, WT-FM (BPTT, states detached, cross-terms
+"""Lab 10's training runs: equal-compute comparisons of single-step FM, WT-FM (BPTT, states detached, cross-terms
 dropped) and anchored consistency, independent or OT coupling; the live cross-term variance during training; the
 training view that trains a setting on demand.
 
@@ -82,7 +82,7 @@ def render_comparison(results: Sequence[RunResult], steps: int, floor: float | N
     return fig
 
 
-# --- lab 07: unrolling runs -----------------------------------------------------------------------------------
+# --- lab 10: unrolling runs -----------------------------------------------------------------------------------
 
 STEP_OVERHEAD = 3.0  # per-step cost outside the network passes (data, batch, optimiser, EMA), in forward passes
 

@@ -14,9 +14,9 @@
 # ---
 
 # %% [markdown]
-# # Lab 09 · The loss zoo: twenty-two ways to learn a flow map
+# # Lab 12 · The loss zoo: twenty-two ways to learn a flow map
 #
-# Lab 08 showed what an exact flow map is and the three rules it obeys. The literature has produced a zoo of losses
+# Lab 11 showed what an exact flow map is and the three rules it obeys. The literature has produced a zoo of losses
 # that teach a network those rules: consistency models, shortcut models, MeanFlow, Align Your Flow, Lagrangian and
 # Eulerian self-distillation, and more. Here they all live side by side, with the same network, the same data and the
 # same time convention, so you can train any of them and compare what they give.
@@ -54,7 +54,7 @@ print(f"fast mode: {fast_mode()}; {TRAIN} training steps per loss; {N} samples")
 # %% [markdown]
 # ## 1. Three rules, four settings
 #
-# An exact flow map satisfies, for all $s \le r \le t$ (lab 08):
+# An exact flow map satisfies, for all $s \le r \le t$ (lab 11):
 #
 # | rule | identity | what a loss compares |
 # |---|---|---|

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Lab 12: the continuity equation and exact likelihoods
+# # Lab 08: the continuity equation and exact likelihoods
 #
 # A flow moves particles; how does it move their *density*? The answer, the **continuity equation**, explains why the
 # marginal field of flow matching produces the right distribution at every time, and it turns a trained flow into a
@@ -50,7 +50,7 @@ from fmlab.viz.score_sde import sde_config
 
 torch.manual_seed(0)
 GMM = gmm_2d("8modes")
-CONFIG = sde_config(steps(4000, 300))  # flow matching on the 8 Gaussians, the network of lab 11 (score and SDEs)
+CONFIG = sde_config(steps(4000, 300))  # flow matching on the 8 Gaussians, the network of lab 07 (score and SDEs)
 model = T.fit(CONFIG).ema
 
 
@@ -304,5 +304,5 @@ print(f"bits_per_dim(2.1, 2) = {bits_per_dim(2.1, 2):.3f}")
 #   its standard error falls as $1/\sqrt K$ with $K$ probes.
 # - A trained 2D flow's held-out NLL sits above the true density's; the gap estimates $\mathrm{KL}(q\,\|\,p_\theta)$.
 #
-# **Next:** lab 10 (CelebA 64) scales flow matching to images; there $d = 12288$, and a likelihood would need
+# **Next:** lab 13 (CelebA 64) scales flow matching to images; there $d = 12288$, and a likelihood would need
 # Hutchinson's estimator.

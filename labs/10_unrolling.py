@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Lab 07: when does unrolling help flow matching?
+# # Lab 10: when does unrolling help flow matching?
 #
 # Flow matching trains on points of the *true* path, but sampling feeds the network its *own* previous states. Small
 # errors push a sample off the path and compound over the steps (exposure bias). The obvious fix is to train the way we

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Lab 11: the score and stochastic sampling
+# # Lab 07: the score and stochastic sampling
 #
 # Diffusion models and flow matching are two descriptions of one family of models. Diffusion papers train a network
 # to predict the **score** $\nabla_x \log p_t(x)$ or the noise, and sample with a **stochastic differential equation
@@ -191,7 +191,7 @@ for head in ("velocity", "x1", "eps"):
 #
 # $$x_{k+1} = x_k + b(x_k, t_k)\,h + g(t_k)\sqrt h\,z_k, \qquad z_k \sim \mathcal N(0, I)\ \text{independent}.$$
 #
-# **Why a score term makes noise harmless.** Lab 12 (likelihood) derives the *continuity equation*: a density moved by
+# **Why a score term makes noise harmless.** Lab 08 (likelihood) derives the *continuity equation*: a density moved by
 # a drift $b$ changes as $\partial_t p = -\nabla\cdot(p\,b)$. Added noise spreads it further; its effect is the heat
 # equation's, $+\tfrac{g^2}{2}\Delta p$ (the Fokker-Planck equation; $\Delta$ is the Laplacian, the sum of second
 # derivatives). Now take the drift $b = v^* + \tfrac{g^2}{2}\nabla \log p_t$. Since $p\,\nabla\log p = \nabla p$,
@@ -438,5 +438,5 @@ ex.check_min_snr_switch(answer)
 #   network the differences are within the spread over seeds.
 # - DDIM is Euler's method on the flow's ODE; loss weightings differ in where on the log-SNR axis they put the effort.
 #
-# **Next:** lab 12 (likelihood) shows why $v^*$ moves $p_0$ to $p_1$ (the continuity equation) and turns the flow into
+# **Next:** lab 08 (likelihood) shows why $v^*$ moves $p_0$ to $p_1$ (the continuity equation) and turns the flow into
 # an exact likelihood.

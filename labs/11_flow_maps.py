@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Lab 08 · Flow maps: one jump instead of many steps
+# # Lab 11 · Flow maps: one jump instead of many steps
 #
 # A flow-matching model gives a **velocity**; sampling integrates it in many small steps. A **flow map** learns the
 # integral itself: it jumps from any time of the sampling path to any other in one network call. Consistency models,
@@ -417,13 +417,13 @@ open_exercises = exercise_report(results)
 # %% [markdown]
 # ## Glossary of loss acronyms
 #
-# The names of `fmlab.losses` (lab 09 trains them all). The rule each enforces is in `get_loss(name).family`.
+# The names of `fmlab.losses` (lab 12 trains them all). The rule each enforces is in `get_loss(name).family`.
 #
 # | acronym | name | rule / kind |
 # |---|---|---|
 # | FM, CFM | (conditional) flow matching | velocity regression on $x_1 - x_0$ |
 # | OT-CFM | CFM with minibatch optimal-transport pairs (lab 05) | velocity |
-# | WT-FM | windowed trajectory flow matching (lab 07) | unrolled velocity |
+# | WT-FM | windowed trajectory flow matching (lab 10) | unrolled velocity |
 # | FMM, PFMM | flow map matching, progressive FMM | compositional (PFMM: distillation) |
 # | EMD, ESD | Eulerian map distillation, Eulerian self-distillation | Eulerian |
 # | LMD, LSD | Lagrangian map distillation, Lagrangian self-distillation | Lagrangian |
@@ -453,7 +453,7 @@ open_exercises = exercise_report(results)
 # * Each flow-map loss enforces one rule, from a teacher (distillation), from the model itself (self-distillation) or
 #   from conditional targets; fmlab verifies every one of them against the exact Gaussian flow map.
 #
-# **Next, lab 09 (the loss zoo):** train them all and compare quality per step and cost per training step.
+# **Next, lab 12 (the loss zoo):** train them all and compare quality per step and cost per training step.
 
 # %% [markdown]
 # ## Further reading

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Lab 10: faces at 64 x 64
+# # Lab 13: faces at 64 x 64
 #
 # Everything so far lived in two dimensions, where the right answer is known in closed form. This last lab takes the
 # same losses to images: CelebA at 64 x 64 pixels (or, with no download, procedurally drawn faces), a UNet of up to
@@ -22,7 +22,7 @@
 # saw in 2D carries over:
 #
 # - does the **velocity-field head** beat the **x1 (clean-image) head**, as it did in 2D (lab 06)?
-# - does **anchored consistency** (lab 07) help single-step flow matching when few sampling steps are allowed?
+# - does **anchored consistency** (lab 10) help single-step flow matching when few sampling steps are allowed?
 # - what does a **flow map** (MeanFlow) buy at 1, 2 and 4 steps?
 #
 # **You will**
@@ -135,7 +135,7 @@ TRAINERS["x1 prediction"] = I.train_lab_run(PLAN, "x1 prediction")
 # %% [markdown]
 # ## 3. Few-step training: anchored consistency and a flow map
 #
-# Single-step flow matching trains the velocity at one time per sample. **Anchored consistency** (lab 07) unrolls a
+# Single-step flow matching trains the velocity at one time per sample. **Anchored consistency** (lab 10) unrolls a
 # short window of Euler steps (2 by default) and asks the first prediction to agree both with the conditional target
 # (the anchor, weight 0.8) and with the mean of the later predictions, computed without gradient (weight 0.2). The aim
 # is a field that stays consistent along its own trajectories, which is what a few-step sampler needs.
@@ -143,9 +143,9 @@ TRAINERS["x1 prediction"] = I.train_lab_run(PLAN, "x1 prediction")
 # **MeanFlow** (Geng et al. 2025) goes further and learns the **average velocity** over an interval: for a particle at
 # $x$ at time $s$ that follows the velocity field $v$ to time $t$ along its trajectory $x_\tau$,
 # $u(x, s, t) = \frac{1}{t - s}\int_s^t v(x_\tau, \tau)\,d\tau$, so that one jump
-# $X(x, s, t) = x + (t - s)\,u(x, s, t)$ lands where the trajectory does (lab 08). Differentiating
+# $X(x, s, t) = x + (t - s)\,u(x, s, t)$ lands where the trajectory does (lab 11). Differentiating
 # $(t - s)\,u(x_s, s, t) = \int_s^t v(x_\tau, \tau)\,d\tau$ in the start time $s$, with $x_s$ moving along the
-# trajectory, gives the **MeanFlow identity** in our time (lab 09):
+# trajectory, gives the **MeanFlow identity** in our time (lab 12):
 #
 # $$u(x_s, s, t) = v(x_s, s) + (t - s)\,\frac{d}{ds}u(x_s, s, t), \qquad
 # \frac{d}{ds}u = \partial_x u\; v + \partial_s u .$$
@@ -316,7 +316,7 @@ ex.check_flow_map_nfe(total)
 # embedding.
 #
 # Sampling with **classifier-free guidance** follows $v_w = v + w\,(v(\cdot \mid c) - v)$: $w = 0$ ignores the
-# label, $w = 1$ is the conditional model, $w > 1$ pushes past it. The guidance lab (lab 13) shows on a 2D mixture
+# label, $w = 1$ is the conditional model, $w > 1$ pushes past it. The guidance lab (lab 09) shows on a 2D mixture
 # with an exact ground truth what that does: the samples move away from the other class and lose variety. Move $w$
 # and the class below; every setting starts from the same noise. The label's vector starts at zero (the network
 # starts unconditional), so a short run has barely learned it: on a CPU, and above all in fast mode, the grids of the

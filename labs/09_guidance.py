@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # Lab 13: conditional generation and classifier-free guidance
+# # Lab 09: conditional generation and classifier-free guidance
 #
 # Every model so far sampled one distribution $p(x)$. Usually we want to ask for something: a digit 7, a smiling
 # face, a point of a chosen class. This lab trains a **class-conditional** flow, a network that samples $p(x \mid c)$
