@@ -214,6 +214,7 @@ from fmlab.exercises.paths import check_vp_crossing
 my_t = None   # your answer
 check_vp_crossing(my_t)
 
+
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>
 #
@@ -260,6 +261,7 @@ from fmlab.exercises.paths import check_conditional_velocity, check_sample_xt, p
 
 results = {"Exercise 4: sample_xt": check_sample_xt(sample_xt),
            "Exercise 4: conditional_velocity": check_conditional_velocity(conditional_velocity)}
+
 
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>

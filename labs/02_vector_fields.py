@@ -242,6 +242,7 @@ from fmlab.exercises.fields import check_loss_constant
 my_constant = None   # your answer
 check_loss_constant(my_constant)
 
+
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>
 #
@@ -279,6 +280,7 @@ def conditional_field(x, x1, t):
 from fmlab.exercises.fields import check_conditional_field, check_marginal_field, marginal_field_function
 
 results = {"Exercise 4: conditional_field": check_conditional_field(conditional_field)}
+
 
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>

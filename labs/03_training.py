@@ -214,6 +214,7 @@ ex.check_loss_floor(my_floor)
 answer = None
 ex.check_where_error(answer)
 
+
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>
 #
@@ -247,6 +248,7 @@ def cfm_loss(model, x0, x1, t):
 
 # %%
 results = {"Exercise 4: cfm_loss": ex.check_cfm_loss(cfm_loss)}
+
 
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>
@@ -308,6 +310,7 @@ with torch.no_grad():
 w2 = wasserstein(samples, GMM.sample(2000, generator=g).float())
 print(f"loss on a fresh batch {batch_loss:.3f} (floor {floor:.3f}); W2 of 50 Euler steps to the data {w2:.3f}")
 assert batch_loss > 0.95 * floor
+
 
 # %% [markdown]
 # **Exercise 6.** Write the training loop, about 15 lines of plain PyTorch:

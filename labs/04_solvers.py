@@ -245,6 +245,7 @@ ex.check_error_ratio("heun", answer)
 answer = None
 ex.check_one_step_w2(answer)
 
+
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>
 #
@@ -272,6 +273,7 @@ def heun_step(field, x, t, dt):
 
 # %%
 results = {"Exercise 4: heun_step": ex.check_solver_order(heun_step, "heun")}
+
 
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>

@@ -268,6 +268,7 @@ ex.check_independent_cost(answer)
 answer = None
 ex.check_posterior_variance_t0(answer)
 
+
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>
 #

@@ -400,6 +400,7 @@ ex.check_gradient_factor_ratio(answer)
 answer = None  # your number
 ex.check_eps_velocity_error(answer)
 
+
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>
 #

@@ -65,6 +65,7 @@ def exact(x, t):
 
 print(f"fast mode: {fast_mode()}; trained network: {TRAINED.steps} steps; under-trained: {UNDER.steps} steps")
 
+
 # %% [markdown]
 # ## 1. The score from the velocity
 #
@@ -175,6 +176,7 @@ for head in ("velocity", "x1", "eps"):
     error = (score_from_prediction(prediction, x_check, t_check, head) - truth).abs().max().item()
     print(f"score from the {head:8s} head: max error {'< 1e-9' if error < 1e-9 else error}")
     assert error < 1e-9
+
 
 # %% [markdown]
 # The views agree for the exact field, but a network's *error* is amplified differently by each conversion: an error

@@ -93,6 +93,7 @@ for t in (0.0, 0.3, 0.7, 1.0):
     print(f"t = {t:.1f}: max |dp/dt + dJ/dx| / max |dp/dt| {'< 1e-4' if relative < 1e-4 else relative}")
     assert relative < 1e-4
 
+
 # %% [markdown]
 # **Why the marginal field produces $p_t$.** Given one data point $x_1$, the conditional path has density
 # $p_t(x \mid x_1)$ and velocity $u(x \mid x_1) = (x_1 - x)/(1-t)$ (that is $x_1 - x_0$ on the path), and they

@@ -84,6 +84,7 @@ model = trainer.ema
 study = G.GuidanceStudy(model, n=N)
 print(f"final training loss {trainer.log[-1]['loss']:.3f}")
 
+
 # %% [markdown]
 # ## 2. Classifier-free guidance
 #

@@ -334,6 +334,7 @@ from fmlab.exercises.flowmaps import check_meanflow_loss, check_shortcut_target
 
 results = {"Exercise 4: meanflow_loss": check_meanflow_loss(meanflow_loss)}
 
+
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>
 #

@@ -16,6 +16,7 @@ change (record fresh ones with `python scripts/strip_notebooks.py --execute labs
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -71,6 +72,18 @@ def build(source: Path) -> str:
     return dumps(out)
 
 
+def canonical_source(notebook_text: str) -> str:
+    """The source exactly as jupytext writes the built notebook (`jupytext --diff` between the pair is then empty:
+    JupyterLab's jupytext opens a pair whose .ipynb is newer than its .py, as a git checkout may leave them, only
+    when the .py is what it would write itself)."""
+    return jupytext.writes(nbformat.reads(notebook_text, as_version=4), fmt="py:percent")
+
+
+def _same_source(a: str, b: str) -> bool:
+    drop = re.compile(r"^#\s+jupytext_version: .*\n", re.M)  # the writer's version, not content
+    return drop.sub("", a) == drop.sub("", b)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sources", nargs="*", type=Path, help="labs/NN_name.py files (default: every lab)")
@@ -89,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(target)
             if not args.check:
                 target.write_text(text, encoding="utf-8")
+        canonical = canonical_source(text)
+        if not _same_source(canonical, source.read_text(encoding="utf-8")):
+            stale.append(source)
+            if not args.check:
+                source.write_text(canonical, encoding="utf-8")
     for target in stale:
         print(("out of date: " if args.check else "built: ") + str(target))
     if args.check and stale:

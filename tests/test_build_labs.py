@@ -87,8 +87,12 @@ def test_jupyterlab_sees_every_lab_and_its_source_as_one_paired_notebook():
     from jupytext.compare import compare_notebooks
 
     for source in B.lab_sources():
-        assert "#     formats: ipynb,py:percent" in source.read_text(), f"{source.name}: header lacks the pairing"
-        compare_notebooks(jupytext.read(source), jupytext.read(source.with_suffix(".ipynb")), fmt="py:percent")
+        text = source.read_text()
+        assert "#     formats: ipynb,py:percent" in text, f"{source.name}: header lacks the pairing"
+        notebook = source.with_suffix(".ipynb")
+        compare_notebooks(jupytext.read(source), jupytext.read(notebook), fmt="py:percent")
+        written = jupytext.writes(jupytext.read(notebook), fmt="py:percent")  # what `jupytext --diff` compares
+        assert B._same_source(written, text), f"{source.name} is not the text jupytext writes for its notebook"
 
 
 def test_build_writes_the_pairing_into_the_source_header(tmp_path):

@@ -59,4 +59,5 @@ def test_lab_runs_with_the_solutions_pasted_in(lab, monkeypatch):
                             resources={"metadata": {"path": str(ROOT / "labs")}}).execute()
     text = "\n".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs)
     assert "using fmlab's" not in text, "a pasted solution did not pass its checker"
-    assert "all done: later cells use your functions" in text
+    if any("exercise_report" in cell.source for cell in nb.cells):  # labs that list the open exercises
+        assert "all done: later cells use your functions" in text
