@@ -442,3 +442,18 @@ ex.check_min_snr_switch(answer)
 #
 # **Next:** lab 08 (likelihood) shows why $v^*$ moves $p_0$ to $p_1$ (the continuity equation) and turns the flow into
 # an exact likelihood.
+
+# %% [markdown]
+# ## Further reading
+#
+# * Y. Song, J. Sohl-Dickstein, D. P. Kingma, A. Kumar, S. Ermon, B. Poole, *Score-Based Generative Modeling through
+#   Stochastic Differential Equations*, ICLR 2021: the score, the SDE family and the probability-flow ODE.
+# * J. Ho, A. Jain, P. Abbeel, *Denoising Diffusion Probabilistic Models*, NeurIPS 2020: the noise head and its loss.
+# * J. Song, C. Meng, S. Ermon, *Denoising Diffusion Implicit Models*, ICLR 2021: DDIM.
+# * M. S. Albergo, N. M. Boffi, E. Vanden-Eijnden, *Stochastic Interpolants: A Unifying Framework for Flows and
+#   Diffusions*, 2023: velocity and score on one path, and the SDEs that share its marginals.
+# * T. Karras, M. Aittala, T. Aila, S. Laine, *Elucidating the Design Space of Diffusion-Based Generative Models*,
+#   NeurIPS 2022: stochastic sampling as error correction, loss weightings over noise levels.
+# * T. Hang et al., *Efficient Diffusion Training via Min-SNR Weighting Strategy*, ICCV 2023: min-SNR weighting.
+#
+# The notation is lab 00's table.

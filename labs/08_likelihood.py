@@ -307,3 +307,17 @@ print(f"bits_per_dim(2.1, 2) = {bits_per_dim(2.1, 2):.3f}")
 #
 # **Next:** lab 13 (CelebA 64) scales flow matching to images; there $d = 12288$, and a likelihood would need
 # Hutchinson's estimator.
+
+# %% [markdown]
+# ## Further reading
+#
+# * R. T. Q. Chen, Y. Rubanova, J. Bettencourt, D. Duvenaud, *Neural Ordinary Differential Equations*, NeurIPS 2018:
+#   the instantaneous change of variables.
+# * W. Grathwohl, R. T. Q. Chen, J. Bettencourt, I. Sutskever, D. Duvenaud, *FFJORD: Free-form Continuous Dynamics
+#   for Scalable Reversible Generative Models*, ICLR 2019: Hutchinson's trace estimator for flow likelihoods.
+# * M. F. Hutchinson, *A stochastic estimator of the trace of the influence matrix for Laplacian smoothing splines*,
+#   1989: the estimator.
+# * Y. Lipman, R. T. Q. Chen, H. Ben-Hamu, M. Nickel, M. Le, *Flow Matching for Generative Modeling*, ICLR 2023: the
+#   continuity equation behind the marginal field, and likelihoods of flow-matching models.
+#
+# The notation is lab 00's table.

@@ -259,3 +259,14 @@ for c in (0, 1):
 #   farthest from the other classes.
 # - At each time the guided field is the probability-flow field of a tilted density, yet the guided ODE does not
 #   sample the tilted data density: the exact guided ODE and the exact tilted sampler disagree.
+
+# %% [markdown]
+# ## Further reading
+#
+# * J. Ho, T. Salimans, *Classifier-Free Diffusion Guidance*, 2022: label dropout and the guided combination.
+# * P. Dhariwal, A. Nichol, *Diffusion Models Beat GANs on Image Synthesis*, NeurIPS 2021: classifier guidance, the
+#   trade of diversity for fidelity.
+# * Q. Zheng, M. Le, N. Shaul, Y. Lipman, A. Grover, R. T. Q. Chen, *Guided Flows for Generative Modeling and Decision
+#   Making*, 2023: classifier-free guidance for flow matching.
+#
+# The notation is lab 00's table.

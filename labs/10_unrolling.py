@@ -434,3 +434,17 @@ assert ot_better >= (2 if fast_mode() else 3), w1  # OT helps most methods
 #   with independent coupling, 21% with OT). Minibatch OT improves every WT-FM variant with $L \ge 4$ beyond noise
 #   and rescues the longest windows (8 Gaussians, $L = 8$: W1 1.00 to 0.35): of the changes measured here it is the one that helps
 #   most consistently, though on 8 Gaussians it does not measurably improve single-step FM at this budget.
+
+# %% [markdown]
+# ## Further reading
+#
+# * The unrolling manuscript, *When does unrolling help flow matching?*: windowed trajectory flow matching, the
+#   cross-terms, the anchored-consistency loss and its weights (its time runs from data at 0; see the convention note
+#   at the top).
+# * Y. Lipman, R. T. Q. Chen, H. Ben-Hamu, M. Nickel, M. Le, *Flow Matching for Generative Modeling*, ICLR 2023.
+# * A. Tong, K. Fatras, N. Malkin, G. Huguet, Y. Zhang, J. Rector-Brooks, G. Wolf, Y. Bengio, *Improving and
+#   Generalizing Flow-Based Generative Models with Minibatch Optimal Transport*, TMLR 2024, and A.-A. Pooladian,
+#   H. Ben-Hamu, C. Domingo-Enrich, B. Amos, Y. Lipman, R. T. Q. Chen, *Multisample Flow Matching: Straightening Flows
+#   with Minibatch Couplings*, ICML 2023: the OT coupling that lowers the cross-term variance.
+#
+# The notation is lab 00's table.

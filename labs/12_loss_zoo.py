@@ -366,3 +366,20 @@ ex.check_sampler("cd", answer)
 #   and are within noise of them on the checkerboard (three seeds); which loss leads is within noise. JVP-based losses
 #   pay several forwards per step on small networks, far more than the survey's pass counts, because of the
 #   per-operation overhead of forward-mode AD.
+
+# %% [markdown]
+# ## Further reading
+#
+# Each loss names its paper and the paper's time convention: `get_loss(name).paper`, `get_loss(name).convention`.
+#
+# * S. Dieleman, *Learning the integral of a diffusion model* (a survey of flow maps, 2026): the landscape, the three
+#   rules and the cost counts the table compares with.
+# * N. M. Boffi, M. S. Albergo, E. Vanden-Eijnden, *Flow Map Matching*, 2024, and *How to build a consistency model:
+#   Learning flow maps via self-distillation*, 2025.
+# * Z. Geng, M. Deng, X. Bai, J. Z. Kolter, K. He, *Mean Flows for One-step Generative Modeling*, 2025.
+# * K. Frans, D. Hafner, S. Levine, P. Abbeel, *One Step Diffusion via Shortcut Models*, 2024.
+# * Y. Song, P. Dhariwal, M. Chen, I. Sutskever, *Consistency Models*, ICML 2023.
+# * A. Sabour, S. Fidler, K. Kreis, *Align Your Flow*, 2025.
+# * *Flow Map Learning via Non-Gradient Vector Flow* (SGFlow), ICLR 2026.
+#
+# The notation is lab 00's table.

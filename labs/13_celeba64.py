@@ -352,3 +352,18 @@ V.guided_grid_widget(GUIDED)
 #   x1 MSE would change the loss as well.
 # - Few-step sampling is where anchored consistency and flow maps earn their extra cost (an unrolled window, a JVP).
 # - Report FID only with the standard features and 50k samples; call anything else by its own name.
+
+# %% [markdown]
+# ## Further reading
+#
+# * O. Ronneberger, P. Fischer, T. Brox, *U-Net: Convolutional Networks for Biomedical Image Segmentation*, 2015, and
+#   Y. Song et al., *Score-Based Generative Modeling through Stochastic Differential Equations*, ICLR 2021 (DDPM++):
+#   the residual UNet used here.
+# * Z. Liu, P. Luo, X. Wang, X. Tang, *Deep Learning Face Attributes in the Wild*, ICCV 2015: CelebA and its
+#   attributes.
+# * M. Heusel, H. Ramsauer, T. Unterthiner, B. Nessler, S. Hochreiter, *GANs Trained by a Two Time-Scale Update Rule
+#   Converge to a Local Nash Equilibrium*, NeurIPS 2017: FID.
+# * Z. Geng et al., *Mean Flows for One-step Generative Modeling*, 2025, and J. Ho, T. Salimans, *Classifier-Free
+#   Diffusion Guidance*, 2022.
+#
+# The notation is lab 00's table.
