@@ -146,7 +146,9 @@ def esd_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
     run without a graph. Stop-gradient: the self-teacher velocity b and the spatial JVP; the gradient flows through
     u and through d_s u (second order in s only). The code evaluates the stop-gradient terms with `teacher_params`
     (the online or an EMA copy); here they use the online parameters. Time sampling (defaults): (s, t) uniform on
-    the triangle, a fraction 0.25 on the diagonal (the paper's checker runs use 0.75 and a separate diagonal batch).
+    the triangle, a fraction 0.25 on the diagonal (the paper's checker runs use 0.75 and a separate diagonal batch;
+    with 0.25 the self-teacher is trained too rarely and ESD diverges on the checkerboard, with 0.75 it does not:
+    benchmarks/esd_diagonal.py).
     Weighting: uniform (the paper's learned weights exp(-w_{s,t}) L + w_{s,t} are not used).
     """
     x = path_point(batch, batch.s)
