@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
+from .checks import check_int
 from .image_grid import make_grid, save_png, to_uint8
 from .sampling import generate_images
 from .train import CONFIG_NAME, checkpoint_path
@@ -78,8 +79,7 @@ def sample_images(model: nn.Module, n: int, steps: int, method: str | None = Non
     class-conditional model samples class `label` (None: the classes in turn) with guidance scale `guidance`
     (None: 1, the conditional model)."""
     for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(value, name, 1)
     backbone = getattr(model, "backbone", model)
     device = next(model.parameters()).device
     n_classes = getattr(backbone, "n_classes", 0)

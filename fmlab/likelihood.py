@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .checks import check_int
 from .solvers import SOLVERS, Field, solve, solve_adaptive
 
 __all__ = ["divergence", "hutchinson_divergence", "PROBE_KINDS", "ESTIMATORS", "LogLikelihood", "log_likelihood",
@@ -77,8 +78,7 @@ def standard_normal_log_prob(x: Tensor) -> Tensor:
 
 def bits_per_dim(log_prob: Tensor | float, dim: int) -> Tensor | float:
     """-log p / (d ln 2): the negative log-likelihood in bits per coordinate (a density: may be negative)."""
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+    check_int(dim, "dim", 1)
     return -log_prob / (dim * math.log(2))
 
 
@@ -118,8 +118,7 @@ def log_likelihood(field: Field, x: Tensor, steps: int = 100, method: str = "rk4
         raise ValueError(f"method must be one of {sorted(SOLVERS)} or 'adaptive', got {method!r}")
     if probe not in PROBE_KINDS:
         raise ValueError(f"probe must be one of {PROBE_KINDS}, got {probe!r}")
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be an integer >= 1, got {probes!r}")
+    check_int(probes, "probes", 1)
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"x must have shape [B, d, ...] with B >= 1, got {tuple(x.shape)}")
     k = probes if estimator == "hutchinson" else 1

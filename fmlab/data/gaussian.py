@@ -36,6 +36,8 @@ from torch import Tensor
 from fmlab.data.toy import EIGHT_GAUSSIANS_RADIUS, EIGHT_GAUSSIANS_STD
 from fmlab.paths import Schedule, check_time, get_schedule
 
+from ..checks import check_int
+
 __all__ = ["GaussianMixture", "Gaussian", "EmpiricalDistribution", "gmm_2d", "GMM_2D", "worked_example_1d"]
 
 _F64 = torch.float64
@@ -125,8 +127,7 @@ class GaussianMixture:
     def sample(self, n: int, generator: torch.Generator | None = None,
                return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """n draws x1 = mu_k + Q_k sqrt(lam_k) eps, k ~ w (on the CPU); labels are the components k."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        check_int(n, "n", 1)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         eps = torch.randn(n, self.dim, generator=generator, dtype=_F64) * self.lam[k].sqrt()
         x = self.means[k] + (eps if self.q is None else torch.einsum("nij,nj->ni", self.q[k], eps))

@@ -51,6 +51,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from ..checks import check_int
 from .gaussian import GaussianMixture, gmm_2d
 
 __all__ = ["LabelledMixture", "labelled_2d", "LABELLED_2D", "TOY_CLASSES", "labelled_data", "class_data"]
@@ -227,8 +228,7 @@ class LabelledMixture:
         Raises RuntimeError if fewer than n are accepted in max_rounds rounds of n proposals."""
         _check_scale(w)
         c = self._class(c)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        check_int(n, "n", 1)
         kept, total = [], 0
         for _ in range(max_rounds):
             if w <= 1:
@@ -321,8 +321,7 @@ def class_data(name: str, n: int, c: int, generator: torch.Generator | None = No
     fn, n_classes = labelled_data(name)
     if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n_classes:
         raise ValueError(f"class must be an integer in [0, {n_classes - 1}] for data {name!r}, got {c!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    check_int(n, "n", 1)
     kept, total = [], 0
     while total < n:
         x, y = fn(n, generator)

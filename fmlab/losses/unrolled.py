@@ -68,6 +68,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_int
 from ..paths import sample_path
 from .batch import Batch, draw_times
 from .flow_matching import per_sample_mse
@@ -106,8 +107,7 @@ class Window:
 def check_window(window: int, steps: int) -> None:
     """window (L) and steps (1 / dt) must be integers with 1 <= L <= steps, so that the window fits in [0, 1]."""
     for name, value in (("window", window), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(value, name, 1)
     if window > steps:
         raise ValueError(f"window must be <= steps (L dt <= 1 with dt = 1 / steps), got window={window}, steps={steps}")
 

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_int
+
 __all__ = ["LabelEmbedding", "check_n_classes", "split_label", "label_args", "n_classes_of", "null_label"]
 
 
@@ -41,8 +43,7 @@ class LabelEmbedding(nn.Module):
         super().__init__()
         if check_n_classes(n_classes) < 1:
             raise ValueError(f"n_classes must be >= 1 for a label embedding, got {n_classes}")
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
+        check_int(dim, "dim", 1)
         self.n_classes, self.dim = n_classes, dim
         self.table = nn.Parameter(torch.zeros(n_classes + 1, dim))  # no random draw: see the module docstring
 

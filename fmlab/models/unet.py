@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..checks import check_int
 from ..paths import per_sample_time
 from .conditioning import LabelEmbedding, check_n_classes, split_label
 from .embeddings import FourierTimeEmbedding
@@ -228,8 +229,7 @@ def _check_args(in_channels: int, channels: int, channel_mult: tuple[int, ...], 
                 image_size: int, time_inputs: int, time_condition: str) -> None:
     for name, value in (("in_channels", in_channels), ("channels", channels), ("num_blocks", num_blocks),
                         ("image_size", image_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(value, name, 1)
     if not channel_mult or any(not isinstance(m, int) or m < 1 for m in channel_mult):
         raise ValueError(f"channel_mult must be a non-empty tuple of integers >= 1, got {channel_mult!r}")
     factor = 2 ** (len(channel_mult) - 1)

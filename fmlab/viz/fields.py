@@ -27,6 +27,7 @@ import torch
 from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
+from ..checks import check_int
 from ..data.gaussian import EmpiricalDistribution, GaussianMixture, gmm_2d, worked_example_1d
 from .paths import segments
 from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
@@ -159,8 +160,7 @@ def render_fields(t: float = 0.5, data: str = "three_points", point: int = 0, re
     Arrows: displacement over ARROW_DT, capped at 1.4 grid spacings."""
     t = _check_t(t)
     mix = _data(data) if data in FIELD_DATA else field_data(data)
-    if isinstance(point, bool) or not isinstance(point, int) or point < 0:
-        raise ValueError(f"point must be an integer >= 0, got {point!r}")
+    check_int(point, "point", 0)
     point = point % mix.n_components
     axis, pts = _grid(LIM - 0.4, res)
     cap = 1.4 * float(axis[1] - axis[0])
@@ -327,8 +327,7 @@ def marginalisation_demo(data: str | GaussianMixture = "8modes", n: int = 100_00
     """
     from ..models import build_model
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 100:
-        raise ValueError(f"n must be an integer >= 100, got {n!r}")
+    check_int(n, "n", 100)
     mix = field_data(data) if isinstance(data, str) else data
     g = torch.Generator().manual_seed(seed)
     x1 = mix.sample(n, generator=g).float()

@@ -27,6 +27,7 @@ import torch
 from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
+from ..checks import check_int
 from ..data.labelled import LabelledMixture, labelled_2d
 from ..guidance import guided_field, sample_guided
 from ..metrics import wasserstein
@@ -77,8 +78,7 @@ class GuidanceStudy:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
-            raise ValueError(f"n must be an integer >= 2, got {self.n!r}")
+        check_int(self.n, "n", 2)
         self.mixture = _mixture(self.data)
         self.x0 = torch.randn(self.n, 2, generator=torch.Generator().manual_seed(self.seed))
 

@@ -24,6 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from ..checks import check_int
 from ..data import GMM_2D, GaussianMixture, gmm_2d, sample_toy
 from ..labkit import cached
 from ..solvers import Field, solve
@@ -44,8 +45,7 @@ def grid(extent: float = EXTENT, n: int = 15) -> Tensor:
     """n * n points [n*n, 2] (float32) on a regular grid over [-extent, extent]^2, x varying fastest."""
     if not extent > 0:
         raise ValueError(f"extent must be > 0, got {extent}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    check_int(n, "n", 2)
     axis = torch.linspace(-extent, extent, n)
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
