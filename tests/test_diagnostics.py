@@ -19,14 +19,7 @@ from fmlab.losses import Batch, get_loss
 from fmlab.losses.unrolled import anchored_consistency_loss, window_batch, wtfm_loss
 from fmlab.models import MLP, build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one thread is fastest and keeps a shared 2-core machine responsive."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model(prediction="velocity", seed=0):

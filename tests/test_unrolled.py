@@ -20,14 +20,7 @@ from fmlab.models import build_model
 from fmlab.paths import sample_path
 from fmlab.train import TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one thread is fastest and keeps a shared 2-core machine responsive."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class Scale(nn.Module):

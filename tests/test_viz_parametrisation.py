@@ -1,7 +1,6 @@
 """Lab 06 (parametrisation): the head conversions and loss identities it checks, the matched-loss comparison of
 fmlab.viz.unrolling, and the checkers of fmlab.exercises.parametrisation."""
 
-import os
 
 import pytest
 import torch
@@ -16,18 +15,7 @@ from fmlab.models import build_model
 from fmlab.models.parametrisation import Parametrised
 from fmlab.viz import parametrisation as P
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(threads)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _batch(n=128, seed=0, t_max=0.98):

@@ -1,4 +1,3 @@
-import os
 
 import plotly.graph_objects as go
 import pytest
@@ -20,19 +19,7 @@ from fmlab.viz import unrolling as U
 from fmlab.viz import unrolling_runs as R
 from fmlab.viz import widgets as W
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is fastest (the trainer reads OMP_NUM_THREADS for its default)."""
-    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(threads)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model(prediction="velocity"):
