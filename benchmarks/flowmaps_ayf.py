@@ -46,9 +46,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import flowmaps as zoo  # noqa: E402  (benchmarks/flowmaps.py)
 
-from fmlab.flowmaps import as_teacher, flow_map, flow_map_X_jvp, path_point, per_sample_sq  # noqa: E402
+from fmlab.flowmaps import flow_map, path_point  # noqa: E402
 from fmlab.losses import get_loss  # noqa: E402
 from fmlab.losses.batch import Batch  # noqa: E402
+from fmlab.losses.flowmap_lagrangian import ayf_tangent  # noqa: E402
 from fmlab.losses.registry import LossSpec, register  # noqa: E402
 from fmlab.viz.loss_zoo import zoo_model  # noqa: E402
 
@@ -67,14 +68,7 @@ def ayf_lagrangian_u_loss(model: nn.Module, batch: Batch, teacher: Any = None, t
     """AYF-LMD with the surrogate on the average velocity: E <u(x_s, s, t), sg[g / (||g|| + c)]>, g the
     Lagrangian residual d/dt X - v_T(X, t). Its gradient on u is g_hat at every gap h, where AYF-LMD's
     E <X, sg[g_hat]> gives h g_hat (X = x_s + h u). A diagnostic variant, not a published loss."""
-    field = as_teacher(teacher)
-    x_s = path_point(batch.x0, batch.x1, batch.s)
-    with torch.no_grad():
-        X_sg, dX = flow_map_X_jvp(model, x_s, batch.s, batch.t, dt=torch.ones_like(batch.t))
-        g = dX - field(X_sg, batch.t)
-        res = per_sample_sq(g)
-        if tangent_c > 0:
-            g = g / (g.flatten(1).norm(dim=1) + tangent_c).reshape(-1, *([1] * (g.ndim - 1)))
+    x_s, g, res = ayf_tangent(model, batch, teacher, tangent_c)
     u = model(x_s, batch.s, batch.t)
     return (u * g).flatten(1).mean(1).mean(), {"lagrangian": res.mean(), "n_forward": 2, "n_jvp": 1,
                                                "n_backward": 1}

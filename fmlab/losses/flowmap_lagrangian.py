@@ -24,7 +24,7 @@ from .batch import Batch, two_time_batch
 from .registry import LAGRANGIAN, LossSpec, register
 
 __all__ = [
-    "TWO_TIME", "lmd_loss", "lsd_loss", "ayf_lagrangian_loss", "tvm_loss", "pid_batch", "pid_loss",
+    "TWO_TIME", "lmd_loss", "lsd_loss", "ayf_tangent", "ayf_lagrangian_loss", "tvm_loss", "pid_batch", "pid_loss",
 ]
 
 
@@ -91,6 +91,22 @@ def lsd_loss(model: nn.Module, batch: Batch, rescale: bool = False, **_: Any) ->
 
 # --- Align Your Flow, Lagrangian form ---------------------------------------------------------------------------
 
+@torch.no_grad()
+def ayf_tangent(model: nn.Module, batch: Batch, teacher: Any, tangent_c: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(x_s, g_hat, ||g||^2 per sample): AYF's stop-gradient tangent at x_s = (1 - s) x0 + s x1, the Lagrangian
+    residual g = d/dt X(x_s, s, t) - v_T(X, t) normalised to g / (||g|| + c) (c = tangent_c; 0: not normalised)."""
+    if tangent_c < 0:
+        raise ValueError(f"tangent_c must be >= 0, got {tangent_c}")
+    field = as_teacher(teacher)
+    x_s = path_point(batch.x0, batch.x1, batch.s)
+    X, dX = flow_map_X_jvp(model, x_s, batch.s, batch.t, dt=torch.ones_like(batch.t))
+    g = dX - field(X, batch.t)
+    res = per_sample_sq(g)
+    if tangent_c > 0:
+        g = g / (g.flatten(1).norm(dim=1) + tangent_c).reshape(-1, *([1] * (g.ndim - 1)))
+    return x_s, g, res
+
+
 def ayf_lagrangian_loss(model: nn.Module, batch: Batch, teacher: Any = None, tangent_c: float = 0.1,
                         **_: Any) -> tuple[Tensor, dict]:
     """Align Your Flow, Lagrangian map distillation AYF-LMD (Sabour, Fidler, Kreis 2025, "Align Your Flow: scaling
@@ -107,16 +123,7 @@ def ayf_lagrangian_loss(model: nn.Module, batch: Batch, teacher: Any = None, tan
     tangent g (its JVP runs on the current parameters without a graph). Default time sampling: (s, t) uniform on
     the triangle, fraction of s = t rows 0. Weight w = 1; tangent normalisation c = `tangent_c` (0: none).
     """
-    if tangent_c < 0:
-        raise ValueError(f"tangent_c must be >= 0, got {tangent_c}")
-    field = as_teacher(teacher)
-    x_s = path_point(batch.x0, batch.x1, batch.s)
-    with torch.no_grad():
-        X_sg, dX = flow_map_X_jvp(model, x_s, batch.s, batch.t, dt=torch.ones_like(batch.t))
-        g = dX - field(X_sg, batch.t)
-        res = per_sample_sq(g)
-        if tangent_c > 0:
-            g = g / (g.flatten(1).norm(dim=1) + tangent_c).reshape(-1, *([1] * (g.ndim - 1)))
+    x_s, g, res = ayf_tangent(model, batch, teacher, tangent_c)
     X = flow_map(model, x_s, batch.s, batch.t)
     surrogate = (X * g).flatten(1).mean(1)
     return surrogate.mean(), _diag(3, 1, lagrangian=res)
