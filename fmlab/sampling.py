@@ -48,27 +48,34 @@ def sample_methods() -> list[str]:
     return sorted(SOLVERS) + ["flowmap", "consistency", "noise_only"]
 
 
-def trajectory(model: Any, loss: LossSpec | str, x0: Tensor, steps: int, method: str | None = None,
-               generator: torch.Generator | None = None) -> Trajectory:
-    """The states of `steps`-step sampling from noise x0 (t = 0) to data (t = 1) with `loss`'s sampler (or
-    `method`, one of `methods_for(loss)`). `generator` draws the consistency sampler's fresh noise."""
-    spec = _spec(loss)
+def _sample(model: Any, spec: LossSpec, x0: Tensor, steps: int, method: str | None,
+            generator: torch.Generator | None, keep: bool) -> Tensor | Trajectory:
+    """Run `method` (default: the loss's own, `methods_for(spec)[0]`); the Trajectory if `keep`, else only the
+    final state (no intermediate states held: image sampling would store every step)."""
     check_int(steps, "steps", 1)
-    method = spec.sampler if method is None and spec.sampler != "ode" else (method or "euler")
+    method = method or methods_for(spec)[0]
     allowed = methods_for(spec)
     if method not in allowed:
         raise ValueError(f"method for a model trained with {spec.name!r} must be one of {allowed} (its sampler is "
                          f"{spec.sampler!r}), got {method!r}")
     if method == "flowmap":
-        return sample_flow_map(model, x0, steps=steps, return_trajectory=True)
+        return sample_flow_map(model, x0, steps=steps, return_trajectory=keep)
     if method == "consistency":
-        return sample_consistency(model, x0, steps=steps, generator=generator, return_trajectory=True)
+        return sample_consistency(model, x0, steps=steps, generator=generator, return_trajectory=keep)
     if method == "noise_only":
+        if not keep:
+            return flow_map(model, x0, 0.0, 1.0)  # X(x0, 0, 1): one call whatever `steps` is
         ts = torch.linspace(0, 1, steps + 1, dtype=x0.dtype, device=x0.device)
         xs = [x0] + [flow_map(model, x0, 0.0, float(t)) for t in ts[1:]]  # X(x0, 0, t_k): each from the noise
         return Trajectory(xs=torch.stack(xs), ts=ts, nfe=1)
-    check_choice(method, "method", tuple(sorted(SOLVERS)))
-    return solve(model, x0, steps=steps, method=method, return_trajectory=True)
+    return solve(model, x0, steps=steps, method=method, return_trajectory=keep)
+
+
+def trajectory(model: Any, loss: LossSpec | str, x0: Tensor, steps: int, method: str | None = None,
+               generator: torch.Generator | None = None) -> Trajectory:
+    """The states of `steps`-step sampling from noise x0 (t = 0) to data (t = 1) with `loss`'s sampler (or
+    `method`, one of `methods_for(loss)`). `generator` draws the consistency sampler's fresh noise."""
+    return _sample(model, _spec(loss), x0, steps, method, generator, keep=True)
 
 
 @torch.no_grad()
@@ -82,10 +89,7 @@ def generate(model: Any, loss: LossSpec | str, x0: Tensor, steps: int, method: s
     spec = _spec(loss)
     if labels is not None or guidance is not None:
         return _generate_guided(model, spec, x0, steps, method, labels, 1.0 if guidance is None else guidance)
-    if (method or spec.sampler) == "noise_only":
-        check_int(steps, "steps", 1)
-        return flow_map(model, x0, 0.0, 1.0)
-    return trajectory(model, spec, x0, steps, method, generator).x
+    return _sample(model, spec, x0, steps, method, generator, keep=False)
 
 
 @torch.no_grad()
