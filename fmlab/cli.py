@@ -20,7 +20,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval"]
+__all__ = ["OPTIONS", "main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval"]
+
+OPTIONS = ("loss", "coupling", "coupling_reg", "steps", "batch_size", "lr", "warmup", "lr_schedule", "optimizer",
+           "weight_decay", "ema_decay", "grad_clip", "seed", "log_every", "ckpt_every")  # in the namespace if given
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -70,27 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     p.add_argument("--data", default=d["data"], help="toy data set (see fmlab.data.TOY_DATASETS)")
-    p.add_argument("--loss", default=d["loss"], help="loss name (see `python -m fmlab losses`)")
-    p.add_argument("--coupling", default=d["coupling"], help="independent, ot or sinkhorn")
-    p.add_argument("--coupling-reg", type=float, default=d["coupling_reg"],
-                   help="Sinkhorn regularisation (relative to the mean cost)")
+    def option(flag: str, help: str = "", **kwargs: object) -> None:
+        """A training option whose default is TrainConfig's, stated in the help. It stays out of the namespace
+        unless given (argparse.SUPPRESS), so that an image --config keeps its own value for anything not given."""
+        name = flag[2:].replace("-", "_")
+        p.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {d[name]})".lstrip(), **kwargs)
+
+    option("--loss", "loss name (see `python -m fmlab losses`)")
+    option("--coupling", "independent, ot or sinkhorn")
+    option("--coupling-reg", "Sinkhorn regularisation (relative to the mean cost)", type=float)
     p.add_argument("--prediction", default=d["prediction"], help="model head (None: the loss's own)")
-    p.add_argument("--steps", type=int, default=d["steps"])
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
-    p.add_argument("--warmup", type=int, default=d["warmup"], help="linear warmup steps")
-    p.add_argument("--lr-schedule", default=d["lr_schedule"], help="after warmup: cosine (decay to 0) or constant")
-    p.add_argument("--optimizer", default=d["optimizer"], help="adamw or adam")
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    p.add_argument("--ema-decay", type=float, default=d["ema_decay"])
-    p.add_argument("--grad-clip", type=float, default=d["grad_clip"], help="max gradient norm, 0 disables")
+    option("--steps", type=int)
+    option("--batch-size", type=int)
+    option("--lr", "peak learning rate", type=float)
+    option("--warmup", "linear warmup steps", type=int)
+    option("--lr-schedule", "after warmup: cosine (decay to 0) or constant")
+    option("--optimizer", "adamw or adam")
+    option("--weight-decay", type=float)
+    option("--ema-decay", type=float)
+    option("--grad-clip", "max gradient norm, 0 disables", type=float)
     p.add_argument("--hidden", type=int, default=d["hidden"], help="MLP width")
     p.add_argument("--depth", type=int, default=d["depth"], help="MLP hidden layers")
-    p.add_argument("--seed", type=int, default=d["seed"])
+    option("--seed", type=int)
     p.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N, mps (None: the best available)")
-    p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (None: max(1, min(4, cores // 2)))")
-    p.add_argument("--log-every", type=int, default=d["log_every"])
-    p.add_argument("--ckpt-every", type=int, default=d["ckpt_every"], help="0: checkpoint only at the end")
+    p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (None: max(1, min(4, cores // 2)) "
+                   "for toy runs, every physical core for image runs)")
+    option("--log-every", type=int)
+    option("--ckpt-every", "0: checkpoint only at the end", type=int)
     p.add_argument("--cond", action="store_true", help="train a class-conditional model on a labelled data set "
                    "(toy: moons, 8gaussians, spirals, circles, 8modes, 8modes_halves; images: an attribute, see "
                    "--attribute) with label dropout --p-uncond, for classifier-free guidance")
@@ -170,13 +180,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             from .data.labelled import labelled_data
 
             n_classes = labelled_data(args.data)[1]  # ValueError naming the labelled sets
+        given = {name: getattr(args, name) for name in OPTIONS if hasattr(args, name)}  # the rest: TrainConfig's
         config = TrainConfig(
-            data=args.data, loss=args.loss, coupling=args.coupling, coupling_reg=args.coupling_reg,
-            prediction=args.prediction, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-            lr_schedule=args.lr_schedule, optimizer=args.optimizer, weight_decay=args.weight_decay,
-            ema_decay=args.ema_decay, grad_clip=args.grad_clip, hidden=args.hidden, depth=args.depth, seed=args.seed,
-            device=args.device, threads=args.threads, log_every=args.log_every, ckpt_every=args.ckpt_every,
-            out=str(out), loss_settings=settings, n_classes=n_classes, p_uncond=args.p_uncond)
+            data=args.data, prediction=args.prediction, hidden=args.hidden, depth=args.depth, device=args.device,
+            threads=args.threads, out=str(out), loss_settings=settings, n_classes=n_classes, p_uncond=args.p_uncond,
+            **given)
         trainer = Trainer(config)  # every check (names, device, data) runs before anything is written
     log = trainer.fit(progress=not args.no_progress)
     last = log[-1] if log else {}

@@ -178,8 +178,8 @@ def register_image_cli(sub: argparse._SubParsersAction) -> None:
 def _image_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> ImageTrainConfig:
     base = dict(CONFIGS[args.config])
     for dest, field in _SHARED.items():
-        value = getattr(args, dest)
-        if value != parser.get_default(dest):  # given on the command line (or differs from the toy default)
+        value = getattr(args, dest, None)  # fmlab.cli.OPTIONS are absent unless given; the others default to None
+        if value is not None:
             base[field] = value
     if args.data != parser.get_default("data"):
         base["data"] = args.data

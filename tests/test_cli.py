@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import re
@@ -142,3 +143,32 @@ def test_overwrite_replaces_the_run(tmp_path):
     assert config["seed"] == 5 and config["steps"] == 3
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [3]
     assert load_checkpoint(out / "ckpt.pt")["step"] == 3
+
+
+def test_a_given_option_overrides_an_image_config_even_at_the_toy_default(monkeypatch, tmp_path):
+    """`--ema-decay 0.999` equals TrainConfig's default, yet with `--config faces64` (ema_decay 0.9999) it must win:
+    an option given on the command line always overrides, an option not given keeps the image config's value."""
+    from fmlab import images
+    from fmlab.cli import OPTIONS, build_parser
+    from fmlab.train import TrainConfig
+    from fmlab.train_images import CONFIGS
+
+    seen = {}
+
+    class Stop(images.ImageTrainer):
+        def __init__(self, config, dist=None):
+            seen["config"] = config
+            raise ZeroDivisionError
+
+    monkeypatch.setattr(images, "ImageTrainer", Stop)
+    monkeypatch.setattr(images, "cpu_warning", lambda config, threads: None)
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    with pytest.raises(ZeroDivisionError):
+        main(["train", "--config", "faces64", "--ema-decay", str(default["ema_decay"]), "--out", str(tmp_path / "r")])
+    config = seen["config"]
+    assert config.ema_decay == default["ema_decay"] != CONFIGS["faces64"]["ema_decay"]
+    assert config.lr == CONFIGS["faces64"]["lr"] and config.steps == CONFIGS["faces64"]["steps"]  # not given: kept
+    args = build_parser().parse_args(["train", "--out", "x"])
+    assert not any(hasattr(args, name) for name in OPTIONS)  # absent until given
+    assert "(default: 0.999)" in " ".join(a.help for a in build_parser()._subparsers._group_actions[0]
+                                          .choices["train"]._actions if a.dest == "ema_decay")
