@@ -62,6 +62,20 @@ def test_interrupt_mid_write_cleans_up(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_atomic_write_gives_the_mode_of_a_plain_open(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.png", lambda f: f.write(b"x"))
+        (tmp_path / "b.png").write_bytes(b"x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.png").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "b.png").stat().st_mode) == 0o644  # not mkstemp's 0600
+
+
 def test_truncated_checkpoint_is_a_value_error_naming_the_path(tmp_path):
     path = save_checkpoint(tmp_path / "ckpt.pt", _state())
     data = path.read_bytes()
