@@ -230,6 +230,21 @@ if inception_extractor() is None:
 print("checks passed")
 
 # %% [markdown]
+# ### What a long run gives
+#
+# Your runs above are as long as your machine allows in a lesson. `scripts/lab13_long_run.py` trains the same four
+# models with the same plan for much longer (`--minutes` of flow matching per model; `--gpus N` uses torchrun) and
+# saves small artefacts next to this notebook, in `artefacts/13_celeba64/`: sample grids at 1, 2, 4 and 50 steps, the
+# score table and the loss curves, with the command, device and time that made them. The cell below shows them when
+# they are there.
+
+# %%
+LONG = V.load_long_run("artefacts/13_celeba64")  # written by scripts/lab13_long_run.py
+print(V.format_scores(LONG["scores"]) if LONG else "No long-run artefacts here yet: run `python "
+      "scripts/lab13_long_run.py --minutes 60` from the repository root, then re-run this cell.")
+V.render_long_run(LONG) if LONG else None
+
+# %% [markdown]
 # **Reading the table.** The manuscript reports that on CelebA-64 the field beats x1 (its $\hat x_0$) prediction in
 # FID. fmlab has not measured this comparison, nor the few-step ones, on a GPU yet: read your own table, and remember
 # that one run per model is one seed, with no spread to compare a difference against. On the CPU and in the fast mode

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,3 +127,65 @@ def test_gpu_check_dry_run_writes_every_section(tmp_path):
     assert "| tiny | meanflow | off | 2 |" in table and "lab 13's plan: fast" in table
     with pytest.raises(SystemExit):  # a full check needs CUDA
         gpu_check.main(["--out", str(tmp_path), "--device", "cpu"])
+
+
+def _script(name):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+
+@pytest.mark.parametrize("loss", ["cfm", "x1_prediction", "anchored_consistency", "meanflow"])
+def test_lab13_long_run_trains_the_labs_configuration_through_the_cli(loss, monkeypatch, tmp_path):
+    """scripts/lab13_long_run.py trains through `python -m fmlab train`: the CLI must rebuild lab 13's config (the
+    plan's preset, size, batch, lr, EMA, warmup, ...), except what the script changes on purpose (logging, grids)."""
+    import dataclasses
+
+    from fmlab import images
+    from fmlab.cli import main
+
+    long_run = _script("lab13_long_run")
+    plan = images.LabPlan(kind="cpu", device="cpu", data="faces", data_root=None, preset="tiny", image_size=16,
+                          batch_size=32, lr=2e-3, budget_s=30.0, images_per_s=100.0, steps=300, n_eval=64)
+    seen = {}
+
+    class Stop(images.ImageTrainer):
+        def __init__(self, config, dist=None):
+            seen["config"] = config
+            raise KeyError("stop")
+
+    monkeypatch.setattr(images, "ImageTrainer", Stop)
+    monkeypatch.setattr(images, "cpu_warning", lambda config, threads: None)
+    with pytest.raises(KeyError):
+        main(long_run.train_argv(plan, loss, tmp_path / loss))
+    want = plan.config(loss)
+    differ = {f.name for f in dataclasses.fields(want) if getattr(seen["config"], f.name) != getattr(want, f.name)}
+    assert differ == {"log_every", "sample_every", "sample_n", "out"}
+
+
+def test_lab13_long_run_artefacts_load_and_render(tmp_path):
+    from fmlab.image_grid import make_grid, save_png
+    from fmlab.viz import images as V
+
+    long_run = _script("lab13_long_run")
+    assert V.load_long_run(tmp_path) is None
+    runs = {"field (cfm)": {"loss": "cfm", "steps": 5, "minutes": 1.5}}
+    meta = {"command": "python scripts/lab13_long_run.py --minutes 1", "date": "2026-12-03", "device": "cpu",
+            "plan": {"eval_steps": [1, 50]}, "runs": runs}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    (tmp_path / "scores.json").write_text(json.dumps([{"model": "field (cfm)", "steps": 1, "name": "SWD-pixels",
+                                                        "value": 0.3, "n": 8, "note": ""}]))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n')
+    (tmp_path / "loss_curves.json").write_text(json.dumps({"field (cfm)": long_run.loss_curve(run)}))
+    grid = make_grid(np.full((4, 8, 8, 3), 200, np.uint8), 2)
+    for k in (1, 50):
+        save_png(tmp_path / f"grid_cfm_{k}.png", grid)
+    artefacts = V.load_long_run(tmp_path)
+    assert artefacts["curves"] == {"field (cfm)": [[1, 2.0], [2, 1.5]]}
+    np.testing.assert_array_equal(artefacts["grids"]["field (cfm)"][50][0], grid)
+    fig = V.render_long_run(artefacts)
+    assert "--minutes 1" in fig.layout.title.text and "2 min in all" in fig.layout.title.text and len(fig.data) == 2

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,8 @@ from .style import COLORS, FONT_SIZE, SEQUENCE, apply_style
 __all__ = ["png_source", "grid_image", "render_image_grid", "aligned_face", "render_crops", "crop_widget",
            "render_training", "LiveTraining", "render_samples", "samples_widget", "render_sample_overview",
            "render_loss_curves", "render_scores", "scores_table", "format_scores", "render_guided_grid",
-           "guided_grid_widget", "STRIP_TIMES", "path_frames", "render_path_strip", "path_strip_widget"]
+           "guided_grid_widget", "STRIP_TIMES", "path_frames", "render_path_strip", "path_strip_widget",
+           "load_long_run", "render_long_run"]
 
 
 def png_source(image: np.ndarray) -> str:
@@ -385,3 +388,32 @@ def guided_grid_widget(trainer: Any, n: int = 16, steps: int = 8) -> Any:
     controls = {"w": slider("guidance scale w", 0.0, 8.0, 0.5, 1.0, continuous_update=False),
                 "label": dropdown("class", {f"with {attribute}": 1, f"without {attribute}": 0})}
     return interactive_view(render_guided_grid, controls, trainer=trainer, n=n, steps=steps)
+
+
+# --- what a long run gives (artefacts of scripts/lab13_long_run.py) ----------------------------------------------
+
+def load_long_run(folder: str | Path) -> dict[str, Any] | None:
+    """The artefacts scripts/lab13_long_run.py wrote into `folder` ({'meta', 'scores', 'curves', 'grids':
+    {label: {steps: uint8 grid [1, H, W, 3]}}}), or None when there are none."""
+    from PIL import Image
+
+    folder = Path(folder)
+    if not (folder / "meta.json").is_file():
+        return None
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    grids = {label: {k: np.asarray(Image.open(folder / f"grid_{run['loss']}_{k}.png").convert("RGB"))[None]
+                     for k in meta["plan"]["eval_steps"]}
+             for label, run in meta["runs"].items()}
+    return {"meta": meta, "grids": grids,
+            "scores": json.loads((folder / "scores.json").read_text(encoding="utf-8")),
+            "curves": json.loads((folder / "loss_curves.json").read_text(encoding="utf-8"))}
+
+
+def render_long_run(artefacts: Mapping[str, Any]) -> go.Figure:
+    """The long run's samples, models by step counts, titled with how they were made (command, device, time)."""
+    meta = artefacts["meta"]
+    minutes = sum(run["minutes"] for run in meta["runs"].values())
+    steps = ", ".join(f"{run['steps']}" for run in meta["runs"].values())
+    title = (f"A long run: {meta['command']}<br><sup>{meta['device']}, {meta['date']}, {minutes:.0f} min in all "
+             f"({steps} steps)</sup>")
+    return render_sample_overview(artefacts["grids"], n_show=1, title=title)
