@@ -111,6 +111,19 @@ fields_widget("three_points")
 #   trajectory is straight. Labs 04 and 05 come back to this.
 
 # %% [markdown]
+# **Conditional against marginal particles.** The same 300 noise points, moved two ways. Left: each on the straight
+# line to a data point drawn for it, the conditional paths that training samples. Right: along the closed-form
+# marginal field $v^*$, the flow a trained network learns. Press play or drag $t$. Which paths cross? Where do the
+# particles end up, on each side?
+
+# %%
+from fmlab.viz.animation import render_particles_animation
+from fmlab.viz.fields import conditional_and_marginal_paths, field_data
+
+render_particles_animation(conditional_and_marginal_paths("three_points"), data=field_data("three_points").sample(300),
+                           extent=5.0, title="The same noise, moved by the conditional paths and by the marginal field")
+
+# %% [markdown]
 # ## 2. The loss we can compute has the gradient of the loss we want
 #
 # We would like to regress a network $v_\theta$ on the marginal field,

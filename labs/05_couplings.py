@@ -213,6 +213,17 @@ C.render_w2_vs_steps(w2, colors=COLS, floor=floor)
 C.samples_widget(models, X0_EVAL, DATA, steps=1, colors=COLS)
 
 # %% [markdown]
+# **All three at once.** The same 300 noise points, carried by each model's flow (RK4, 50 steps), side by side under
+# one time slider. Press play, or drag $t$: where do the particles of each panel head in the first half of the
+# journey, and which panel's particles cross each other's paths?
+
+# %%
+from fmlab.viz.animation import render_particles_animation
+
+render_particles_animation({name: paths[name] for name in ("independent", "OT", "reflow")}, data=DATA, colors=COLS,
+                           title="Independent, OT and reflow particles from the same noise")
+
+# %% [markdown]
 # Reflow reaches OT-like straightness without solving assignment problems, at the price of simulating the teacher for
 # every batch, and it inherits the teacher's errors (its samples can only be as good as the teacher's solves).
 # Minibatch OT costs an $O(B^3)$ assignment per batch, and a small batch approximates the OT plan of the whole

@@ -132,3 +132,22 @@ def test_fields_widget_point_choices_follow_the_data():
     assert list(view.controls["point"].options) == list(range(8)) and view.status.value == ""
     view.controls["point"].value = 5
     assert "component 5" in view.figure.layout.annotations[0].text
+
+
+def test_conditional_and_marginal_particles_start_together_and_reach_the_data():
+    from fmlab.viz.fields import conditional_and_marginal_paths, field_data
+
+    paths = conditional_and_marginal_paths("three_points", n=300, steps=50, seed=0)
+    cond, marg = paths.values()
+    assert cond.shape == marg.shape == (51, 300, 2)
+    assert torch.equal(cond[0], marg[0])  # the same noise
+    atoms = field_data("three_points").sample(3000, generator=torch.Generator().manual_seed(0)).double().unique(dim=0)
+    for end in (cond[-1], marg[-1]):
+        nearest = torch.cdist(end, atoms).min(1)
+        assert nearest.values.max() < 0.05  # every particle ends on a data point
+        share = torch.bincount(nearest.indices, minlength=3) / 300
+        assert (share - 1 / 3).abs().max() < 0.1  # in the data's proportions (1/3 each; 300 draws: sd 0.027)
+    middle = torch.linspace(0, 1, 51, dtype=torch.float64)[25]
+    np.testing.assert_allclose(cond[25], (1 - middle) * cond[0] + middle * cond[-1], atol=1e-12)  # straight lines
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        conditional_and_marginal_paths(steps=0)

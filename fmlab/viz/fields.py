@@ -36,7 +36,7 @@ from .widgets import View, dropdown, interactive_view, t_slider
 __all__ = ["FIELD_DATA", "COMPONENT_COLORS", "field_data", "conditional_velocity", "quiver_xy", "posterior_colors",
            "render_fields", "render_marginalisation_1d", "fields_widget", "marginalisation_1d_widget",
            "LossGap", "fm_losses", "loss_gap", "marginalisation_demo", "render_loss_gap", "T_MAX", "ARROW_DT",
-           "MarginalisationDemo"]
+           "MarginalisationDemo", "conditional_and_marginal_paths"]
 
 FIELD_DATA = ("three_points", "two_modes", "asymmetric", "8modes")
 T_MAX = 0.9  # the field views stop here: u_t(x | x1) grows like 1 / (1 - t)
@@ -55,6 +55,26 @@ def field_data(name: str) -> GaussianMixture:
     if name not in FIELD_DATA:
         raise ValueError(f"data must be one of {list(FIELD_DATA)}, got {name!r}")
     return gmm_2d(name)
+
+
+def conditional_and_marginal_paths(data: str = "8modes", n: int = 300, steps: int = 50,
+                                   seed: int = 0) -> dict[str, Tensor]:
+    """States [steps + 1, n, 2] at t = k / steps of the same n noise points moved two ways: conditionally, each
+    on its straight line to its own data point, x_t = (1 - t) x0 + t x1 (x1 drawn independently); and marginally,
+    by the ODE dx/dt = v*(x, t) of the closed-form marginal field (midpoint steps, float64; no evaluation at t = 1,
+    where v* of point masses is singular)."""
+    from ..solvers import solve
+
+    check_int(n, "n", 1)
+    check_int(steps, "steps", 1)
+    target = field_data(data)
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    x1 = target.sample(n, generator=g).double()
+    ts = torch.linspace(0, 1, steps + 1, dtype=torch.float64)[:, None, None]
+    marginal = solve(lambda x, t: target.velocity(x, t), x0, steps=steps, method="midpoint", return_trajectory=True)
+    return {"conditional: straight to its own x1": (1 - ts) * x0 + ts * x1,
+            "marginal: following v*(x, t)": marginal.xs}
 
 
 @functools.lru_cache(maxsize=8)
