@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["OPTIONS", "main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval"]
+__all__ = ["OPTIONS", "main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval", "cmd_export"]
 
 OPTIONS = ("loss", "coupling", "coupling_reg", "steps", "batch_size", "lr", "warmup", "lr_schedule", "optimizer",
            "weight_decay", "ema_decay", "grad_clip", "seed", "log_every", "ckpt_every")  # in the namespace if given
@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .images import register_image_cli  # image runs: train --config celeba64, prepare, image sample/eval
 
     register_image_cli(sub)
+    p = sub.add_parser("export", help="execute the labs and write a static HTML site (fmlab.export)",
+                       description="Execute every lab (or those named) headless and write one HTML page per lab, "
+                       "index.html and plotly.min.js into OUT: the labs with their figures, readable offline.")
+    p.add_argument("labs", nargs="*", help="labs to export, e.g. 01_paths (default: all)")
+    p.add_argument("--out", default="site", help="output folder")
+    p.add_argument("--full", action="store_true", help="the full lessons (default: fast mode, FMLAB_FAST=1)")
     return parser
 
 
@@ -275,7 +281,15 @@ def _eval_data(config, args: argparse.Namespace):
     return (lambda n, g: fn(n, g)[0]), (lambda n, g: fn(n, g)[1]), f", classes as in the data, guidance w={w:g}"
 
 
-COMMANDS = {"losses": cmd_losses, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_labs
+
+    pages = export_labs(args.out, args.labs, fast=not args.full)
+    print(f"wrote {len(pages)} lab pages and index.html to {args.out} (open {Path(args.out) / 'index.html'})")
+    return 0
+
+
+COMMANDS = {"losses": cmd_losses, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

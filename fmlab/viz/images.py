@@ -155,9 +155,9 @@ class LiveTraining:
         self.title, self.total, self.log, self.grid = title, total_steps, [], None
         self.widget = figure_widget(render_training(None, [], f"{title}: starting", total_steps))
         if show:
-            from IPython.display import display
+            from .widgets import show_live
 
-            display(self.widget)
+            show_live(self.widget)
 
     def _refresh(self, step: int) -> None:
         with self.widget.batch_update():
@@ -182,6 +182,9 @@ class LiveTraining:
         if trainer.grids:
             self.grid = trainer.grids[max(trainer.grids)]
         self._refresh(trainer.step)
+        from .widgets import show_final
+
+        show_final(self.widget)
 
 
 # --- samples at several step counts ----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ..labkit import cache_key, session_cache
 from ..losses import get_loss
 from ..solvers import solve
 from .style import COLORS, SEQUENCE, apply_style
-from .widgets import ReplayView
+from .widgets import ReplayView, show_final, show_live
 
 __all__ = [
     "series_color", "render_grad_norms", "render_w1_bars", "transition_norm_profile", "render_transition_norms",
@@ -376,7 +376,6 @@ def matched_gradients(runs: Sequence[ParametrisationRun], n_batches: int = MATCH
 def parametrisation_live(data: str = "moons", steps: int = 3000, track_every: int = 50, n_eval: int = 1000,
                          show: bool = True, seed: int = 0) -> tuple[list[ParametrisationRun], ReplayView]:
     """Train the field and the x1 head on `data`, the gradient-norm figure redrawn live, then replayable."""
-    from IPython.display import display
 
     done: list[ParametrisationRun] = []
 
@@ -385,7 +384,7 @@ def parametrisation_live(data: str = "moons", steps: int = 3000, track_every: in
 
     view = ReplayView(lambda upto: render(done, upto))
     if show:
-        display(view.box)
+        show_live(view.box)
     for config in parametrisation_configs(data, steps, seed=seed, log_every=track_every):
         def update(result: RunResult) -> None:
             view.render = lambda upto, result=result: render([*done, result], upto)
@@ -394,6 +393,8 @@ def parametrisation_live(data: str = "moons", steps: int = 3000, track_every: in
         done.append(parametrisation_run(config, track_every, n_eval, on_update=update))
         view.render = lambda upto: render(done, upto)
     view.finish(done[0].steps)
+    if show:
+        show_final(view.figure, ["measurement"])
     return done, view
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..export import export_mode, use_static_renderer
+
 __all__ = ["COLORS", "SEQUENCE", "FONT_SIZE", "TITLE_SIZE", "FIG_SIZE", "NOTEBOOK_WIDTH", "MPL_FIGSIZE", "apply_style",
            "use_mpl_style", "to_numpy"]
 
@@ -61,3 +63,7 @@ def use_mpl_style() -> None:
 def to_numpy(x: Any) -> np.ndarray:
     """A tensor as a float64 numpy array for a trace (plotly validates numpy arrays far faster than lists)."""
     return x.detach().cpu().double().numpy()
+
+
+if export_mode():  # a kernel run by `python -m fmlab export`: figures as static HTML (fmlab.export)
+    use_static_renderer()

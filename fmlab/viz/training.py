@@ -238,16 +238,14 @@ def fit_live(config: Any, teacher: Any = None, show: bool = True, progress: bool
 
     Cached: a second call with an equal config returns the same trainer at once and draws its final curve.
     """
-    from IPython.display import display
-
-    from .widgets import figure_widget, update_figure
+    from .widgets import figure_widget, show_final, show_live, update_figure
 
     gmm = _optimum_known(config)
     floor = loss_floor(gmm) if gmm is not None else None
     title = f"Training {config.loss} ({config.coupling} coupling) on {config.data}"
     widget = figure_widget(render_loss_curve([], floor, config.steps, title=title))
     if show:
-        display(widget)
+        show_live(widget)
     _LIVE.update(callback=lambda tr: _update_curve(widget, tr.log, f"{title}: step {tr.step} of {config.steps}"),
                  progress=progress)
     try:
@@ -256,6 +254,8 @@ def fit_live(config: Any, teacher: Any = None, show: bool = True, progress: bool
         _LIVE.clear()
     final = f"{title}: loss {trainer.log[-1]['loss']:.3f} after {trainer.step} steps"
     update_figure(widget, render_loss_curve(trainer.log, floor, config.steps, final))
+    if show:
+        show_final(widget)
     return trainer
 
 

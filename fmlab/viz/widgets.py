@@ -21,9 +21,11 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
+from ..export import export_mode
+
 __all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "enable_when", "figure_widget",
            "update_figure", "link", "controls_box", "interactive_view", "View", "LIVE_MODES", "ReplayView",
-           "live_run"]
+           "live_run", "show_live", "show_final"]
 
 # Live figures carry plain lists, never numpy arrays. plotly.js answers a restyle with "trace deltas" holding its own
 # copies of the arrays; for numpy-backed traces these come back as typed-array dicts and plotly.py's FigureWidget then
@@ -224,6 +226,11 @@ class View(W.VBox):
     def params(self) -> dict[str, Any]:
         return {**self.fixed, **{name: c.value for name, c in self.controls.items()}}
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        if export_mode():  # a static page (fmlab.export): the figure of the initial state, no widget
+            return _static_bundle(self.figure, list(self.controls))
+        return super()._repr_mimebundle_(**kwargs)
+
     def redraw(self) -> None:
         try:
             fig = self.render(**self.params())
@@ -282,7 +289,36 @@ class ReplayView:
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
+        if export_mode():  # a static page (fmlab.export): the figure as measured, no widget
+            display(_static_bundle(self.figure, ["measurement"]), raw=True)
+            return
         display(self.box)
+
+
+def show_live(widget: Any) -> None:
+    """Display a figure that training will redraw. On an exported page (fmlab.export) nothing yet: `show_final`
+    shows its last state there."""
+    if not export_mode():
+        from IPython.display import display
+
+        display(widget)
+
+
+def show_final(figure: Any, controls: Sequence[str] = ()) -> None:
+    """On an exported page, the last state of a live figure (elsewhere nothing: the live figure is on screen)."""
+    if export_mode():
+        from IPython.display import display
+
+        display(_static_bundle(figure, controls), raw=True)
+
+
+def _static_bundle(figure: Any, controls: Sequence[str]) -> dict[str, str]:
+    """The mime bundle of a view on a static page: its figure now, and a line naming the controls it has."""
+    fig = go.Figure(figure)
+    html = fig.to_html(full_html=False, include_plotlyjs=False)  # the page loads plotly.js once (fmlab.export)
+    note = (f"<p style='color:#666'><i>Interactive when the lab runs: {', '.join(controls)}.</i></p>"
+            if controls else "")
+    return {"text/html": note + html, "text/plain": f"<figure: {fig.layout.title.text or 'untitled'}>"}
 
 
 def live_run(configs: Sequence[Any], render: Callable[[Sequence[Any], int | None], go.Figure],
@@ -291,14 +327,13 @@ def live_run(configs: Sequence[Any], render: Callable[[Sequence[Any], int | None
     """Train several configs one after the other (fmlab.experiments.run, cached), redrawing one figure live as each
     measures, then make it replayable. render(results, upto) draws all runs; steps_of(result) lists the steps to
     replay. The one live-training view of the labs."""
-    from IPython.display import display
 
     from ..experiments import run
 
     done: list[Any] = []
     view = ReplayView(lambda upto: render(done, upto))
     if show:
-        display(view.box)
+        show_live(view.box)
     for config in configs:
         def update(result: Any) -> None:
             view.render = lambda upto, result=result: render(done + [result], upto)
@@ -307,4 +342,6 @@ def live_run(configs: Sequence[Any], render: Callable[[Sequence[Any], int | None
         done.append(run(config, on_update=update, **run_kwargs))
         view.render = lambda upto: render(done, upto)
     view.finish(steps_of(done[0]) if done else [0])
+    if show:
+        show_final(view.figure, ["measurement"])
     return done, view

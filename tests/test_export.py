@@ -1,0 +1,63 @@
+"""`python -m fmlab export`: labs executed headless into static pages whose plotly figures (interactive views
+included, at their initial state) render offline with the plotly.js copied beside them."""
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fmlab.export import EXPORT_ENV, PLOTLY_SCRIPT, export_labs, export_mode, lab_notebooks
+from fmlab.viz.widgets import interactive_view, slider
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_lab_notebooks_in_order_and_by_name():
+    every = lab_notebooks()
+    assert [p.name[:2] for p in every] == sorted(p.name[:2] for p in every) and len(every) >= 14
+    assert [p.stem for p in lab_notebooks(["05_couplings", "01_paths.ipynb"])] == ["05_couplings", "01_paths"]
+    with pytest.raises(ValueError, match="labs must be among"):
+        lab_notebooks(["99_nothing"])
+
+
+def _render(a=1.0):
+    import plotly.graph_objects as go
+
+    return go.Figure(go.Scatter(x=[0, 1], y=[0, a]), layout=dict(title=dict(text=f"a = {a}")))
+
+
+def test_a_view_on_an_exported_page_is_its_initial_figure(monkeypatch):
+    view = interactive_view(_render, {"a": slider("a", 0.0, 2.0, 0.5, 1.0)})
+    live = view._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in (live[0] if isinstance(live, tuple) else live)  # a widget
+    monkeypatch.setenv(EXPORT_ENV, "1")
+    assert export_mode()
+    bundle = view._repr_mimebundle_()
+    assert "Interactive when the lab runs: a." in bundle["text/html"] and "a = 1.0" in bundle["text/html"]
+    monkeypatch.setenv(EXPORT_ENV, "0")
+    assert not export_mode()
+
+
+def test_export_writes_offline_pages_with_their_figures(tmp_path, monkeypatch):
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Lab 00: a tiny lab"),
+        nbformat.v4.new_code_cell("import plotly.graph_objects as go\nimport fmlab.viz.style\n"
+                                  "go.Figure(go.Scatter(x=[0, 1], y=[1, 0]), layout=dict(title=dict(text='plain')))"),
+        nbformat.v4.new_code_cell("from fmlab.viz.widgets import interactive_view, slider\n"
+                                  "import plotly.graph_objects as go\n"
+                                  "interactive_view(lambda a: go.Figure(layout=dict(title=dict(text=f'view {a}'))),"
+                                  " {'a': slider('a', 0.0, 2.0, 0.5, 1.0)})"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, labs / "00_tiny.ipynb")
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    pages = export_labs(tmp_path / "site", labs_dir=labs, timeout=300)
+    page = pages[0].read_text()
+    assert PLOTLY_SCRIPT in page and page.count("Plotly.newPlot") == 2  # both figures, drawn by the local plotly.js
+    assert "plain" in page and "view 1.0" in page and "widget-view+json" not in page
+    assert (tmp_path / "site" / "plotly.min.js").stat().st_size > 1_000_000
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert '<a href="00_tiny.html">Lab 00: a tiny lab</a>' in index and "fast mode" in index
+    assert EXPORT_ENV not in os.environ or os.environ[EXPORT_ENV] != "1"  # the environment is restored
