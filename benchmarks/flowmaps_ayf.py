@@ -46,11 +46,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import flowmaps as zoo  # noqa: E402  (benchmarks/flowmaps.py)
 
-from fmlab.flowmaps import flow_map, path_point  # noqa: E402
+from fmlab.flowmaps import flow_map  # noqa: E402
 from fmlab.losses import get_loss  # noqa: E402
 from fmlab.losses.batch import Batch  # noqa: E402
 from fmlab.losses.flowmap_lagrangian import ayf_tangent  # noqa: E402
 from fmlab.losses.registry import LossSpec, register  # noqa: E402
+from fmlab.paths import path_point  # noqa: E402
 from fmlab.viz.loss_zoo import zoo_model  # noqa: E402
 
 GAPS = (0.125, 0.25, 0.5, 1.0)

@@ -19,7 +19,7 @@ The exact flow map satisfies three consistency rules, which the flow-map losses 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,36 +28,15 @@ from torch.func import functional_call, jvp
 from .paths import expand_t, per_sample_time
 from .solvers import Trajectory, check_grid, time_grid
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
     "average_velocity", "flow_map", "flow_map_jvp", "flow_map_X_jvp",
     "flow_map_fd", "partial_s", "partial_t", "diagonal_field", "sample_flow_map", "sample_consistency",
-    "VelocityTeacher", "GaussianMixtureTeacher", "as_teacher", "path_point", "fm_error", "per_sample_sq",
-    "frozen",
+    "VelocityTeacher", "GaussianMixtureTeacher", "as_teacher", "frozen",
 ]
 
 
 TwoTimeModel = Callable[..., Tensor]  # model(x, s, t) -> u(x, s, t); model(x, t) -> u(x, t, t)
-# --- small pieces every flow-map loss uses -------------------------------------------------------------------
-
-def path_point(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-    """x_t = (1 - t) x0 + t x1 on the linear path (per-sample t [B])."""
-    t = expand_t(t, x1)
-    return (1 - t) * x0 + t * x1
-
-
-def per_sample_sq(a: Tensor, b: Tensor | None = None) -> Tensor:
-    """||a - b||^2 / d per sample [B] (the per-sample MSE of fmlab.losses.flow_matching)."""
-    d = a if b is None else a - b
-    return d.pow(2).flatten(1).mean(1)
-
-
-def fm_error(model: TwoTimeModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-    """Flow matching on the diagonal, per sample: ||u(x_t, t, t) - (x1 - x0)||^2 / d   [B]."""
-    return per_sample_sq(model(path_point(x0, x1, t), t, t), x1 - x0)
-
+# --- a piece several flow-map losses use -------------------------------------------------------------------
 
 def frozen(model: nn.Module) -> Callable[..., Tensor]:
     """The model with its parameters under stop-gradient but its inputs differentiable: u_{sg(theta)}(x, s, t).

@@ -22,7 +22,7 @@ from torch import Tensor
 __all__ = [
     "per_sample_time",
     "ScheduleOutput", "Schedule", "LinearSchedule", "CosineSchedule", "VPSchedule",
-    "SCHEDULES", "get_schedule", "PathSample", "sample_path", "expand_t", "unit_time",
+    "SCHEDULES", "get_schedule", "PathSample", "sample_path", "path_point", "expand_t", "unit_time",
     "velocity_from_x1", "x1_from_velocity", "velocity_from_eps", "eps_from_velocity",
     "x1_from_eps", "eps_from_x1", "convert_prediction", "PREDICTIONS",
     "sample_times", "TIME_SAMPLERS", "loss_weight", "WEIGHTINGS", "check_time",
@@ -160,6 +160,12 @@ def sample_path(x0: Tensor, x1: Tensor, t: Tensor, schedule: str | Schedule = "l
     check_time(t)
     a, s, da, ds = get_schedule(schedule)(expand_t(t, x1))
     return PathSample(x0=x0, x1=x1, t=t, x_t=a * x1 + s * x0, dx_t=da * x1 + ds * x0)
+
+
+def path_point(x0: Tensor, x1: Tensor, t: Tensor | float) -> Tensor:
+    """x_t = (1 - t) x0 + t x1 on the linear path (per-sample t [B] or a scalar): `sample_path(...).x_t` alone."""
+    t = expand_t(t, x1)
+    return (1 - t) * x0 + t * x1
 
 
 # --- conversions between predictions --------------------------------------------------

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..flowmaps import as_teacher, flow_map
-from ..paths import expand_t
+from ..paths import expand_t, path_point
 from .batch import Batch, draw_times, two_time_batch
 from .flow_matching import per_sample_mse
 from .flowmap_eulerian import (
@@ -32,7 +32,6 @@ from .flowmap_eulerian import (
     adaptive_weight,
     diagonal_mask,
     eulerian_residual,
-    path_point,
 )
 from .registry import EULERIAN, LossSpec, register
 
@@ -134,9 +133,9 @@ def ct_loss(model: nn.Module, batch: Batch, distance: str = "l2", huber_c: float
     'pseudo_huber' with c = 0.00054 sqrt(d) (= 7.6e-4 in 2D) is iCT's.
     """
     delta = batch.r - batch.s
-    X_s = flow_map(model, path_point(batch, batch.s), batch.s, batch.t)
+    X_s = flow_map(model, path_point(batch.x0, batch.x1, batch.s), batch.s, batch.t)
     with torch.no_grad():
-        X_r = flow_map(model, path_point(batch, batch.r), batch.r, batch.t)  # sg target, same (x0, x1)
+        X_r = flow_map(model, path_point(batch.x0, batch.x1, batch.r), batch.r, batch.t)  # sg target, same (x0, x1)
     per = _distance(X_s, X_r, distance, huber_c) / delta  # lambda = 1 / delta
     return per.mean(), {"consistency": per.mean().detach(), "n_forward": 2, "n_jvp": 0, "n_backward": 1}
 
@@ -155,7 +154,7 @@ def cd_loss(model: nn.Module, batch: Batch, teacher: Any = None, teacher_method:
     s uniform on [0, 1 - delta], delta = 0.02, fraction 0 of samples with s = t, weight 1 / delta.
     """
     delta = batch.r - batch.s
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     X_s = flow_map(model, x, batch.s, batch.t)
     with torch.no_grad():
         x_r = teacher_solve(teacher, x, batch.s, batch.r, 1, teacher_method)  # the teacher's step s -> r
@@ -184,7 +183,7 @@ def ctm_loss(model: nn.Module, batch: Batch, teacher: Any = None, teacher_steps:
     """
     diag = diagonal_mask(batch)
     off = ~diag
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     per = torch.zeros(len(x), dtype=x.dtype, device=x.device)
     n_fwd = 0
     if bool(diag.any()):
@@ -242,7 +241,7 @@ def facm_loss(model: nn.Module, batch: Batch, teacher: Any = None, relax_p: floa
     terms, so a fraction 1 of samples also yields a diagonal (s = t) anchor evaluation. Weighting: cos(pi s / 2) on
     the CM term, 1 on the anchor.
     """
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v = (batch.x1 - batch.x0) if teacher is None else as_teacher(teacher)(x, batch.s)
     u_fm = model(x, batch.s, batch.s)
     fm = per_sample_mse(u_fm, v) + cos_weight * (1 - F.cosine_similarity(u_fm.flatten(1), v.flatten(1), dim=1))
@@ -255,7 +254,7 @@ def facm_loss(model: nn.Module, batch: Batch, teacher: Any = None, relax_p: floa
     cm = torch.cos(0.5 * math.pi * batch.s) * err * adaptive_weight(err, norm_p, norm_c)
     loss = (cm + fm).mean()
     return loss, {"cm": cm.mean().detach(), "fm": fm.mean().detach(),
-                  "eulerian": per_sample_mse(res, torch.zeros_like(res)).mean().detach(),
+                  "eulerian": per_sample_mse(res).mean().detach(),
                   "n_forward": 1, "n_jvp": 1, "n_backward": 1, "n_teacher": 0 if teacher is None else 1}
 
 

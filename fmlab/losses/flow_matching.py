@@ -16,12 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from ..models.conditioning import label_args
-from ..paths import convert_prediction, loss_weight, sample_path
+from ..paths import convert_prediction, loss_weight, path_point, sample_path
 from .batch import Batch, one_time_batch
 from .registry import FLOW_MATCHING, LossSpec, register
 
 __all__ = [
-    "FM_SETTINGS", "per_sample_mse", "cfm_loss", "x1_prediction_loss", "reflow_pairs", "reflow_batch",
+    "FM_SETTINGS", "per_sample_mse", "fm_error", "cfm_loss", "x1_prediction_loss", "reflow_pairs", "reflow_batch",
     "CONVENTION_SAME",
 ]
 
@@ -30,9 +30,15 @@ LABEL_LOSSES = ("cfm", "x1_prediction")  # losses that pass batch.labels to the 
 FM_SETTINGS = {"time_sampler": "uniform", "mu": 0.0, "sigma": 1.0, "weighting": "none", "gamma": 5.0}
 
 
-def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:
-    """||a - b||^2 / d for each sample: [B]."""
-    return (a - b).pow(2).flatten(1).mean(1)
+def per_sample_mse(a: Tensor, b: Tensor | None = None) -> Tensor:
+    """||a - b||^2 / d for each sample: [B] (||a||^2 / d without b)."""
+    d = a if b is None else a - b
+    return d.pow(2).flatten(1).mean(1)
+
+
+def fm_error(model: nn.Module, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    """Flow matching on the diagonal of a two-time model, per sample: ||u(x_t, t, t) - (x1 - x0)||^2 / d   [B]."""
+    return per_sample_mse(model(path_point(x0, x1, t), t, t), x1 - x0)
 
 
 def cfm_loss(model: nn.Module, batch: Batch, weighting: str = "none", gamma: float = 5.0, **_) -> tuple[Tensor, dict]:

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, path_point, per_sample_sq
-from ..paths import expand_t
+from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp
+from ..paths import expand_t, path_point
 from .batch import Batch, two_time_batch
+from .flow_matching import fm_error, per_sample_mse
 from .registry import COMPOSITIONAL, LossSpec, register
 
 __all__ = [
@@ -107,7 +108,7 @@ def shortcut_loss(model: nn.Module, batch: Batch, levels: int = 7, **_: Any) -> 
     if bool(finest.any()):
         anchored = _diagonal_target(model, x_s[finest], s[finest], r[finest])
         target = target.index_put((finest.nonzero().squeeze(1),), anchored)
-    sc = per_sample_sq(model(x_s, s, t), target)
+    sc = per_sample_mse(model(x_s, s, t), target)
     loss = (fm.sum() + sc.sum()) / len(batch.t)
     return loss, _diagnostics(4, fm=fm if fm.numel() else fm.new_zeros(1),
                               self_consistency=sc if sc.numel() else sc.new_zeros(1))
@@ -145,7 +146,7 @@ def psd_loss(model: nn.Module, batch: Batch, split: str = "uniform", **_: Any) -
     fm = fm_error(model, batch.x0, batch.x1, t)
     x_s = path_point(batch.x0, batch.x1, s)
     target, _ = convex_target(model, x_s, s, r, t)
-    psd = per_sample_sq(model(x_s, s, t), target)
+    psd = per_sample_mse(model(x_s, s, t), target)
     return (fm + psd).mean(), _diagnostics(4, fm=fm, psd=psd)
 
 
@@ -176,7 +177,7 @@ def splitmeanflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor
     s, r, t = batch.s[off], batch.r[off], batch.t[off]
     x_s = path_point(batch.x0[off], batch.x1[off], s)
     target, _ = convex_target(model, x_s, s, r, t)
-    split = per_sample_sq(model(x_s, s, t), target)
+    split = per_sample_mse(model(x_s, s, t), target)
     loss = (fm.sum() + split.sum()) / len(batch.t)
     return loss, _diagnostics(4, fm=fm if fm.numel() else fm.new_zeros(1),
                               split=split if split.numel() else split.new_zeros(1))
@@ -211,8 +212,8 @@ def fmm_loss(model: nn.Module, batch: Batch, unordered: bool = True, **_: Any) -
     x_a = path_point(batch.x0, batch.x1, a)
     y = flow_map(model, x_a, a, b)  # X(x_a, a, b): the first jump
     X, dX = flow_map_X_jvp(model, y, b, a, dt=torch.ones_like(a))  # back: X(y, b, a) and d/da
-    tangent = per_sample_sq(dX, batch.x1 - batch.x0)
-    inverse = per_sample_sq(X, x_a)
+    tangent = per_sample_mse(dX, batch.x1 - batch.x0)
+    inverse = per_sample_mse(X, x_a)
     return (tangent + inverse).mean(), _diagnostics(2, 1, tangent=tangent, inverse=inverse)
 
 
@@ -264,7 +265,7 @@ def pfmm_loss(model: nn.Module, batch: Batch, teacher: Any = None, jumps: int = 
         gap = expand_t(t - s, x_s)
         target = torch.where(gap > 0, (x - x_s) / gap.clamp_min(1e-12), torch.zeros_like(x))
     u = model(x_s, s, t)
-    err = per_sample_sq(u, target) * (t > s).to(u.dtype)
+    err = per_sample_mse(u, target) * (t > s).to(u.dtype)
     return err.mean(), _diagnostics(1, distill=err, n_teacher=torch.tensor(float(jumps)))
 
 

@@ -25,23 +25,18 @@ import torch
 from torch import Tensor, nn
 
 from ..flowmaps import as_teacher, flow_map_jvp, partial_s
-from ..paths import expand_t
+from ..paths import expand_t, path_point
 from .batch import Batch, two_time_batch
 from .flow_matching import per_sample_mse
 from .registry import EULERIAN, LossSpec, register
 
-__all__ = ["eulerian_residual", "adaptive_weight", "path_point", "gap_batch", "emd_loss", "esd_loss",
+__all__ = ["eulerian_residual", "adaptive_weight", "gap_batch", "emd_loss", "esd_loss",
            "ayf_emd_loss", "TWO_TIME_SETTINGS", "diagonal_mask"]
 
 TWO_TIME_SETTINGS: dict[str, Any] = {"diagonal_fraction": 0.25, "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}
 
 
 # --- shared helpers ------------------------------------------------------------------------------------------
-
-def path_point(batch: Batch, time: Tensor) -> Tensor:
-    """x_time = (1 - time) x0 + time x1 on the linear path (same x0, x1 for every time)."""
-    return batch.x0 + expand_t(time, batch.x1) * (batch.x1 - batch.x0)  # (1 - time) x0 + time x1
-
 
 def eulerian_residual(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, v: Tensor,
                       warmup: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -120,10 +115,10 @@ def emd_loss(model: nn.Module, batch: Batch, teacher: Any = None, **_: Any) -> t
     diagonal s = t, where the residual is v - u(x, s, s) (velocity distillation). Weighting: uniform.
     x_s is the interpolant point of an independent (or OT) pair, as in the paper.
     """
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v = as_teacher(teacher)(x, batch.s)
     res, _, _ = eulerian_residual(model, x, batch.s, batch.t, v)
-    err = per_sample_mse(res, torch.zeros_like(res))
+    err = per_sample_mse(res)
     return err.mean(), {"eulerian": err.mean().detach(), "n_forward": 0, "n_jvp": 1, "n_backward": 1,
                         "n_teacher": 1}
 
@@ -151,7 +146,7 @@ def esd_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
     benchmarks/esd_diagonal.py).
     Weighting: uniform (the paper's learned weights exp(-w_{s,t}) L + w_{s,t} are not used).
     """
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     s, t = batch.s, batch.t
     diag = diagonal_mask(batch)
     with torch.no_grad():
@@ -161,7 +156,7 @@ def esd_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
     with torch.no_grad():
         _, du_x = flow_map_jvp(model, x, s, t, dx=b)  # sg[(du/dx) b]: the spatial JVP, not differentiated
     res = b - u + expand_t(t - s, x) * (du_s + du_x)  # E = b - u + (t - s)(d_s u + sg[(du/dx) b])
-    err = per_sample_mse(res, torch.zeros_like(res))
+    err = per_sample_mse(res)
     return err.mean(), {"eulerian": _masked_mean(err, ~diag), "fm": _masked_mean(err, diag),
                         "n_forward": 1, "n_jvp": 2, "n_backward": 1}
 
@@ -189,14 +184,14 @@ def ayf_emd_loss(model: nn.Module, batch: Batch, teacher: Any = None, tangent_wa
         raise ValueError(f"tangent_norm must be > 0, got {tangent_norm}")
     if not 0.0 <= tangent_warmup <= 1.0:
         raise ValueError(f"tangent_warmup must lie in [0, 1], got {tangent_warmup}")
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v = as_teacher(teacher)(x, batch.s)
     res, u, _ = eulerian_residual(model, x, batch.s, batch.t, v, warmup=tangent_warmup)
     res = res.detach()
     norm = res.flatten(1).norm(dim=1).reshape(-1, *([1] * (res.ndim - 1)))
     target = (u + res / (norm + tangent_norm)).detach()  # sg[u + E / (||E|| + c)]
     loss = per_sample_mse(u, target).mean()
-    return loss, {"eulerian": per_sample_mse(res, torch.zeros_like(res)).mean(), "tangent_norm": norm.mean(),
+    return loss, {"eulerian": per_sample_mse(res).mean(), "tangent_norm": norm.mean(),
                   "n_forward": 0, "n_jvp": 1, "n_backward": 1, "n_teacher": 1}
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, frozen, path_point, per_sample_sq
-from ..paths import expand_t
+from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, frozen
+from ..paths import expand_t, path_point
 from .batch import Batch, two_time_batch
+from .flow_matching import fm_error, per_sample_mse
 from .registry import LAGRANGIAN, LossSpec, register
 
 __all__ = [
@@ -59,7 +60,7 @@ def lmd_loss(model: nn.Module, batch: Batch, teacher: Any = None, **_: Any) -> t
     """
     field = as_teacher(teacher)
     _, X, dX = _arrival(model, batch)
-    res = per_sample_sq(dX, field.differentiable(X, batch.t))
+    res = per_sample_mse(dX, field.differentiable(X, batch.t))
     return res.mean(), _diag(2, 1, lagrangian=res)
 
 
@@ -85,7 +86,7 @@ def lsd_loss(model: nn.Module, batch: Batch, rescale: bool = False, **_: Any) ->
     res = dX - v
     if rescale:
         res = res / expand_t((batch.t - batch.s).clamp_min(1e-3), res)
-    lag = per_sample_sq(res)
+    lag = per_sample_mse(res)
     return (fm + lag).mean(), _diag(3, 1, fm=fm, lagrangian=lag)
 
 
@@ -101,7 +102,7 @@ def ayf_tangent(model: nn.Module, batch: Batch, teacher: Any, tangent_c: float) 
     x_s = path_point(batch.x0, batch.x1, batch.s)
     X, dX = flow_map_X_jvp(model, x_s, batch.s, batch.t, dt=torch.ones_like(batch.t))
     g = dX - field(X, batch.t)
-    res = per_sample_sq(g)
+    res = per_sample_mse(g)
     if tangent_c > 0:
         g = g / (g.flatten(1).norm(dim=1) + tangent_c).reshape(-1, *([1] * (g.ndim - 1)))
     return x_s, g, res
@@ -154,7 +155,7 @@ def tvm_loss(model: nn.Module, batch: Batch, ema: nn.Module | None = None, **_: 
     fm = fm_error(model, batch.x0, batch.x1, batch.t)
     _, X, dX = _arrival(model, batch)
     v = frozen(model if ema is None else ema)(X, batch.t, batch.t)  # u_{sg(theta)}(X, t, t), differentiable in X
-    term = per_sample_sq(dX, v)
+    term = per_sample_mse(dX, v)
     return (fm + term).mean(), _diag(3, 1, fm=fm, terminal=term)
 
 
@@ -198,7 +199,7 @@ def pid_loss(model: nn.Module, batch: Batch, teacher: Any = None, h: float = 1e-
     else:
         dX = (X_t - X_minus) / h
     v = field(X_t.detach(), t)
-    res = per_sample_sq(dX, v)
+    res = per_sample_mse(dX, v)
     return res.mean(), _diag(3 if central else 2, 0, lagrangian=res)
 
 
