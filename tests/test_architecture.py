@@ -138,3 +138,22 @@ def test_every_name_a_lab_uses_is_public(path):
 def test_modules_stay_a_readable_size(path):
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{path.name} has {lines} lines (about 500 at most: split it by role)"
+
+
+def test_the_package_reads_no_file_outside_itself():
+    """Data the package reads ships inside it (package data), so a wheel install works: no `parents[...]` walks."""
+    for path in MODULES:
+        assert "parents[" not in path.read_text(encoding="utf-8"), f"{path.name} reads a path outside the package"
+
+
+def test_every_data_file_in_the_package_is_declared_package_data():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    patterns = declared["package-data"]
+    data = [p for p in PACKAGE.rglob("*") if p.is_file() and p.suffix == ".json"]
+    assert data, "the labs' benchmark results are package data (fmlab/viz/results)"
+    for path in data:
+        owners = [pkg for pkg in patterns if path.is_relative_to(ROOT.joinpath(*pkg.split(".")))]
+        assert any(path.relative_to(ROOT.joinpath(*pkg.split("."))).match(glob)
+                   for pkg in owners for glob in patterns[pkg]), f"{path} is not declared as package data"
