@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..checks import check_choice, check_float, check_int
 from ..flowmaps import as_teacher, flow_map
 from ..paths import expand_t, path_point
 from .batch import Batch, draw_times, two_time_batch
@@ -49,8 +50,7 @@ def consistency_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None 
 
     s is drawn from `time_sampler` (fmlab.paths.sample_times) and squeezed into [0, 1 - delta]; no sample has s = t.
     """
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    check_float(delta, "delta", 0.0, 1.0, strict=True, strict_high=True)
     n = len(x1)
     s = draw_times(n, generator, x1.device, time_sampler, mu, sigma).to(x1.dtype) * (1 - delta)
     return Batch(x0=x0, x1=x1, s=s, r=(s + delta).clamp(max=1.0), t=torch.ones_like(s), labels=labels)
@@ -62,8 +62,7 @@ def facm_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = None,
 
     (FACM's own time already runs noise -> data like ours, with sigma = exp(N(-0.8, 1.6)) a noise-to-signal ratio.)
     """
-    if not p_std > 0:
-        raise ValueError(f"p_std must be > 0, got {p_std}")
+    check_float(p_std, "p_std", 0.0, strict=True)
     z = torch.randn(len(x1), generator=generator, device=x1.device)
     s = (1 - (2 / math.pi) * torch.atan(torch.exp(p_mean + p_std * z))).to(x1.dtype).clamp(0, 1)
     return Batch(x0=x0, x1=x1, s=s, r=s, t=torch.ones_like(s), labels=labels)
@@ -87,10 +86,8 @@ def teacher_solve(teacher: Any, x: Tensor, s: Tensor, r: Tensor, steps: int = 1,
 
     'euler': x + h v(x, t);  'heun': x + h/2 (v(x, t) + v(x + h v(x, t), t + h)). Teacher calls: steps (x2 for heun).
     """
-    if method not in ("euler", "heun"):
-        raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_choice(method, "method", ("euler", "heun"))
+    check_int(steps, "steps", 1)
     v = as_teacher(teacher)
     h = (r - s) / steps
     hx = expand_t(h, x)

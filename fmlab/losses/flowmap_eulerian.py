@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_float
 from ..flowmaps import as_teacher, flow_map_jvp, partial_s
 from ..paths import expand_t, path_point
 from .batch import Batch, two_time_batch
@@ -59,8 +60,8 @@ def adaptive_weight(err: Tensor, p: float, c: float) -> Tensor:
     at the conditional mean: the fixed point becomes E[w y | x] / E[w | x] (mode seeking when the target is
     multimodal; benchmarks/meanflow_weighting.py, tests/test_losses_mixture_stationarity.py).
     """
-    if p < 0 or c < 0:
-        raise ValueError(f"norm_p and norm_c must be >= 0, got p={p}, c={c}")
+    check_float(p, "norm_p", 0.0)
+    check_float(c, "norm_c", 0.0)
     if p == 0:
         return torch.ones_like(err)
     if c == 0 and bool((err.detach() == 0).any()):
@@ -80,10 +81,8 @@ def gap_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = None, 
     (Align Your Flow's interval sampling; symmetric under t -> 1 - t, so it reads the same in either convention.)
     Then round(diagonal_fraction * B) random samples get s = t. r = s + lam (t - s), lam ~ U(0, 1).
     """
-    if not 0.0 <= diagonal_fraction <= 1.0:
-        raise ValueError(f"diagonal_fraction must lie in [0, 1], got {diagonal_fraction}")
-    if not gap_sigma > 0:
-        raise ValueError(f"gap_sigma must be > 0, got {gap_sigma}")
+    check_float(diagonal_fraction, "diagonal_fraction", 0.0, 1.0)
+    check_float(gap_sigma, "gap_sigma", 0.0, strict=True)
     n, dev, dtype = len(x1), x1.device, x1.dtype
     gap = torch.sigmoid(gap_mu + gap_sigma * torch.randn(n, generator=generator, device=dev)).to(dtype)
     s = (torch.rand(n, generator=generator, device=dev).to(dtype) * (1 - gap)).clamp(0, 1)  # s ~ U(0, 1 - gap)
@@ -180,10 +179,8 @@ def ayf_emd_loss(model: nn.Module, batch: Batch, teacher: Any = None, tangent_wa
     s ~ U(0, 1 - (t - s)), fraction 0 of samples on the diagonal (as s -> t the gradient tends to normalised flow
     matching on the teacher). Weighting: uniform w = 1.
     """
-    if not tangent_norm > 0:
-        raise ValueError(f"tangent_norm must be > 0, got {tangent_norm}")
-    if not 0.0 <= tangent_warmup <= 1.0:
-        raise ValueError(f"tangent_warmup must lie in [0, 1], got {tangent_warmup}")
+    check_float(tangent_norm, "tangent_norm", 0.0, strict=True)
+    check_float(tangent_warmup, "tangent_warmup", 0.0, 1.0)
     x = path_point(batch.x0, batch.x1, batch.s)
     v = as_teacher(teacher)(x, batch.s)
     res, u, _ = eulerian_residual(model, x, batch.s, batch.t, v, warmup=tangent_warmup)

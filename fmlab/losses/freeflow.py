@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_choice, check_float
 from ..flowmaps import as_teacher, flow_map, flow_map_jvp
 from ..paths import expand_t, path_point
 from .batch import Batch
@@ -69,10 +70,8 @@ def freeflow_loss(model: nn.Module, batch: Batch, teacher: Any = None, fake: nn.
     Weight 1 on the predictor, `corrector_weight` (1) on the corrector when `fake` is given. (The paper's time
     schedules and weightings could not be checked: no training code is public.)
     """
-    if derivative not in ("fd", "jvp"):
-        raise ValueError(f"derivative must be 'fd' or 'jvp', got {derivative!r}")
-    if not h > 0:
-        raise ValueError(f"h must be > 0, got {h}")
+    check_choice(derivative, "derivative", ("fd", "jvp"))
+    check_float(h, "h", 0.0, strict=True)
     field = as_teacher(teacher)
     x0, t = batch.x0, batch.t
     zero, one = torch.zeros_like(t), torch.ones_like(t)

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_float
 from ..flowmaps import flow_map
 from ..paths import expand_t, path_point
 from .batch import Batch, draw_times, two_time_batch
@@ -134,10 +135,8 @@ def soflow_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = Non
     """SoFlow's times, in ours: a fraction `diagonal_fraction` of velocity samples s = t ~ logit-normal(0.2, 1.0);
     the rest s ~ logit-normal(-0.2, 0.8), t = max(logit-normal(1.0, 0.8), s + min_gap); the finite-difference
     neighbour r = s + l_ratio (t - s). (Paper, data at 0: t ~ LN(-0.2, 1.0); t ~ LN(0.2, 0.8), s ~ LN(-1.0, 0.8).)"""
-    if not 0.0 <= diagonal_fraction <= 1.0:
-        raise ValueError(f"diagonal_fraction must lie in [0, 1], got {diagonal_fraction}")
-    if not 0 < l_ratio < 1:
-        raise ValueError(f"l_ratio must lie in (0, 1), got {l_ratio}")
+    check_float(diagonal_fraction, "diagonal_fraction", 0.0, 1.0)
+    check_float(l_ratio, "l_ratio", 0.0, 1.0, strict=True, strict_high=True)
     n, dev, dtype = len(x1), x1.device, x1.dtype
     n_diag = int(round(diagonal_fraction * n))
     ln = lambda m, sd: draw_times(n, generator, dev, "logit_normal", m, sd).to(dtype)  # noqa: E731
