@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .checks import check_choice
+
 __all__ = ["main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval"]
 
 def _int_list(text: str) -> list[int]:
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig  # its defaults are the CLI's defaults
 
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    p.add_argument("--data", default=d["data"], help="toy data set (see fmlab.data.TOY_DATASETS)")
+    p.add_argument("--data", default=d["data"], help="2D data set (see fmlab.data.DATA_NAMES)")
     p.add_argument("--loss", default=d["loss"], help="loss name (see `python -m fmlab losses`)")
     p.add_argument("--coupling", default=d["coupling"], help="independent, ot or sinkhorn")
     p.add_argument("--coupling-reg", type=float, default=d["coupling_reg"],
@@ -188,8 +190,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _check_solver(name: str | None) -> None:
     from .sampling import sample_methods
 
-    if name is not None and name not in sample_methods():
-        raise ValueError(f"--solver must be one of {sample_methods()}, got {name!r}")
+    if name is not None:
+        check_choice(name, "--solver", sample_methods())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -247,13 +249,13 @@ def _eval_data(config, args: argparse.Namespace):
 
     Conditional runs: with --label c the reference is class c; without, the generated labels come from an
     independent draw of the data's labels, so both samples carry multinomial class counts like the floor's."""
-    from .train import toy_data_fn
+    from .data import data_sampler
 
     if not config.n_classes:
         if args.label is not None or args.guidance is not None:
             raise ValueError(f"run {args.run!r} is unconditional (trained without --cond): --label and --guidance "
                              f"need a conditional run")
-        return toy_data_fn(config.data), None, ""
+        return data_sampler(config.data), None, ""
     import torch
 
     from .data.labelled import class_data, labelled_data
