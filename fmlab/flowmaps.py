@@ -25,11 +25,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
+from .checks import check_float
 from .paths import expand_t, per_sample_time
 from .solvers import Trajectory, check_grid, time_grid
 
 __all__ = [
-    "average_velocity", "flow_map", "flow_map_jvp", "flow_map_X_jvp",
+    "flow_map", "flow_map_jvp", "flow_map_X_jvp",
     "flow_map_fd", "partial_s", "partial_t", "diagonal_field", "sample_flow_map", "sample_consistency",
     "VelocityTeacher", "GaussianMixtureTeacher", "as_teacher", "frozen",
 ]
@@ -49,11 +50,6 @@ def frozen(model: nn.Module) -> Callable[..., Tensor]:
 
 
 # --- evaluating a two-time model ---------------------------------------------------------------------------
-
-def average_velocity(model: TwoTimeModel, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
-    """u(x, s, t) = model(x, s, t)."""
-    return model(x, s, t)
-
 
 def flow_map(model: TwoTimeModel, x: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
     """X(x, s, t) = x + (t - s) u(x, s, t), with scalar or per-sample [B] times."""
@@ -104,8 +100,7 @@ def flow_map_fd(model: TwoTimeModel, x: Tensor, s: Tensor, t: Tensor, dx: Tensor
     central: du = (u(p + h d) - u(p - h d)) / 2h, error O(h^2); else du = (u(p + h d) - u(p)) / h, error O(h).
     Times are not clamped to [0, 1]: the network is evaluated a distance h outside where needed.
     """
-    if not h > 0:
-        raise ValueError(f"h must be > 0, got {h}")
+    check_float(h, "h", 0.0, strict=True)
     dx = torch.zeros_like(x) if dx is None else dx
     ds = torch.zeros_like(s) if ds is None else ds
     dt = torch.zeros_like(t) if dt is None else dt

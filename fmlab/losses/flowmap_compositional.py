@@ -21,11 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_choice, check_float, check_int
 from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp
 from ..paths import expand_t, path_point
 from .batch import Batch, two_time_batch
 from .flow_matching import fm_error, per_sample_mse
-from .registry import COMPOSITIONAL, LossSpec, register
+from .registry import COMPOSITIONAL, LossSpec, flipped_convention, register
 
 __all__ = [
     "SELF", "TWO_TIME", "shortcut_batch", "shortcut_loss", "psd_loss", "splitmeanflow_loss", "fmm_loss",
@@ -60,10 +61,8 @@ def shortcut_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = N
     """Shortcut models' times: a fraction `diagonal_fraction` of rows are flow-matching rows (s = r = t ~ U(0, 1));
     the others take a dyadic step d = 2^-k, k ~ U{0, ..., levels - 1}, s = j d with j ~ U{0, ..., 2^k - 1},
     t = s + d and the midpoint r = s + d / 2 (levels = 7: d from 1 down to 1/64, half-steps down to 1/128)."""
-    if not 0.0 <= diagonal_fraction <= 1.0:
-        raise ValueError(f"diagonal_fraction must lie in [0, 1], got {diagonal_fraction}")
-    if levels < 1:
-        raise ValueError(f"levels must be >= 1, got {levels}")
+    check_float(diagonal_fraction, "diagonal_fraction", 0.0, 1.0)
+    check_int(levels, "levels", 1)
     n, dev, dtype = len(x1), x1.device, x1.dtype
     t_fm = torch.rand(n, generator=generator, device=dev, dtype=dtype)
     k = torch.randint(0, levels, (n,), generator=generator, device=dev)
@@ -139,8 +138,7 @@ def psd_loss(model: nn.Module, batch: Batch, split: str = "uniform", **_: Any) -
     of s = t samples 0 (the diagonal is trained by the flow-matching term, evaluated at time t for every row, as
     in the official code). Weight 1 (the code's optional learned weight exp(-w) L + w is omitted).
     """
-    if split not in ("uniform", "midpoint"):
-        raise ValueError(f"split must be 'uniform' or 'midpoint', got {split!r}")
+    check_choice(split, "split", ("uniform", "midpoint"))
     s, t = batch.s, batch.t
     r = batch.r if split == "uniform" else 0.5 * (s + t)
     fm = fm_error(model, batch.x0, batch.x1, t)
@@ -251,8 +249,8 @@ def pfmm_loss(model: nn.Module, batch: Batch, teacher: Any = None, jumps: int = 
     if teacher is None:
         raise ValueError("pfmm needs settings['teacher']: a trained two-time (flow map) model, a GaussianMixture "
                          "teacher or a velocity field")
-    if jumps < 1 or teacher_steps < 1:
-        raise ValueError(f"jumps and teacher_steps must be >= 1, got {jumps}, {teacher_steps}")
+    check_int(jumps, "jumps", 1)
+    check_int(teacher_steps, "teacher_steps", 1)
     if hasattr(teacher, "velocity") and hasattr(teacher, "means"):  # a GaussianMixture: its perfect teacher
         teacher = as_teacher(teacher)
     s, t = batch.s, batch.t
@@ -290,7 +288,7 @@ register(LossSpec(
 register(LossSpec(
     name="splitmeanflow", display_name="SplitMeanFlow", fn=splitmeanflow_loss, setting=SELF, make_batch=two_time_batch,
     paper="Guo et al. 2025, SplitMeanFlow: Interval Splitting Consistency in Few-Step Generative Modeling",
-    convention="paper: data at t=0, u over [r, t]; ours: t -> 1 - t, u -> -u, first sub-jump s -> r",
+    convention=flipped_convention("u over [r, t]", "u -> -u, first sub-jump s -> r"),
     defaults={**TWO_TIME, "diagonal_fraction": 0.5},
     summary="boundary FM rows (1/2) or interval-splitting rows with sg target", **_KW))
 
