@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .checks import check_int
+from .checks import check_choice, check_int
 from .image_grid import make_grid, save_png, to_uint8
 from .sampling import generate_images
 from .train import CONFIG_NAME, checkpoint_path
@@ -55,7 +55,10 @@ def is_image_run(out: str | Path) -> bool:
         config = json.loads((folder / CONFIG_NAME).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(config, dict) and "preset" in config and "image_size" in config
+    if not isinstance(config, dict):
+        return False
+    model = config.get("model")
+    return isinstance(model, dict) and "preset" in model or "preset" in config  # flat: written before UNetConfig
 
 
 def load_image_run(out: str | Path, device: str | None = None) -> tuple[nn.Module, ImageTrainConfig]:
@@ -195,7 +198,7 @@ def _image_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentP
         base["p_uncond"] = args.p_uncond
     if args.settings:
         base["loss_settings"] = dict(args.settings)
-    return ImageTrainConfig(**base, out=str(args.out))
+    return ImageTrainConfig.from_dict({**base, "out": str(args.out)})
 
 
 def _dispatch_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int | None:
@@ -245,8 +248,8 @@ def _dispatch_sample(args: argparse.Namespace) -> int | None:
     from .checkpoint import atomic_write
     from .sampling import sample_methods
 
-    if args.solver is not None and args.solver not in sample_methods():
-        raise ValueError(f"--solver must be one of {sample_methods()}, got {args.solver!r}")
+    if args.solver is not None:
+        check_choice(args.solver, "--solver", sample_methods())
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a directory; give a file name such as grid.png or samples.npy")
@@ -345,7 +348,7 @@ class LabPlan:
                     dropout=0.0 if self.kind != "gpu" else 0.1, log_every=every, ckpt_every=0, sample_every=every,
                     sample_n=16 if self.kind == "fast" else 36, sample_steps=8, device=self.device,
                     threads=1 if self.kind == "fast" else None, n_faces=self.n_faces, seed=0)
-        return ImageTrainConfig(**{**base, **overrides})
+        return ImageTrainConfig.from_dict({**base, **overrides})
 
     def describe(self) -> str:
         label = {"fast": "FAST MODE (FMLAB_FAST=1): a short demonstration run, not a result",
@@ -399,8 +402,7 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
 def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
     """Train (once per kernel: cached on the config) the run `label` of LAB_RUNS with a progress bar and a live
     figure of the sample grid and the loss; a cached run draws its final state at once."""
-    if label not in LAB_RUNS:
-        raise ValueError(f"label must be one of {list(LAB_RUNS)}, got {label!r}")
+    check_choice(label, "label", LAB_RUNS)
     return _train_lab_config(plan.config(LAB_RUNS[label]), label, live)
 
 

@@ -20,7 +20,7 @@ def _config(**kw):
     base = dict(data="faces", preset="tiny", image_size=16, batch_size=8, steps=4, warmup=1, lr=1e-3, threads=1,
                 n_faces=32, dropout=0.0, log_every=1, ckpt_every=2, sample_every=0, sample_n=4, sample_steps=2,
                 attribute="smiling", p_uncond=0.25)
-    return ImageTrainConfig(**{**base, **kw})
+    return ImageTrainConfig.from_dict({**base, **kw})
 
 
 # --- the procedural faces' attributes ----------------------------------------------------------------------------
