@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=_int_list, default="1,2,4,8,100", help="comma-separated step counts")
             p.add_argument("--floor-repeats", type=_positive_int, default=3,
                            help="independent data pairs averaged for the noise floor")
-    from .images import register_image_cli  # image runs: train --config celeba64, prepare, image sample/eval
+    from .cli_images import register_image_cli  # image runs: train --config celeba64, prepare, image sample/eval
 
     register_image_cli(sub)
     return parser

@@ -52,10 +52,11 @@ from .models.unet import UNET_FIELDS, UNetConfig, build_unet
 from .sampling import generate_images
 from .train import CKPT_NAME, RunConfig, Trainer, ema_decay_at, ema_update, load_for_resume
 
-__all__ = ["ImageTrainConfig", "ImageTrainer", "ImageStream", "CONFIGS", "IMAGE_DATA", "AMP_MODES", "image_config",
-           "image_dataset", "build_image_model", "loss_uses_jvp", "peak_memory"]
+__all__ = ["ImageTrainConfig", "ImageTrainer", "ImageStream", "CONFIGS", "IMAGE_DATA", "DEFAULT_ATTRIBUTE", "AMP_MODES",
+           "image_config", "image_dataset", "build_image_model", "loss_uses_jvp", "peak_memory"]
 
 IMAGE_DATA = ("faces", "celeba")
+DEFAULT_ATTRIBUTE = {"faces": "smiling", "celeba": "Smiling"}  # what conditional runs condition on by default
 AMP_MODES = ("auto", "bf16", "off")
 SWITCHES = ("auto", "on", "off")
 COMPILE_BACKENDS = ("off", "inductor", "aot_eager", "eager")

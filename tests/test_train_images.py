@@ -209,7 +209,7 @@ def test_the_unet_is_a_sub_config_without_the_mlp_fields():
 
 def test_a_run_saved_before_the_sub_config_still_loads_and_resumes(tmp_path):
     from fmlab.checkpoint import load_checkpoint, save_checkpoint
-    from fmlab.images import is_image_run, load_image_run
+    from fmlab.runs import is_image_run, load_image_run
     from fmlab.train import CONFIG_NAME, checkpoint_path
 
     run = ImageTrainer(_config(out=str(tmp_path / "old")))
