@@ -24,6 +24,7 @@ import numpy as np
 
 from .checks import check_choice
 from .image_grid import make_grid, save_png, to_uint8
+from .image_sizing import cpu_warning
 from .runs import evaluate_images, is_image_run, load_image_run, sample_images
 from .sampling import sample_methods
 from .train_images import CONFIGS, DEFAULT_ATTRIBUTE, ImageTrainConfig, ImageTrainer, image_dataset
@@ -133,7 +134,10 @@ def _dispatch_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                                  f"--overwrite to replace it, or choose another --out")
             if out.exists() and not out.is_dir():
                 raise ValueError(f"--out {str(out)!r} exists and is not a directory")
-            trainer = ImageTrainer(_image_config_from_args(args, parser), dist=info)
+            config = _image_config_from_args(args, parser)
+            if info is None and (warning := cpu_warning(config, config.threads or ImageTrainer.default_threads())):
+                print(warning, flush=True)  # before the first step: a GPU-sized run on a CPU
+            trainer = ImageTrainer(config, dist=info)
         if trainer.dist.is_main:
             print(trainer.describe())
         log = trainer.fit(progress=not args.no_progress)
