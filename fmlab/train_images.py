@@ -66,9 +66,6 @@ GRID_DIR = "samples"
 
 # --- configuration ---------------------------------------------------------------------------------------------
 
-UNUSED_OLD_FIELDS = ("hidden", "depth")  # the MLP fields image checkpoints carried before UNetConfig
-
-
 @dataclass(frozen=True)
 class ImageTrainConfig(RunConfig):
     """A run config for images: RunConfig's shared fields, the UNet (`model`, a UNetConfig) and these:
@@ -138,15 +135,12 @@ class ImageTrainConfig(RunConfig):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ImageTrainConfig:
-        """Rebuild a config from its dict, or from flat keys: the UNet's fields (UNET_FIELDS) may sit at the top
-        level (the CLI, CONFIGS, checkpoints written before UNetConfig), and those old checkpoints' unused MLP fields
-        (hidden, depth) are dropped. Unknown keys are a ValueError."""
-        d = {k: v for k, v in d.items() if k not in UNUSED_OLD_FIELDS}
-        flat = {k: d.pop(k) for k in UNET_FIELDS if k in d}
-        if flat:
-            model = d.get("model", {})
-            d["model"] = {**(dataclasses.asdict(model) if isinstance(model, UNetConfig) else model), **flat}
-        return super().from_dict(d)
+        """Rebuild a config from its dict; the UNet's fields (UNET_FIELDS) may sit at the top level (the CLI, CONFIGS,
+        checkpoints from before UNetConfig, whose unused MLP fields hidden / depth are dropped). Unknown: ValueError."""
+        d = {k: v for k, v in d.items() if k not in ("hidden", "depth")}
+        flat, model = {k: d.pop(k) for k in UNET_FIELDS if k in d}, d.get("model", {})
+        model = dataclasses.asdict(model) if isinstance(model, UNetConfig) else model
+        return super().from_dict({**d, "model": {**model, **flat}} if flat else d)
 
 
 CONFIGS: dict[str, dict[str, Any]] = {
