@@ -24,7 +24,7 @@ from .train_images import (
 
 __all__ = ["LAB_RUNS", "LAB_EVAL_STEPS", "LabPlan", "plan_lab", "train_lab_run", "lab_samples", "lab_sampler",
            "lab_reference", "lab_scores", "preset_table", "LAB_GUIDANCE_P_UNCOND", "train_lab_guidance",
-           "guided_lab_samples"]
+           "guided_lab_samples", "sample_images"]  # sample_images: fmlab.runs's, for lab 13 (`I.sample_images`)
 
 
 # --- the final lab: plan, train, sample, score ---------------------------------------------------------------------
