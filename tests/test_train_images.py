@@ -202,10 +202,10 @@ class _Stop(Exception):
 
 
 def test_cli_warns_before_the_first_step(monkeypatch, tmp_path, capsys):
-    from fmlab import images
+    from fmlab import cli_images
     from fmlab.cli import main
 
-    monkeypatch.setattr(images, "cpu_warning", lambda config, threads: f"WARNING: test ({threads} threads)")
+    monkeypatch.setattr(cli_images, "cpu_warning", lambda config, threads: f"WARNING: test ({threads} threads)")
     printed_before_step = []
 
     def first_step(self):
