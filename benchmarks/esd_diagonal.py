@@ -27,16 +27,16 @@ sys.path.insert(0, str(ROOT))
 def one_run(job: tuple[float, int, int]) -> dict:
     import torch
 
-    from fmlab.data import sample_toy
+    from fmlab.data import data_sampler, sample_toy
     from fmlab.metrics import wasserstein
     from fmlab.sampling import generate
-    from fmlab.train import Trainer, toy_data_fn
+    from fmlab.train import Trainer
     from fmlab.viz.loss_zoo import zoo_config, zoo_model
 
     fraction, seed, steps = job
     torch.set_num_threads(1)
     config = zoo_config("esd", data="checkerboard", steps=steps, seed=seed, diagonal_fraction=fraction)
-    trainer = Trainer(config, model=zoo_model("esd"), data_fn=toy_data_fn("checkerboard"))
+    trainer = Trainer(config, model=zoo_model("esd"), data_fn=data_sampler("checkerboard"))
     start = time.process_time()
     log = trainer.fit(progress=False)
     g = torch.Generator().manual_seed(0)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fmlab.fid import image_scores  # noqa: E402
 from fmlab.image_grid import make_grid, save_png, to_uint8  # noqa: E402
-from fmlab.images import sample_images  # noqa: E402
+from fmlab.runs import sample_images  # noqa: E402
 from fmlab.train import ema_decay_at, ema_update  # noqa: E402
 from fmlab.train_images import ImageTrainer, image_config, image_dataset  # noqa: E402
 

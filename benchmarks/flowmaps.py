@@ -27,9 +27,9 @@ What it does (time runs from noise at t = 0 to data at t = 1):
 
 A job (`train_and_eval`) is a dict: loss, data, coupling, steps, seed, n_eval, the teacher's state for distillation
 losses, and optionally loss_settings (passed to the loss through TrainConfig.loss_settings; used by
-benchmarks/meanflow_weighting.py). Results: benchmarks/results/flowmaps.json (read by lab 12: one record per run
-and seed, a summary with mean and std over seeds, the headline comparison in "target") and a Markdown rendering
-benchmarks/results/flowmaps.md.
+benchmarks/meanflow_weighting.py). Results: fmlab/viz/results/flowmaps.json (package data read by lab 12: one record
+per run and seed, a summary with mean and std over seeds, the headline comparison in "target") and a Markdown
+rendering fmlab/viz/results/flowmaps.md.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ from fmlab.models import build_model  # noqa: E402
 from fmlab.viz.loss_zoo import (  # noqa: E402
     DISPLAY_NAMES,
     PAPER_MEMORY,
+    RESULTS_PATH,
     SURVEY_COST,
     ZOO_MODEL,
     flow_map_losses,
@@ -352,7 +353,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "flow matching is trained again")
     p.add_argument("--time-gaps", action="store_true",
                    help="only tabulate each loss's training gaps t - s (its default batch sampler) and exit")
-    p.add_argument("--out", default=str(RESULTS / "flowmaps.json"))
+    p.add_argument("--out", default=str(RESULTS_PATH))
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.n_eval, args.cost_rounds, args.cost_repeats, args.seeds = 150, 200, 1, 2, "0"
@@ -361,7 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.losses = "meanflow,cd"
         if args.ot == "best:4":
             args.ot = "best:1"
-        if args.out == str(RESULTS / "flowmaps.json"):
+        if args.out == str(RESULTS_PATH):
             args.out = str(Path("/tmp") / "fmlab_flowmaps_quick.json")
     if args.cost_only and args.no_cost:
         raise ValueError("--cost-only and --no-cost exclude each other")

@@ -25,7 +25,8 @@ and measures, besides W2 at 1, 2, 4, 8 steps, the error of each model's jump aga
              evaluation noise), i.e. the jumps that k = 1/h step sampling composes.
 If short gaps are trained less, the path error at h = 1/8 is large for ayf and small for ayf_u and lmd; if the
 degradation came from composing maps at start points never trained (the sampler's points off the path), the
-sampler error would exceed the path error for every loss alike. Results: benchmarks/results/flowmaps_ayf.json.
+sampler error would exceed the path error for every loss alike. Results: fmlab/viz/results/flowmaps_ayf.json
+(package data read by lab 12).
 """
 
 from __future__ import annotations
@@ -46,12 +47,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import flowmaps as zoo  # noqa: E402  (benchmarks/flowmaps.py)
 
-from fmlab.flowmaps import flow_map, path_point  # noqa: E402
+from fmlab.flowmaps import flow_map  # noqa: E402
 from fmlab.losses import get_loss  # noqa: E402
 from fmlab.losses.batch import Batch  # noqa: E402
 from fmlab.losses.flowmap_lagrangian import ayf_tangent  # noqa: E402
 from fmlab.losses.registry import LossSpec, register  # noqa: E402
-from fmlab.viz.loss_zoo import zoo_model  # noqa: E402
+from fmlab.paths import path_point  # noqa: E402
+from fmlab.viz.loss_zoo import RESULTS_PATH, zoo_model  # noqa: E402
 
 GAPS = (0.125, 0.25, 0.5, 1.0)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -60,7 +62,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ayf_u": ("ayf_lagrangian_u", {}),
     "lmd": ("lmd", {}),
 }
-RESULTS = ROOT / "benchmarks" / "results" / "flowmaps_ayf.json"
+RESULTS = RESULTS_PATH.parent / "flowmaps_ayf.json"  # package data beside the zoo results
 
 
 def ayf_lagrangian_u_loss(model: nn.Module, batch: Batch, teacher: Any = None, tangent_c: float = 0.1,

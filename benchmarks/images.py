@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fmlab.models.unet import UNET_PRESETS  # noqa: E402
+from fmlab.models.unet import UNET_PRESETS, UNetConfig  # noqa: E402
 from fmlab.train_images import ImageTrainConfig, ImageTrainer, peak_memory  # noqa: E402
 
 LOSSES = ("cfm", "meanflow", "lsd")  # flow matching, MeanFlow, and another JVP loss (Lagrangian self-distillation)
@@ -41,11 +41,11 @@ def device_line(device: torch.device) -> str:
 
 
 def bench(preset: str, loss: str, args: argparse.Namespace) -> dict:
-    config = ImageTrainConfig(data="faces", preset=preset, loss=loss, image_size=args.image_size,
-                              batch_size=args.batch_size, steps=args.steps + args.warmup, warmup=0,
+    config = ImageTrainConfig(data="faces", model=UNetConfig(preset=preset, image_size=args.image_size, dropout=0.1),
+                              loss=loss, batch_size=args.batch_size, steps=args.steps + args.warmup, warmup=0,
                               n_faces=max(args.batch_size * (args.steps + args.warmup), 64), sample_every=0,
                               log_every=10**6, ckpt_every=0, device=args.device, threads=args.threads, amp=args.amp,
-                              compile=args.compile, dropout=0.1)
+                              compile=args.compile)
     trainer = ImageTrainer(config, progress_data=False)
     trainer._grid_due = lambda: False  # timing only
     for _ in range(args.warmup):

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmlab.data import gmm_2d
+from fmlab.data import data_sampler, gmm_2d
 from fmlab.likelihood import log_likelihood
 from fmlab.train import Trainer
 from fmlab.viz.likelihood import nll_summary
 from fmlab.viz.score_sde import sde_config
-from fmlab.viz.training import data_fn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,7 +50,7 @@ def main() -> None:
     rows: dict[str, list[float]] = {k: [] for k in ("nats_model", "nats_true", "nats_gap", "bpd_model", "bpd_true",
                                                     "bpd_gap", "gap_se")}
     for seed in range(args.seeds):
-        trainer = Trainer(sde_config(args.train_steps, seed), data_fn=data_fn("8modes"))
+        trainer = Trainer(sde_config(args.train_steps, seed), data_fn=data_sampler("8modes"))
         trainer.fit(progress=False)
         model_lp = log_likelihood(trainer.ema.eval(), held_out, steps=args.ode_steps).log_prob.double()
         s = nll_summary(model_lp, true_lp, dim=2)

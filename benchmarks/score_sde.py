@@ -25,13 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmlab.data import gmm_2d
+from fmlab.data import data_sampler, gmm_2d
 from fmlab.metrics import wasserstein
 from fmlab.paths import eps_from_velocity
 from fmlab.solvers import euler_maruyama, noise_level_diffusion
 from fmlab.train import Trainer
 from fmlab.viz.score_sde import eta_sweep, sde_config
-from fmlab.viz.training import data_fn
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ETAS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -89,7 +88,7 @@ def imperfect(args: argparse.Namespace) -> dict:
     for train_steps in args.train_steps:
         rows = {"w2": [], "tv": [], "rms": []}  # per training seed: list over eta (mean over sampling seeds)
         for seed in range(args.train_seeds):
-            trainer = Trainer(sde_config(train_steps, seed), data_fn=data_fn("8modes"))
+            trainer = Trainer(sde_config(train_steps, seed), data_fn=data_sampler("8modes"))
             trainer.fit(progress=False)
             sweep = eta_sweep(trainer.ema.eval(), ETAS, [100 * seed + k for k in range(args.sample_seeds)],
                               args.n, steps=args.steps)

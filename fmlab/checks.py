@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Collection
 from typing import Any
 
 __all__ = ["check_int", "check_float", "check_choice"]
 
 
-def check_int(value: Any, name: str, low: int = 0) -> int:
-    """`value` if it is an integer >= low (bool is not an integer here); else a ValueError naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
+def check_int(value: Any, name: str, low: int = 0, high: int | None = None) -> int:
+    """`value` as an int if it is an integer (Python or NumPy; bool is not one here) in [low, high]; else a ValueError
+    naming `name` (high = None: no upper bound)."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}")
+    return int(value)
 
 
-def check_float(value: Any, name: str, low: float = -math.inf, strict: bool = False) -> float:
-    """`value` as a float if it is a finite number >= low (> low if strict); else a ValueError naming `name`."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or (strict and value == low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {value!r}")
+def check_float(value: Any, name: str, low: float = -math.inf, high: float = math.inf, strict: bool = False,
+                strict_high: bool = False) -> float:
+    """`value` as a float if it is a finite real number >= low (> low if strict) and <= high (< high if
+    strict_high); else a ValueError naming `name` and the allowed range."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    below = value < low or (strict and value == low) if ok else True
+    above = value > high or (strict_high and value == high) if ok else True
+    if below or above:
+        if high == math.inf:
+            allowed = f"{'>' if strict else '>='} {low:g}"
+        elif low == -math.inf:
+            allowed = f"{'<' if strict_high else '<='} {high:g}"
+        else:
+            allowed = f"in {'(' if strict else '['}{low:g}, {high:g}{')' if strict_high else ']'}"
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
     return float(value)
 
 

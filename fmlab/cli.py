@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .checks import check_choice
+
 __all__ = ["OPTIONS", "main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval", "cmd_export"]
 
 OPTIONS = ("loss", "coupling", "coupling_reg", "steps", "batch_size", "lr", "warmup", "lr_schedule", "optimizer",
@@ -73,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig  # its defaults are the CLI's defaults
 
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    p.add_argument("--data", default=d["data"], help="toy data set (see fmlab.data.TOY_DATASETS)")
+    p.add_argument("--data", default=d["data"], help="2D data set (see fmlab.data.DATA_NAMES)")
+
     def option(flag: str, help: str = "", **kwargs: object) -> None:
         """A training option whose default is TrainConfig's, stated in the help. It stays out of the namespace
         unless given (argparse.SUPPRESS), so that an image --config keeps its own value for anything not given."""
@@ -139,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=_int_list, default="1,2,4,8,100", help="comma-separated step counts")
             p.add_argument("--floor-repeats", type=_positive_int, default=3,
                            help="independent data pairs averaged for the noise floor")
-    from .images import register_image_cli  # image runs: train --config celeba64, prepare, image sample/eval
+    from .cli_images import register_image_cli  # image runs: train --config celeba64, prepare, image sample/eval
 
     register_image_cli(sub)
     p = sub.add_parser("export", help="execute the labs and write a static HTML site (fmlab.export)",
@@ -148,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("labs", nargs="*", help="labs to export, e.g. 01_paths (default: all)")
     p.add_argument("--out", default="site", help="output folder")
     p.add_argument("--full", action="store_true", help="the full lessons (default: fast mode, FMLAB_FAST=1)")
+    p.add_argument("--labs-dir", default="labs", help="the folder of the lab notebooks")
     return parser
 
 
@@ -202,8 +206,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _check_solver(name: str | None) -> None:
     from .sampling import sample_methods
 
-    if name is not None and name not in sample_methods():
-        raise ValueError(f"--solver must be one of {sample_methods()}, got {name!r}")
+    if name is not None:
+        check_choice(name, "--solver", sample_methods())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -261,13 +265,13 @@ def _eval_data(config, args: argparse.Namespace):
 
     Conditional runs: with --label c the reference is class c; without, the generated labels come from an
     independent draw of the data's labels, so both samples carry multinomial class counts like the floor's."""
-    from .train import toy_data_fn
+    from .data import data_sampler
 
     if not config.n_classes:
         if args.label is not None or args.guidance is not None:
             raise ValueError(f"run {args.run!r} is unconditional (trained without --cond): --label and --guidance "
                              f"need a conditional run")
-        return toy_data_fn(config.data), None, ""
+        return data_sampler(config.data), None, ""
     import torch
 
     from .data.labelled import class_data, labelled_data
@@ -284,7 +288,7 @@ def _eval_data(config, args: argparse.Namespace):
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_labs
 
-    pages = export_labs(args.out, args.labs, fast=not args.full)
+    pages = export_labs(args.out, args.labs, fast=not args.full, labs_dir=Path(args.labs_dir))
     print(f"wrote {len(pages)} lab pages and index.html to {args.out} (open {Path(args.out) / 'index.html'})")
     return 0
 

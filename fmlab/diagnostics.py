@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .checks import check_int
 from .couplings import couple
 from .losses.batch import Batch
 from .losses.registry import LossSpec, get_loss
@@ -282,8 +283,7 @@ class GradNormTracker:
 
     def __init__(self, loss: str | LossSpec, sample_x1: SampleFn, levels: Sequence[Level] = DEFAULT_LEVELS,
                  batch_size: int = 256, settings: dict | None = None, seed: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_int(batch_size, "batch_size", 1)
         self.spec, self.sample_x1 = _spec(loss), sample_x1
         self.levels, self.batch_size = list(levels), batch_size
         self.settings = self.spec.settings(settings)
@@ -350,8 +350,7 @@ def cross_term_grad_variance(model: nn.Module, sample_x1: SampleFn, windows: Seq
     if not 0 <= t0 <= 1 - max(windows) / steps:
         raise ValueError(f"t0 must lie in [0, 1 - max(windows) / steps] = [0, {1 - max(windows) / steps:.4g}], "
                          f"got {t0}")
-    if n_batches < 2:
-        raise ValueError(f"n_batches must be >= 2 to estimate a variance, got {n_batches}")
+    check_int(n_batches, "n_batches (two at least, for a variance)", 2)
     g = torch.Generator().manual_seed(seed)
     params = _params(model)
     device = params[0].device

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .data import sample_toy
+from .data import data_sampler
 from .diagnostics import (
     DEFAULT_LEVELS,
     CrossTermVariance,
@@ -113,10 +113,6 @@ class RunResult:
         return torch.stack(self.grad_norms) if self.grad_norms else torch.empty(0, len(self.levels))
 
 
-def _data_fn(name: str) -> Callable[[int, torch.Generator], Tensor]:
-    return lambda n, g: sample_toy(name, n, generator=g)
-
-
 def run(config: Any, levels: Sequence[float] = DEFAULT_LEVELS, track_every: int = 0, track_loss: str | None = None,
         track_batch: int = 256, variance_every: int = 0, variance_windows: Sequence[int] = (1, 2, 4, 8),
         variance_t0: float = 0.25, variance_batches: int = 16, eval_steps: Sequence[int] = (100,),
@@ -137,13 +133,13 @@ def run(config: Any, levels: Sequence[float] = DEFAULT_LEVELS, track_every: int 
     cache = session_cache()
     if key in cache:
         return cache[key]
-    trainer = Trainer(config, data_fn=_data_fn(config.data))
+    trainer = Trainer(config, data_fn=data_sampler(config.data))
     result = RunResult(config=config, trainer=trainer, levels=list(levels))
     probe = torch.Generator().manual_seed(config.seed + 1)  # diagnostics draw from their own generator
     loss_name = track_loss or config.loss
     loss_settings = config.loss_settings if loss_name == config.loss else None
     var_steps = int(config.loss_settings.get("steps", 16))
-    sample_x1 = _data_fn(config.data)
+    sample_x1 = data_sampler(config.data)
     diag_time = [0.0]
 
     def measure(step: int) -> None:
@@ -187,23 +183,25 @@ def run(config: Any, levels: Sequence[float] = DEFAULT_LEVELS, track_every: int 
 def evaluate_w1(model: Any, data: str, steps: int = 100, n: int = 1000, seed: int = 0) -> float:
     """W1 between n samples of the model (Euler, `steps` steps from seeded noise) and n fresh data points."""
     g = torch.Generator().manual_seed(10_000 + seed)
-    x0 = torch.randn(n, 2, generator=g)
-    device = next(model.parameters()).device
-    samples = solve(model, x0.to(device), steps=steps, method="euler").cpu()
-    return wasserstein(samples, sample_toy(data, n, generator=g), p=1)
+    samples = samples_of(model, n, steps, generator=g)  # the noise first, then the data, from one generator
+    return wasserstein(samples, data_sampler(data)(n, g), p=1)
 
 
 def noise_floor_w1(data: str, n: int = 1000, seed: int = 0) -> float:
     """W1 between two independent data samples of size n: the best any model can score at this n."""
     g = torch.Generator().manual_seed(20_000 + seed)
-    return wasserstein(sample_toy(data, n, generator=g), sample_toy(data, n, generator=g), p=1)
+    draw = data_sampler(data)
+    return wasserstein(draw(n, g), draw(n, g), p=1)
 
 
 
-def samples_of(model: Any, n: int = 1000, steps: int = 100, seed: int = 0) -> Tensor:
-    """n samples from seeded noise with `steps` Euler steps."""
-    x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(10_000 + seed))
+def samples_of(model: Any, n: int = 1000, steps: int = 100, seed: int = 0, method: str = "euler",
+               generator: torch.Generator | None = None) -> Tensor:
+    """n samples [n, 2] of a velocity model: noise x0 ~ N(0, I) [n, 2] drawn from `generator` (default: a fresh one
+    seeded with 10_000 + seed) carried from t = 0 to t = 1 by `steps` steps of `method` (the labs' seeded sampler)."""
+    g = torch.Generator().manual_seed(10_000 + seed) if generator is None else generator
+    x0 = torch.randn(n, 2, generator=g)
     device = next(model.parameters()).device
-    return solve(model, x0.to(device), steps=steps, method="euler").cpu()
+    return solve(model, x0.to(device), steps=steps, method=method).cpu()
 
 

@@ -24,7 +24,7 @@ __all__ = ["EXPORT_ENV", "STATIC_RENDERER", "export_mode", "use_static_renderer"
 
 EXPORT_ENV = "FMLAB_EXPORT"
 STATIC_RENDERER = "fmlab_static"
-LABS_DIR = Path(__file__).resolve().parents[1] / "labs"
+LABS_DIR = Path("labs")  # the repository's labs folder, from its root (the labs are not part of the package)
 PLOTLY_SCRIPT = '<script src="plotly.min.js"></script>'
 
 
@@ -45,7 +45,10 @@ def use_static_renderer() -> None:
 
 def lab_notebooks(names: Sequence[str] | None = None, labs_dir: Path = LABS_DIR) -> list[Path]:
     """The labs' notebooks in order (NN_name.ipynb), or those named (with or without the .ipynb)."""
-    every = sorted(p for p in labs_dir.glob("[0-9][0-9]_*.ipynb"))
+    every = sorted(p for p in Path(labs_dir).glob("[0-9][0-9]_*.ipynb"))
+    if not every:
+        raise ValueError(f"labs_dir {str(labs_dir)!r} holds no lab notebooks (NN_name.ipynb): run from the "
+                         f"repository root or pass --labs-dir")
     if not names:
         return every
     by_name = {p.stem: p for p in every}

@@ -19,45 +19,25 @@ The exact flow map satisfies three consistency rules, which the flow-map losses 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
+from .checks import check_float
 from .paths import expand_t, per_sample_time
 from .solvers import Trajectory, check_grid, time_grid
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
-    "average_velocity", "flow_map", "flow_map_jvp", "flow_map_X_jvp",
+    "flow_map", "flow_map_jvp", "flow_map_X_jvp",
     "flow_map_fd", "partial_s", "partial_t", "diagonal_field", "sample_flow_map", "sample_consistency",
-    "VelocityTeacher", "GaussianMixtureTeacher", "as_teacher", "path_point", "fm_error", "per_sample_sq",
-    "frozen",
+    "VelocityTeacher", "GaussianMixtureTeacher", "as_teacher", "frozen",
 ]
 
 
 TwoTimeModel = Callable[..., Tensor]  # model(x, s, t) -> u(x, s, t); model(x, t) -> u(x, t, t)
-# --- small pieces every flow-map loss uses -------------------------------------------------------------------
-
-def path_point(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-    """x_t = (1 - t) x0 + t x1 on the linear path (per-sample t [B])."""
-    t = expand_t(t, x1)
-    return (1 - t) * x0 + t * x1
-
-
-def per_sample_sq(a: Tensor, b: Tensor | None = None) -> Tensor:
-    """||a - b||^2 / d per sample [B] (the per-sample MSE of fmlab.losses.flow_matching)."""
-    d = a if b is None else a - b
-    return d.pow(2).flatten(1).mean(1)
-
-
-def fm_error(model: TwoTimeModel, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
-    """Flow matching on the diagonal, per sample: ||u(x_t, t, t) - (x1 - x0)||^2 / d   [B]."""
-    return per_sample_sq(model(path_point(x0, x1, t), t, t), x1 - x0)
-
+# --- a piece several flow-map losses use -------------------------------------------------------------------
 
 def frozen(model: nn.Module) -> Callable[..., Tensor]:
     """The model with its parameters under stop-gradient but its inputs differentiable: u_{sg(theta)}(x, s, t).
@@ -70,11 +50,6 @@ def frozen(model: nn.Module) -> Callable[..., Tensor]:
 
 
 # --- evaluating a two-time model ---------------------------------------------------------------------------
-
-def average_velocity(model: TwoTimeModel, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
-    """u(x, s, t) = model(x, s, t)."""
-    return model(x, s, t)
-
 
 def flow_map(model: TwoTimeModel, x: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
     """X(x, s, t) = x + (t - s) u(x, s, t), with scalar or per-sample [B] times."""
@@ -125,8 +100,7 @@ def flow_map_fd(model: TwoTimeModel, x: Tensor, s: Tensor, t: Tensor, dx: Tensor
     central: du = (u(p + h d) - u(p - h d)) / 2h, error O(h^2); else du = (u(p + h d) - u(p)) / h, error O(h).
     Times are not clamped to [0, 1]: the network is evaluated a distance h outside where needed.
     """
-    if not h > 0:
-        raise ValueError(f"h must be > 0, got {h}")
+    check_float(h, "h", 0.0, strict=True)
     dx = torch.zeros_like(x) if dx is None else dx
     ds = torch.zeros_like(s) if ds is None else ds
     dt = torch.zeros_like(t) if dt is None else dt

@@ -87,11 +87,12 @@ def cpu_warning(config: ImageTrainConfig, threads: int) -> str | None:
     from .train_images import image_config
 
     cpu = image_config(CPU_CONFIG, device="cpu")
+    unet = cpu.model
     cpu_speed = measure_throughput(dataclasses.replace(cpu, n_faces=64), steps=1, warmup=1)["images_per_s"]
     cpu_minutes = cpu.steps * cpu.batch_size / cpu_speed / 60
     return (f"WARNING: this run is sized for a GPU. On this CPU ({threads} threads) a step of batch "
             f"{config.batch_size} takes about {estimate['step_s']:.1f} s (measured at batch 4 and scaled), so "
             f"{config.steps} steps would take about {estimate['hours']:.0f} hours, with a peak memory of about "
-            f"{estimate['peak_mem_mb'] / 1024:.1f} GB.\n  For a CPU, use --config {CPU_CONFIG} (the '{cpu.preset}' "
-            f"UNet at {cpu.image_size} px, batch {cpu.batch_size}: {cpu_speed:.0f} images/s here, about "
+            f"{estimate['peak_mem_mb'] / 1024:.1f} GB.\n  For a CPU, use --config {CPU_CONFIG} (the '{unet.preset}' "
+            f"UNet at {unet.image_size} px, batch {cpu.batch_size}: {cpu_speed:.0f} images/s here, about "
             f"{cpu_minutes:.0f} minutes for its {cpu.steps} steps), or lower --batch-size and --steps.")

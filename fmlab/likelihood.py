@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .checks import check_int
+from .checks import check_choice, check_int
 from .solvers import SOLVERS, Field, solve, solve_adaptive
 
 __all__ = ["divergence", "hutchinson_divergence", "PROBE_KINDS", "ESTIMATORS", "LogLikelihood", "log_likelihood",
@@ -114,10 +114,8 @@ def log_likelihood(field: Field, x: Tensor, steps: int = 100, method: str = "rk4
     """
     if isinstance(estimator, str) and estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS} or a callable (field, x, t) -> [B], got {estimator!r}")
-    if method != "adaptive" and method not in SOLVERS:
-        raise ValueError(f"method must be one of {sorted(SOLVERS)} or 'adaptive', got {method!r}")
-    if probe not in PROBE_KINDS:
-        raise ValueError(f"probe must be one of {PROBE_KINDS}, got {probe!r}")
+    check_choice(method, "method", [*sorted(SOLVERS), "adaptive"])
+    check_choice(probe, "probe", PROBE_KINDS)
     check_int(probes, "probes", 1)
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"x must have shape [B, d, ...] with B >= 1, got {tuple(x.shape)}")

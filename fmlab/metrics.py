@@ -13,7 +13,6 @@ Time convention (ARCHITECTURE.md, "Time"): a trajectory runs from noise (t = 0) 
 
 from __future__ import annotations
 
-import operator
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -22,6 +21,7 @@ import ot
 import torch
 from torch import Tensor
 
+from .checks import check_choice, check_int
 from .solvers import Field, Trajectory, solve
 
 __all__ = [
@@ -43,11 +43,6 @@ def _flat_pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def _check_p(p: float) -> None:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 1:
         raise ValueError(f"p must be a number >= 1 (1 for W1, 2 for W2, ...), got {p!r}")
-
-
-def _check_count(value: int, name: str) -> None:
-    if isinstance(value, bool) or not hasattr(value, "__index__") or operator.index(value) < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def wasserstein(x: Tensor, y: Tensor, p: int = 2) -> float:
@@ -79,7 +74,7 @@ def sliced_wasserstein(x: Tensor, y: Tensor, n_projections: int = 256, p: int = 
     Cost O(n_projections (n log n + m log m)).
     """
     _check_p(p)
-    _check_count(n_projections, "n_projections")
+    check_int(n_projections, "n_projections", 1)
     a, b = _flat_pair(x, y)
     theta = torch.randn(a.shape[1], n_projections, generator=generator, dtype=torch.float64)
     theta = theta / theta.norm(dim=0, keepdim=True)  # columns uniform on the unit sphere S^{D-1}
@@ -128,10 +123,9 @@ def noise_floor(sample_fn: Callable[..., Tensor], n: int, metric: str = "w2", re
     Draws `repeats` pairs from a generator seeded with `seed` and returns (mean, std) over the repeats
     (std with ddof=1, 0.0 for one repeat). Metrics: see METRICS ("w1", "w2", "sw2", "mmd").
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
-    _check_count(n, "n")
-    _check_count(repeats, "repeats")
+    check_choice(metric, "metric", sorted(METRICS))
+    check_int(n, "n", 1)
+    check_int(repeats, "repeats", 1)
     g = torch.Generator().manual_seed(seed)
     values = [METRICS[metric](sample_fn(n, generator=g), sample_fn(n, generator=g)) for _ in range(repeats)]
     std = float(np.std(values, ddof=1)) if repeats > 1 else 0.0

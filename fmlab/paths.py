@@ -19,10 +19,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .checks import check_choice, check_float, check_int
+
 __all__ = [
     "per_sample_time",
     "ScheduleOutput", "Schedule", "LinearSchedule", "CosineSchedule", "VPSchedule",
-    "SCHEDULES", "get_schedule", "PathSample", "sample_path", "expand_t", "unit_time",
+    "SCHEDULES", "get_schedule", "PathSample", "sample_path", "path_point", "expand_t", "unit_time",
     "velocity_from_x1", "x1_from_velocity", "velocity_from_eps", "eps_from_velocity",
     "x1_from_eps", "eps_from_x1", "convert_prediction", "PREDICTIONS",
     "sample_times", "TIME_SAMPLERS", "loss_weight", "WEIGHTINGS", "check_time",
@@ -107,8 +109,7 @@ def get_schedule(schedule: str | Schedule) -> Schedule:
     """Return a schedule object from a name ('linear', 'cosine', 'vp') or pass one through."""
     if isinstance(schedule, Schedule):
         return schedule
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+    check_choice(schedule, "schedule", sorted(SCHEDULES))
     return SCHEDULES[schedule]()
 
 
@@ -162,6 +163,12 @@ def sample_path(x0: Tensor, x1: Tensor, t: Tensor, schedule: str | Schedule = "l
     return PathSample(x0=x0, x1=x1, t=t, x_t=a * x1 + s * x0, dx_t=da * x1 + ds * x0)
 
 
+def path_point(x0: Tensor, x1: Tensor, t: Tensor | float) -> Tensor:
+    """x_t = (1 - t) x0 + t x1 on the linear path (per-sample t [B] or a scalar): `sample_path(...).x_t` alone."""
+    t = expand_t(t, x1)
+    return (1 - t) * x0 + t * x1
+
+
 # --- conversions between predictions --------------------------------------------------
 # From x_t = a x1 + s x0 and v = da x1 + ds x0 (a 2x2 linear system in (x1, x0)):
 #   x1 = (ds x_t - s v) / (a ds - s da),   x0 = (a v - da x_t) / (a ds - s da).
@@ -213,9 +220,8 @@ PREDICTIONS = ("velocity", "x1", "eps")
 def convert_prediction(pred: Tensor, x_t: Tensor, t: Tensor, source: str, target: str,
                        schedule: str | Schedule = "linear", eps: float = 0.0) -> Tensor:
     """Convert a network output between 'velocity', 'x1' (clean data) and 'eps' (noise x0) heads."""
-    for name, value in (("source", source), ("target", target)):
-        if value not in PREDICTIONS:
-            raise ValueError(f"{name} must be one of {PREDICTIONS}, got {value!r}")
+    check_choice(source, "source", PREDICTIONS)
+    check_choice(target, "target", PREDICTIONS)
     if source == target:
         return pred
     v = {"velocity": lambda: pred,
@@ -249,12 +255,10 @@ TIME_SAMPLERS = {"uniform": _uniform, "logit_normal": _logit_normal, "cosine": _
 def sample_times(n: int, kind: str = "uniform", generator: torch.Generator | None = None,
                  device: torch.device | str | None = None, **params: float) -> Tensor:
     """Draw n times in [0, 1] from 'uniform', 'logit_normal' (mu, sigma) or 'cosine'."""
-    if kind not in TIME_SAMPLERS:
-        raise ValueError(f"time sampler must be one of {sorted(TIME_SAMPLERS)}, got {kind!r}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if kind == "logit_normal" and params.get("sigma", 1.0) <= 0:
-        raise ValueError(f"logit_normal sigma must be > 0, got {params['sigma']}")
+    check_choice(kind, "time sampler", sorted(TIME_SAMPLERS))
+    check_int(n, "n", 1)
+    if kind == "logit_normal":
+        check_float(params.get("sigma", 1.0), "logit_normal sigma", 0.0, strict=True)
     if device is None and generator is not None:
         device = generator.device
     return TIME_SAMPLERS[kind](n, generator, device, **params)
@@ -275,14 +279,11 @@ def loss_weight(t: Tensor, kind: str = "none", schedule: str | Schedule = "linea
     so the head's weight is w = min(SNR, gamma) / c^2. On a VP path this gives the paper's
     min(SNR, gamma) / SNR for eps and min(SNR, gamma) for x1.
     """
-    if kind not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {kind!r}")
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    check_choice(kind, "weighting", WEIGHTINGS)
+    check_choice(prediction, "prediction", PREDICTIONS)
     if kind == "none":
         return torch.ones_like(t)
-    if gamma <= 0:
-        raise ValueError(f"min_snr gamma must be > 0, got {gamma}")
+    check_float(gamma, "min_snr gamma", 0.0, strict=True)
     a, s, da, ds = get_schedule(schedule)(t)
     s = s.clamp_min(1e-6)
     snr = a**2 / s**2
@@ -346,8 +347,7 @@ def velocity_from_score(score: Tensor, x_t: Tensor, t: Tensor, schedule: str | S
 def score_from_prediction(pred: Tensor, x_t: Tensor, t: Tensor, source: str, schedule: str | Schedule = "linear",
                           eps: float = 0.0) -> Tensor:
     """The score grad log p_t(x_t) from a 'velocity', 'x1' or 'eps' head (`eps` guards the division by sigma)."""
-    if source not in PREDICTIONS:
-        raise ValueError(f"source must be one of {PREDICTIONS}, got {source!r}")
+    check_choice(source, "source", PREDICTIONS)
     x0 = pred if source == "eps" else convert_prediction(pred, x_t, t, source, "eps", schedule)
     return score_from_eps(x0, x_t, t, schedule, eps)
 
@@ -355,8 +355,7 @@ def score_from_prediction(pred: Tensor, x_t: Tensor, t: Tensor, source: str, sch
 def prediction_from_score(score: Tensor, x_t: Tensor, t: Tensor, target: str, schedule: str | Schedule = "linear",
                           eps: float = 0.0) -> Tensor:
     """A 'velocity', 'x1' or 'eps' head from the score (`eps` guards the division by alpha for 'velocity', 'x1')."""
-    if target not in PREDICTIONS:
-        raise ValueError(f"target must be one of {PREDICTIONS}, got {target!r}")
+    check_choice(target, "target", PREDICTIONS)
     x0 = eps_from_score(score, x_t, t, schedule)
     return x0 if target == "eps" else convert_prediction(x0, x_t, t, "eps", target, schedule, eps)
 
@@ -379,7 +378,6 @@ def x1_error_gain(t: Tensor, prediction: str, schedule: str | Schedule = "linear
     From x0 = (x_t - a x1) / s and v = da x1 + ds x0: an x1 error d moves eps by -a d / s and v by (da - ds a / s) d.
     Linear path: eps gain -t / (1 - t), velocity gain 1 / (1 - t). A loss w ||head error||^2 is
     w c_head^2 / c_other^2 ||other head's error||^2: the weighting of one head seen from another."""
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    check_choice(prediction, "prediction", PREDICTIONS)
     a, s, da, ds = get_schedule(schedule)(t)
     return {"x1": torch.ones_like(t), "eps": -a / s, "velocity": da - ds * a / s}[prediction]

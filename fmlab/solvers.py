@@ -14,7 +14,6 @@ from t = 0 to t = 1. A field is called as `field(x, t)` with x [B, ...] and a pe
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
+from .checks import check_choice, check_float, check_int
 from .paths import Schedule, eps_from_velocity, expand_t, get_schedule, unit_time, x1_from_velocity
 
 __all__ = [
@@ -99,20 +99,12 @@ SOLVERS: dict[str, type[Step]] = {cls.name: cls for cls in (Euler, Midpoint, Heu
 
 
 def _method(method: str) -> type[Step]:
-    if method not in SOLVERS:
-        raise ValueError(f"method must be one of {sorted(SOLVERS)}, got {method!r}")
-    return SOLVERS[method]
-
-
-def _check_steps(steps: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    return SOLVERS[check_choice(method, "method", sorted(SOLVERS))]
 
 
 def nfe(method: str, steps: int) -> int:
     """Number of field evaluations of `steps` steps of `method` (steps * evaluations per step)."""
-    _check_steps(steps)
-    return int(steps) * _method(method).nfe
+    return check_int(steps, "steps", 1) * _method(method).nfe
 
 
 # --- fixed-step integration ----------------------------------------------------------------------
@@ -133,7 +125,7 @@ class Trajectory:
 
 def time_grid(steps: int, t_start: float = 0.0, t_end: float = 1.0, dtype: torch.dtype = torch.float64) -> Tensor:
     """Uniform grid of steps + 1 times from t_start to t_end (t_end < t_start runs backward, data -> noise)."""
-    _check_steps(steps)
+    check_int(steps, "steps", 1)
     unit_time(t_start, "t_start"), unit_time(t_end, "t_end")
     if t_start == t_end:
         raise ValueError(f"t_start and t_end must differ, got both {t_start}")
@@ -194,9 +186,8 @@ def solve_adaptive(field: Field, x: Tensor, t_start: float, t_end: float, rtol: 
     to [0, 1]. Runs without grad. Returns x's dtype/device: [B, ...], or [len(t_eval), B, ...] at the times
     t_eval (ordered in the direction of integration, inside [t_start, t_end]).
     """
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not tol > 0:
-            raise ValueError(f"{name} must be > 0, got {tol}")
+    check_float(rtol, "rtol", 0.0, strict=True)
+    check_float(atol, "atol", 0.0, strict=True)
     t_start, t_end = float(t_start), float(t_end)
     if not (np.isfinite(t_start) and np.isfinite(t_end)):
         raise ValueError(f"t_start and t_end must be finite, got {t_start}, {t_end}")
@@ -298,16 +289,10 @@ def euler_maruyama(drift: Drift, diffusion: Diffusion, x: Tensor, steps: int | N
     return Trajectory(xs=torch.stack(xs), ts=torch.tensor(grid, dtype=x.dtype, device=x.device), nfe=n)
 
 
-def _check_eta(eta: float) -> float:
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
-        raise ValueError(f"eta (the noise level) must be a finite number >= 0, got {eta!r}")
-    return float(eta)
-
-
 def noise_level_diffusion(eta: float, schedule: str | Schedule = "linear") -> Diffusion:
     """g(t) = sqrt(2 eta sigma_t): the diffusion of the marginal-preserving SDE at noise level eta (linear path:
     sqrt(2 eta (1 - t)), no noise at the data end)."""
-    eta, sched = _check_eta(eta), get_schedule(schedule)
+    eta, sched = check_float(eta, "eta (the noise level)", 0.0), get_schedule(schedule)
     return lambda t: torch.sqrt(2 * eta * sched(t).sigma.clamp_min(0))
 
 
@@ -318,7 +303,7 @@ def marginal_sde_drift(field: Field, eta: float, schedule: str | Schedule = "lin
     Without `score`, the score comes from the velocity by `fmlab.paths`: eta sigma score = -eta E[x0 | x_t] with
     E[x0 | x_t] = eps_from_velocity(v) (no division by sigma, so finite at t = 1). Linear path: f = v - eta (x - t v).
     """
-    eta, sched = _check_eta(eta), get_schedule(schedule)
+    eta, sched = check_float(eta, "eta (the noise level)", 0.0), get_schedule(schedule)
 
     def drift(x: Tensor, t: Tensor) -> Tensor:
         v = field(x, t)

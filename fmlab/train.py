@@ -32,7 +32,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,15 @@ from torch import Tensor, nn
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .checks import check_choice, check_float, check_int
 from .couplings import COUPLINGS, couple
+from .data import data_sampler
 from .device import default_threads, pick_device, seed_everything
 from .losses import LossSpec, get_loss
 from .models import build_model
 from .models.parametrisation import FLOW_MAP_PREDICTIONS
 from .paths import PREDICTIONS
 
-__all__ = ["checkpoint_path", "rebuild_model", "TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update",
-           "toy_data_fn", "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES", "load_for_resume"]
+__all__ = ["checkpoint_path", "rebuild_model", "RunConfig", "TrainConfig", "Trainer", "lr_schedule", "ema_decay_at",
+           "ema_update", "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES", "load_for_resume"]
 
 CKPT_NAME, METRICS_NAME, CONFIG_NAME = "ckpt.pt", "metrics.jsonl", "config.json"
 OPTIMIZERS = ("adamw", "adam")
@@ -61,10 +61,11 @@ DataFn = Callable[[int, torch.Generator], Any]  # (n, generator) -> x1 [n, ...] 
 # --- configuration -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a run. Checkpoints store it as a dict; `TrainConfig(**d)` rebuilds it.
+class RunConfig:
+    """What every training run shares, 2D or image (fmlab.train_images.ImageTrainConfig); the model's own fields
+    live in the subclass. Checkpoints store a config as a dict; `from_dict(d)` rebuilds it.
 
-    data: a toy set name (fmlab.data.TOY_DATASETS) unless the Trainer gets its own data_fn.
+    data: a 2D set name (fmlab.data.DATA_NAMES: toy sets and mixtures) unless the Trainer gets its own data_fn.
     prediction: the model head; None takes the loss's default (e.g. 'velocity' for cfm).
     warmup: linear LR warmup steps (clipped to `steps`); then cosine decay from lr to 0 at `steps`.
     grad_clip: max global gradient norm, 0 disables clipping (the norm is logged either way).
@@ -88,8 +89,6 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    hidden: int = 256
-    depth: int = 4
     seed: int = 0
     device: str | None = None
     threads: int | None = None
@@ -105,8 +104,6 @@ class TrainConfig:
         check_int(self.steps, "steps", 1)
         check_int(self.batch_size, "batch_size", 1)
         check_int(self.warmup, "warmup", 0)
-        check_int(self.hidden, "hidden", 1)
-        check_int(self.depth, "depth", 1)
         check_int(self.seed, "seed", 0)
         check_int(self.log_every, "log_every", 1)
         check_int(self.ckpt_every, "ckpt_every", 0)
@@ -148,13 +145,27 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """Rebuild a config; unknown keys are a ValueError (e.g. a checkpoint from a newer fmlab)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; allowed: {sorted(names)}")
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; allowed: {sorted(names)}")
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """Everything that defines a 2D run: the shared fields of RunConfig and the MLP's width `hidden` and number of
+    hidden layers `depth` (fmlab.models.build_model)."""
+
+    hidden: int = 256
+    depth: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int(self.hidden, "hidden", 1)
+        check_int(self.depth, "depth", 1)
 
 
 def _check_conditioning(n_classes: Any, p_uncond: Any, loss: str, coupling: str) -> None:
@@ -215,23 +226,6 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 # --- the trainer -------------------------------------------------------------------------------------------------
 
-def toy_data_fn(name: str, n_classes: int = 0) -> DataFn:
-    """(n, generator) -> x1 [n, 2] from the toy set `name` (ValueError listing the sets if unknown); with
-    n_classes > 0, (x1, labels) from the labelled 2D set `name` (fmlab.data.labelled.labelled_data), which must have
-    that many classes."""
-    if n_classes:
-        from .data.labelled import labelled_data
-
-        fn, classes = labelled_data(name)
-        if classes != n_classes:
-            raise ValueError(f"data {name!r} has {classes} classes, but n_classes={n_classes}")
-        return fn
-    from .data import TOY_DATASETS, sample_toy
-
-    check_choice(name, "data", tuple(sorted(TOY_DATASETS)))
-    return partial(sample_toy, name)
-
-
 class Trainer:
     """Train `model` (default: build_model from the config) on `data_fn` (default: the toy set config.data).
 
@@ -240,14 +234,15 @@ class Trainer:
     optimizer, scheduler, generator, step, log (list of records), device, spec (the LossSpec).
     """
 
-    def __init__(self, config: TrainConfig, model: nn.Module | None = None, data_fn: DataFn | None = None,
+    def __init__(self, config: RunConfig, model: nn.Module | None = None, data_fn: DataFn | None = None,
                  runtime_settings: dict[str, Any] | None = None):
-        if not isinstance(config, TrainConfig):
-            raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if not isinstance(config, RunConfig):
+            raise ValueError(f"config must be a TrainConfig (or another fmlab.train.RunConfig), got "
+                             f"{type(config).__name__}")
         self.config = config
         self.spec: LossSpec = get_loss(config.loss)
         self.settings = self.spec.settings({**config.loss_settings, **(runtime_settings or {})})
-        self.data_fn = data_fn if data_fn is not None else toy_data_fn(config.data, config.n_classes)
+        self.data_fn = data_fn if data_fn is not None else data_sampler(config.data, config.n_classes)
         self.device = pick_device(config.device)
         self.threads = config.threads or self.default_threads()
         torch.set_num_threads(self.threads)

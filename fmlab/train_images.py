@@ -36,7 +36,7 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,15 @@ from .device import default_threads
 from .distributed import DistInfo, all_gather_objects, broadcast_parameters, rank_seed, sync_gradients
 from .image_grid import make_grid, save_png, to_uint8
 from .losses import get_loss
-from .models.unet import UNET_PRESETS, build_unet
+from .models.unet import UNET_FIELDS, UNetConfig, build_unet
 from .sampling import generate_images
-from .train import CKPT_NAME, TrainConfig, Trainer, ema_decay_at, ema_update, load_for_resume
+from .train import CKPT_NAME, RunConfig, Trainer, ema_decay_at, ema_update, load_for_resume
 
-__all__ = ["ImageTrainConfig", "ImageTrainer", "ImageStream", "CONFIGS", "IMAGE_DATA", "AMP_MODES", "image_config",
-           "image_dataset", "build_image_model", "loss_uses_jvp", "peak_memory"]
+__all__ = ["ImageTrainConfig", "ImageTrainer", "ImageStream", "CONFIGS", "IMAGE_DATA", "DEFAULT_ATTRIBUTE", "AMP_MODES",
+           "image_config", "image_dataset", "build_image_model", "loss_uses_jvp", "peak_memory"]
 
 IMAGE_DATA = ("faces", "celeba")
+DEFAULT_ATTRIBUTE = {"faces": "smiling", "celeba": "Smiling"}  # what conditional runs condition on by default
 AMP_MODES = ("auto", "bf16", "off")
 SWITCHES = ("auto", "on", "off")
 COMPILE_BACKENDS = ("off", "inductor", "aot_eager", "eager")
@@ -66,11 +67,12 @@ GRID_DIR = "samples"
 # --- configuration ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ImageTrainConfig(TrainConfig):
-    """A TrainConfig for images. New fields (the MLP's hidden/depth are unused):
+class ImageTrainConfig(RunConfig):
+    """A run config for images: RunConfig's shared fields, the UNet (`model`, a UNetConfig) and these:
 
     data: 'faces' (procedural, no download) or 'celeba' (needs data_root or $FMLAB_CELEBA).
-    preset / image_size / dropout / time_condition: the UNet (fmlab.models.unet.UNET_PRESETS).
+    model: the UNet (a UNetConfig or its dict); `from_dict` and `image_config` also take its fields flat (preset=,
+    image_size=, ...), as the CLI, CONFIGS and checkpoints written before UNetConfig name them.
     crop / flip: CelebA preprocessing (fmlab.data.celeba.CROPS) and random horizontal flips.
     n_faces: size of the procedural training set.
     attribute: None (unconditional) or a binary attribute to condition on ('smiling', 'glasses' for the faces; a
@@ -92,10 +94,7 @@ class ImageTrainConfig(TrainConfig):
     ema_decay: float = 0.9999
     log_every: int = 100
     ckpt_every: int = 5000
-    preset: str = "small"
-    image_size: int = 64
-    dropout: float = 0.1
-    time_condition: str = "st"
+    model: UNetConfig = field(default_factory=UNetConfig)
     data_root: str | None = None
     crop: str = "ddim"
     flip: bool = True
@@ -109,6 +108,10 @@ class ImageTrainConfig(TrainConfig):
     attribute: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            object.__setattr__(self, "model", UNetConfig(**self.model))
+        if not isinstance(self.model, UNetConfig):
+            raise ValueError(f"model must be a UNetConfig or its dict, got {type(self.model).__name__}")
         if self.attribute is not None:
             if not isinstance(self.attribute, str) or not self.attribute:
                 raise ValueError(f"attribute must be None or an attribute name, got {self.attribute!r}")
@@ -120,27 +123,24 @@ class ImageTrainConfig(TrainConfig):
             raise ValueError(f"n_classes={self.n_classes} needs attribute= (the label of each image), e.g. "
                              f"'smiling' for the procedural faces or 'Smiling' for CelebA")
         super().__post_init__()
-        check_choice(self.data, "data", IMAGE_DATA)
-        check_choice(self.preset, "preset", tuple(UNET_PRESETS))
-        check_choice(self.amp, "amp", AMP_MODES)
-        check_choice(self.channels_last, "channels_last", SWITCHES)
-        check_choice(self.compile, "compile", COMPILE_BACKENDS)
         from .data.celeba import CROPS
 
-        check_choice(self.crop, "crop", tuple(CROPS))
-        check_int(self.image_size, "image_size", 8)
-        check_int(self.n_faces, "n_faces", 1)
-        check_int(self.sample_every, "sample_every", 0)
-        check_int(self.sample_n, "sample_n", 1)
-        check_int(self.sample_steps, "sample_steps", 1)
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        for name, allowed in (("data", IMAGE_DATA), ("amp", AMP_MODES), ("channels_last", SWITCHES),
+                              ("compile", COMPILE_BACKENDS), ("crop", tuple(CROPS))):
+            check_choice(getattr(self, name), name, allowed)
+        for name, low in (("n_faces", 1), ("sample_every", 0), ("sample_n", 1), ("sample_steps", 1)):
+            check_int(getattr(self, name), name, low)
         if not isinstance(self.flip, bool):
             raise ValueError(f"flip must be True or False, got {self.flip!r}")
-        factor = 2 ** (len(UNET_PRESETS[self.preset]["channel_mult"]) - 1)
-        if self.image_size % factor:
-            raise ValueError(f"image_size must be divisible by {factor} for preset {self.preset!r}, "
-                             f"got {self.image_size}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageTrainConfig:
+        """Rebuild a config from its dict; the UNet's fields (UNET_FIELDS) may sit at the top level (the CLI, CONFIGS,
+        checkpoints from before UNetConfig, whose unused MLP fields hidden / depth are dropped). Unknown: ValueError."""
+        d = {k: v for k, v in d.items() if k not in ("hidden", "depth")}
+        flat, model = {k: d.pop(k) for k in UNET_FIELDS if k in d}, d.get("model", {})
+        model = dataclasses.asdict(model) if isinstance(model, UNetConfig) else model
+        return super().from_dict({**d, "model": {**model, **flat}} if flat else d)
 
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -159,7 +159,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 def image_config(name: str = "celeba64", **overrides: Any) -> ImageTrainConfig:
     """A named image configuration (CONFIGS) with field overrides, e.g. image_config('faces32', loss='meanflow')."""
     check_choice(name, "config", tuple(CONFIGS))
-    return ImageTrainConfig(**{**CONFIGS[name], **overrides})
+    return ImageTrainConfig.from_dict({**CONFIGS[name], **overrides})
 
 
 # --- data ---------------------------------------------------------------------------------------------------------
@@ -171,10 +171,10 @@ def image_dataset(config: ImageTrainConfig, split: str = "train", progress: bool
         from .data.faces import Faces
 
         n = config.n_faces if split == "train" else max(1, min(config.n_faces, 10_000))
-        return Faces(n=n, size=config.image_size, seed=config.seed, split=split)
+        return Faces(n=n, size=config.model.image_size, seed=config.seed, split=split)
     from .data.celeba import CelebA64
 
-    return CelebA64(config.data_root, split=split, crop=config.crop, size=config.image_size, progress=progress)
+    return CelebA64(config.data_root, split=split, crop=config.crop, size=config.model.image_size, progress=progress)
 
 
 class ImageStream:
@@ -273,7 +273,7 @@ def loss_uses_jvp(spec_name: str, model: nn.Module, shape: tuple[int, ...], sett
 class ImageTrainer(Trainer):
     """Train a UNet on images with the engine's loop (see the module docstring for what is added).
 
-    config: an ImageTrainConfig. model: default build_unet(config.preset, ...) with the loss's head and time
+    config: an ImageTrainConfig. model: default build_unet(config.model.preset, ...) with the loss's head and time
     inputs. data_fn: default an ImageStream over image_dataset(config). dist: this process's DistInfo (default:
     a single process). on_grid(step, grid uint8 [H, W, 3]): called with every sample grid (rank 0).
     """
@@ -309,9 +309,9 @@ class ImageTrainer(Trainer):
         return default_threads(all_cores=True)
 
     def _build_model(self) -> nn.Module:
-        cfg = self.config
-        return build_unet(cfg.preset, image_size=cfg.image_size, prediction=cfg.head,
-                          time_inputs=self.spec.time_inputs, dropout=cfg.dropout, time_condition=cfg.time_condition,
+        cfg, unet = self.config, self.config.model
+        return build_unet(unet.preset, image_size=unet.image_size, prediction=cfg.head,
+                          time_inputs=self.spec.time_inputs, dropout=unet.dropout, time_condition=unet.time_condition,
                           n_classes=cfg.n_classes)
 
     def _setup_parallel(self) -> None:
@@ -328,7 +328,7 @@ class ImageTrainer(Trainer):
         """Decide bf16 autocast, channels-last and torch.compile for this device and loss."""
         cfg, cuda = self.config, self.device.type == "cuda"
         needs_probe = cuda and "auto" in (cfg.amp, cfg.channels_last) or cfg.compile != "off"
-        shape = (self.model.config.get("in_channels", 3), cfg.image_size, cfg.image_size)
+        shape = (self.model.config.get("in_channels", 3), cfg.model.image_size, cfg.model.image_size)
         self.uses_jvp = loss_uses_jvp(cfg.loss, self.model, shape, self.settings, self.device) if needs_probe else None
         bf16_ok = cuda and torch.cuda.is_bf16_supported()
         self.amp_dtype = {"bf16": torch.bfloat16, "off": None}.get(
@@ -402,7 +402,7 @@ class ImageTrainer(Trainer):
         if self._grid_noise is None:
             g = torch.Generator().manual_seed(cfg.seed)
             c = self.model.config.get("in_channels", 3)
-            self._grid_noise = torch.randn(cfg.sample_n, c, cfg.image_size, cfg.image_size, generator=g)
+            self._grid_noise = torch.randn(cfg.sample_n, c, cfg.model.image_size, cfg.model.image_size, generator=g)
         labels = None
         if cfg.n_classes:
             from .guidance import cycle_labels

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from fmlab.device import pick_device  # noqa: E402
 from fmlab.image_sizing import measure_throughput  # noqa: E402
+from fmlab.models.unet import UNetConfig  # noqa: E402
 from fmlab.train import TrainConfig, Trainer  # noqa: E402
 from fmlab.train_images import ImageTrainConfig  # noqa: E402
 
@@ -60,8 +61,8 @@ def image_rows(device: torch.device, size: dict) -> list[dict]:
         for loss, compile_ in cases:
             if compile_ != "off" and device.type != "cuda":
                 continue  # torch.compile on a CPU needs a C++ toolchain; the GPU check is what it is for
-            config = ImageTrainConfig(data="faces", preset=preset, loss=loss, image_size=size["image_size"],
-                                      batch_size=size["batch_size"], n_faces=max(64, size["batch_size"]),
+            config = ImageTrainConfig(data="faces", model=UNetConfig(preset=preset, image_size=size["image_size"]),
+                                      loss=loss, batch_size=size["batch_size"], n_faces=max(64, size["batch_size"]),
                                       device=str(device), compile=compile_, ckpt_every=0, sample_every=0)
             start = time.perf_counter()
             stats = measure_throughput(config, steps=size["steps"], warmup=size["warmup"])

@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fmlab.image_grid import make_grid, save_png, to_uint8  # noqa: E402
-from fmlab.images import LAB_RUNS, LabPlan, lab_scores, load_image_run, plan_lab, sample_images  # noqa: E402
+from fmlab.images import LAB_RUNS, LabPlan, lab_scores, plan_lab  # noqa: E402
+from fmlab.runs import load_image_run, sample_images  # noqa: E402
 from fmlab.train import METRICS_NAME  # noqa: E402
 
 DEFAULT_OUT = ROOT / "labs" / "artefacts" / "13_celeba64"
@@ -46,9 +47,9 @@ def train_argv(plan: LabPlan, loss: str, out: Path) -> list[str]:
     """`python -m fmlab train` arguments for lab 13's configuration of `loss` (fmlab.images.LabPlan.config)."""
     c = plan.config(loss)
     argv = ["train", "--config", "celeba64" if c.data == "celeba" else "faces64", "--loss", loss,
-            "--preset", c.preset, "--image-size", str(c.image_size), "--batch-size", str(c.batch_size),
+            "--preset", c.model.preset, "--image-size", str(c.model.image_size), "--batch-size", str(c.batch_size),
             "--lr", str(c.lr), "--steps", str(c.steps), "--warmup", str(c.warmup), "--ema-decay", str(c.ema_decay),
-            "--dropout", str(c.dropout), "--n-faces", str(c.n_faces), "--seed", str(c.seed),
+            "--dropout", str(c.model.dropout), "--n-faces", str(c.n_faces), "--seed", str(c.seed),
             "--log-every", str(max(1, c.steps // MAX_CURVE_POINTS)), "--ckpt-every", "0", "--sample-every", "0",
             "--out", str(out), "--overwrite", "--no-progress"]
     if c.data_root:

@@ -148,7 +148,7 @@ def test_overwrite_replaces_the_run(tmp_path):
 def test_a_given_option_overrides_an_image_config_even_at_the_toy_default(monkeypatch, tmp_path):
     """`--ema-decay 0.999` equals TrainConfig's default, yet with `--config faces64` (ema_decay 0.9999) it must win:
     an option given on the command line always overrides, an option not given keeps the image config's value."""
-    from fmlab import images
+    from fmlab import cli_images as images
     from fmlab.cli import OPTIONS, build_parser
     from fmlab.train import TrainConfig
     from fmlab.train_images import CONFIGS

@@ -10,7 +10,7 @@ from PIL import Image
 from fmlab.data import celeba as C
 from fmlab.data.celeba import CelebA64, read_attributes
 from fmlab.data.faces import FACE_ATTRIBUTES, Faces, make_faces
-from fmlab.images import sample_images
+from fmlab.runs import sample_images
 from fmlab.train_images import ImageStream, ImageTrainConfig, ImageTrainer, generate_images
 
 torch.set_num_threads(1)
@@ -20,7 +20,7 @@ def _config(**kw):
     base = dict(data="faces", preset="tiny", image_size=16, batch_size=8, steps=4, warmup=1, lr=1e-3, threads=1,
                 n_faces=32, dropout=0.0, log_every=1, ckpt_every=2, sample_every=0, sample_n=4, sample_steps=2,
                 attribute="smiling", p_uncond=0.25)
-    return ImageTrainConfig(**{**base, **kw})
+    return ImageTrainConfig.from_dict({**base, **kw})
 
 
 # --- the procedural faces' attributes ----------------------------------------------------------------------------
@@ -168,7 +168,7 @@ def test_command_line_conditional_faces(tmp_path):
               "--sample-n", "4", "--sample-steps", "1", "--n-faces", "16", "--no-progress"]
     assert main(["train", "--config", "faces32", "--cond", "--attribute", "glasses", "--p-uncond", "0.3",
                  "--steps", "2", "--out", str(out), *common]) == 0
-    from fmlab.images import load_image_run
+    from fmlab.runs import load_image_run
 
     model, config = load_image_run(out)
     assert config.attribute == "glasses" and config.p_uncond == 0.3 and model.config["n_classes"] == 2

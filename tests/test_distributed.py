@@ -72,11 +72,12 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
     out["ddp_jvp_on_module"] = _flat_grads(model)
 
     # the image trainer, data-parallel: identical replicas, rank 0 writes
+    from fmlab.models.unet import UNetConfig
     from fmlab.train_images import ImageTrainConfig, ImageTrainer
 
-    cfg = ImageTrainConfig(data="faces", preset="tiny", image_size=8, batch_size=2, steps=2, warmup=0, threads=1,
-                           n_faces=8, dropout=0.1, log_every=1, ckpt_every=0, sample_every=2, sample_n=2,
-                           sample_steps=1, out=os.path.join(tmp, "run"))
+    cfg = ImageTrainConfig(data="faces", model=UNetConfig(preset="tiny", image_size=8, dropout=0.1), batch_size=2,
+                           steps=2, warmup=0, threads=1, n_faces=8, log_every=1, ckpt_every=0, sample_every=2,
+                           sample_n=2, sample_steps=1, out=os.path.join(tmp, "run"))
     trainer = ImageTrainer(cfg, dist=info)
     trainer.fit(progress=False)
     out["trained"] = torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()])

@@ -14,11 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_lab_notebooks_in_order_and_by_name():
-    every = lab_notebooks()
+    every = lab_notebooks(labs_dir=ROOT / "labs")
     assert [p.name[:2] for p in every] == sorted(p.name[:2] for p in every) and len(every) >= 14
-    assert [p.stem for p in lab_notebooks(["05_couplings", "01_paths.ipynb"])] == ["05_couplings", "01_paths"]
+    picked = lab_notebooks(["05_couplings", "01_paths.ipynb"], ROOT / "labs")
+    assert [p.stem for p in picked] == ["05_couplings", "01_paths"]
     with pytest.raises(ValueError, match="labs must be among"):
-        lab_notebooks(["99_nothing"])
+        lab_notebooks(["99_nothing"], ROOT / "labs")
+    with pytest.raises(ValueError, match="holds no lab notebooks"):
+        lab_notebooks(labs_dir=ROOT / "fmlab")
 
 
 def _render(a=1.0):

@@ -22,8 +22,9 @@ from flowmap_harness import (
 from fmlab.data.gaussian import Gaussian
 from fmlab.flowmaps import GaussianMixtureTeacher, flow_map
 from fmlab.losses import get_loss
-from fmlab.losses.flowmap_eulerian import adaptive_weight, eulerian_residual, gap_batch, path_point
+from fmlab.losses.flowmap_eulerian import adaptive_weight, eulerian_residual, gap_batch
 from fmlab.models import AffineFlowMapModel, build_model
+from fmlab.paths import path_point
 
 NAMES = ("emd", "esd", "ayf_emd")
 
@@ -86,7 +87,7 @@ def test_emd_differentiates_through_the_jvp_and_ayf_does_not():
     loss, _ = spec.fn(model, batch, **settings)
     g_full = torch.autograd.grad(loss, list(model.parameters()))
     # the same residual with the JVP term detached (a stop-gradient EMD does not exist in the paper)
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v = settings["teacher"](x, batch.s)
     res, u, du = eulerian_residual(model, x, batch.s, batch.t, v)
     res_sg = v - u + (batch.t - batch.s)[:, None] * du.detach()
@@ -99,7 +100,7 @@ def test_emd_differentiates_through_the_jvp_and_ayf_does_not():
     batch = draw_batch(spec, settings, 256, seed=1)
     loss, _ = spec.fn(model, batch, **settings)
     g_ayf = torch.autograd.grad(loss, list(model.parameters()))
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     res, u, _ = eulerian_residual(model, x, batch.s, batch.t, settings["teacher"](x, batch.s))
     e_n = (res / (res.norm(dim=1, keepdim=True) + 0.1)).detach()
     g_ref = torch.autograd.grad(-(u * e_n).sum(1).mean(), list(model.parameters()))  # d/d theta of -<u, E_n> / d

@@ -157,7 +157,8 @@ def test_ayf_surrogate_gradient_is_the_lagrangian_residual_step():
     model = exact_model().perturb(0.3, torch.Generator().manual_seed(1))
     loss, _ = spec.fn(model, batch, **settings)
     g_ayf = torch.autograd.grad(loss, model.backbone.dA)[0]
-    from fmlab.flowmaps import flow_map, flow_map_X_jvp, path_point
+    from fmlab.flowmaps import flow_map, flow_map_X_jvp
+    from fmlab.paths import path_point
 
     x_s = path_point(batch.x0, batch.x1, batch.s)
     with torch.no_grad():

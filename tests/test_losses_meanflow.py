@@ -28,9 +28,10 @@ from torch.func import jvp
 from fmlab.conventions import paper_average_velocity, paper_path
 from fmlab.flowmaps import flow_map, partial_s
 from fmlab.losses import get_loss
-from fmlab.losses.flowmap_eulerian import eulerian_residual, path_point
+from fmlab.losses.flowmap_eulerian import eulerian_residual
 from fmlab.losses.meanflow import soflow_batch
 from fmlab.models import AffineFlowMapModel, build_model
+from fmlab.paths import path_point
 
 NAMES = ("meanflow", "imf", "soflow")
 
@@ -128,7 +129,7 @@ def test_imf_counts_each_rows_velocity_once():
     all-diagonal batch gives plain flow matching (not twice it) and an off-diagonal row gives V-loss + velocity loss."""
     spec = get_loss("imf")
     model = exact_model().perturb(0.3, torch.Generator().manual_seed(0))
-    from fmlab.flowmaps import fm_error
+    from fmlab.losses.flow_matching import fm_error
 
     for fraction in (1.0, 0.0):
         settings = loss_settings(spec, diagonal_fraction=fraction)
@@ -144,7 +145,7 @@ def test_stationarity_detects_a_wrong_target():
     spec = get_loss("meanflow")
 
     def wrong(model, batch, norm_p=0.0, **_):
-        x = path_point(batch, batch.s)
+        x = path_point(batch.x0, batch.x1, batch.s)
         v = batch.x1 - batch.x0
         _, u, du = eulerian_residual(model, x, batch.s, batch.t, v)
         tgt = (v - (batch.t - batch.s)[:, None] * du).detach()
@@ -161,10 +162,10 @@ def test_soflow_gradient_is_that_of_the_scaled_squared_consistency_error():
     batch, settings = _batch("soflow", n=64, diagonal_fraction=0.0, norm_p=0.0)
     loss, _ = get_loss("soflow").fn(model, batch, **settings)
     g1 = torch.autograd.grad(loss, list(model.parameters()))
-    x, s, r, t = path_point(batch, batch.s), batch.s, batch.r, batch.t
+    x, s, r, t = path_point(batch.x0, batch.x1, batch.s), batch.s, batch.r, batch.t
     X_s = flow_map(model, x, s, t)
     with torch.no_grad():
-        X_r = flow_map(model, path_point(batch, r), r, t)
+        X_r = flow_map(model, path_point(batch.x0, batch.x1, r), r, t)
     ref = ((X_s - X_r).pow(2).mean(1) / (2 * (t - s) * (r - s))).mean()  # ||X_s - sg X_r||^2 / (2 d (t-s)(r-s))
     g2 = torch.autograd.grad(ref, list(model.parameters()))
     for a, b in zip(g1, g2, strict=True):
@@ -177,10 +178,10 @@ def test_soflow_difference_quotient_tends_to_minus_the_eulerian_residual():
     errs = []
     for ratio in (1e-2, 1e-3):
         batch, _ = _batch("soflow", n=256, diagonal_fraction=0.0, l_ratio=ratio)
-        x = path_point(batch, batch.s)
+        x = path_point(batch.x0, batch.x1, batch.s)
         with torch.no_grad():
             X_s = flow_map(model, x, batch.s, batch.t)
-            X_r = flow_map(model, path_point(batch, batch.r), batch.r, batch.t)
+            X_r = flow_map(model, path_point(batch.x0, batch.x1, batch.r), batch.r, batch.t)
         delta = (X_s - X_r) / (batch.r - batch.s)[:, None]
         res, _, _ = eulerian_residual(model, x, batch.s, batch.t, batch.x1 - batch.x0)
         errs.append((delta + res.detach()).abs().max().item() / res.abs().max().item())

@@ -52,8 +52,8 @@ from torch.func import jvp
 from fmlab.flowmaps import flow_map
 from fmlab.losses import get_loss
 from fmlab.losses.flow_matching import per_sample_mse
-from fmlab.losses.flowmap_eulerian import eulerian_residual, path_point
-from fmlab.paths import expand_t
+from fmlab.losses.flowmap_eulerian import eulerian_residual
+from fmlab.paths import expand_t, path_point
 
 THRESHOLD = 5.0  # max |mean| / SE over the 18 coordinates (module docstring)
 TARGET = stationarity_mixture()
@@ -180,7 +180,7 @@ def test_biased_weightings_and_from_scratch_facm_fail_stationarity(case, noisy_m
 
 def _meanflow_with_the_weight_under_the_gradient(model, batch, norm_p=0.0, norm_c=1e-3, **_):
     """MeanFlow with the adaptive weight NOT detached: L = err / (err + c)^p with gradient through the weight."""
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v = batch.x1 - batch.x0
     _, u, du = eulerian_residual(model, x, batch.s, batch.t, v)
     err = per_sample_mse(u, (v + expand_t(batch.t - batch.s, x) * du).detach())

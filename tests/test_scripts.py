@@ -143,12 +143,14 @@ def test_lab13_long_run_trains_the_labs_configuration_through_the_cli(loss, monk
     plan's preset, size, batch, lr, EMA, warmup, ...), except what the script changes on purpose (logging, grids)."""
     import dataclasses
 
-    from fmlab import images
+    from fmlab import cli_images as images
     from fmlab.cli import main
 
     long_run = _script("lab13_long_run")
-    plan = images.LabPlan(kind="cpu", device="cpu", data="faces", data_root=None, preset="tiny", image_size=16,
-                          batch_size=32, lr=2e-3, budget_s=30.0, images_per_s=100.0, steps=300, n_eval=64)
+    from fmlab.images import LabPlan
+
+    plan = LabPlan(kind="cpu", device="cpu", data="faces", data_root=None, preset="tiny", image_size=16,
+                   batch_size=32, lr=2e-3, budget_s=30.0, images_per_s=100.0, steps=300, n_eval=64)
     seen = {}
 
     class Stop(images.ImageTrainer):

@@ -2,6 +2,7 @@
 memory, sample grids, bf16 / channels-last / compile paths, the JVP probe, configs and run sizing."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import torch
 
 from fmlab.image_grid import make_grid, to_uint8
 from fmlab.image_sizing import WARN_HOURS, cpu_warning, estimate_run, measure_throughput, plan_steps
+from fmlab.models.unet import UNET_FIELDS, UNetConfig
 from fmlab.train_images import (
     CONFIGS,
     ImageStream,
@@ -24,7 +26,7 @@ torch.set_num_threads(1)
 def _config(**kw):
     base = dict(data="faces", preset="tiny", image_size=16, batch_size=4, steps=4, warmup=1, lr=1e-3, threads=1,
                 n_faces=24, dropout=0.1, log_every=1, ckpt_every=0, sample_every=0, sample_n=4, sample_steps=2)
-    return ImageTrainConfig(**{**base, **kw})
+    return ImageTrainConfig.from_dict({**base, **kw})
 
 
 # --- the data stream -------------------------------------------------------------------------------------------
@@ -152,7 +154,7 @@ def test_jvp_losses_are_detected_and_kept_in_fp32_contiguous():
 
 def test_configs_and_validation():
     cfg = image_config("faces32", loss="meanflow")
-    assert cfg.preset == "tiny" and cfg.loss == "meanflow" and cfg.head == "average_velocity"
+    assert cfg.model.preset == "tiny" and cfg.loss == "meanflow" and cfg.head == "average_velocity"
     assert set(CONFIGS) >= {"celeba64", "faces64", "faces32"}
     assert ImageTrainConfig.from_dict(cfg.to_dict()) == cfg
     for bad, match in [(dict(preset="huge"), "preset"), (dict(amp="fp8"), "amp"), (dict(data="moons"), "data"),
@@ -200,10 +202,10 @@ class _Stop(Exception):
 
 
 def test_cli_warns_before_the_first_step(monkeypatch, tmp_path, capsys):
-    from fmlab import images
+    from fmlab import cli_images
     from fmlab.cli import main
 
-    monkeypatch.setattr(images, "cpu_warning", lambda config, threads: f"WARNING: test ({threads} threads)")
+    monkeypatch.setattr(cli_images, "cpu_warning", lambda config, threads: f"WARNING: test ({threads} threads)")
     printed_before_step = []
 
     def first_step(self):
@@ -228,3 +230,41 @@ def test_uint8_conversion_and_grid():
 def test_image_config_dataclass_fields_are_plain():
     cfg = _config()
     assert all(isinstance(v, (int, float, str, bool, type(None), dict)) for v in dataclasses.asdict(cfg).values())
+
+
+def _old_flat_config(cfg):
+    """The config dict as image checkpoints stored it before UNetConfig: the UNet's fields at the top level, and
+    the MLP's hidden / depth that image runs never used."""
+    d = cfg.to_dict()
+    return {**{k: v for k, v in d.items() if k != "model"}, **d["model"], "hidden": 256, "depth": 4}
+
+
+def test_the_unet_is_a_sub_config_without_the_mlp_fields():
+    cfg = _config()
+    assert cfg.model == UNetConfig(preset="tiny", image_size=16, dropout=0.1, time_condition="st")
+    names = {f.name for f in dataclasses.fields(ImageTrainConfig)}
+    assert "model" in names and not names & {"hidden", "depth", *UNET_FIELDS}
+    assert ImageTrainConfig.from_dict(_old_flat_config(cfg)) == cfg  # old keys mapped, unused ones dropped
+    assert ImageTrainConfig.from_dict({**cfg.to_dict(), "model": dataclasses.asdict(cfg.model)}) == cfg
+    with pytest.raises(ValueError, match="unknown ImageTrainConfig field"):
+        ImageTrainConfig.from_dict({**cfg.to_dict(), "future": 1})
+
+
+def test_a_run_saved_before_the_sub_config_still_loads_and_resumes(tmp_path):
+    from fmlab.checkpoint import load_checkpoint, save_checkpoint
+    from fmlab.runs import is_image_run, load_image_run
+    from fmlab.train import CONFIG_NAME, checkpoint_path
+
+    run = ImageTrainer(_config(out=str(tmp_path / "old")))
+    run.train_step()
+    run.save()
+    path = checkpoint_path(tmp_path / "old")
+    state = load_checkpoint(path)
+    state["config"] = _old_flat_config(run.config)  # rewrite it as an old run dir holds it
+    save_checkpoint(path, state)
+    (tmp_path / "old" / CONFIG_NAME).write_text(json.dumps(state["config"]))
+    assert is_image_run(tmp_path / "old") and is_image_run(run.out)
+    model, config = load_image_run(tmp_path / "old")
+    assert config == run.config and config.model.preset == "tiny"
+    resumed = ImageTrainer.resume(tmp_path / "old")
+    assert resumed.step == 1 and resumed.config == run.config

@@ -148,12 +148,13 @@ def _velocity_teacher():
 
 @pytest.mark.parametrize("spec", list_losses(), ids=lambda s: s.name)
 def test_every_registered_loss_trains_the_unet_one_step(spec):
+    from fmlab.models.unet import UNetConfig
     from fmlab.train_images import ImageTrainConfig, ImageTrainer
 
     runtime = {"teacher": _velocity_teacher()} if "teacher" in spec.defaults else {}
     plain = {k: 2 for k in ("teacher_steps",) if k in spec.defaults}  # keep teacher ODE solves short
-    config = ImageTrainConfig(loss=spec.name, preset="tiny", image_size=8, batch_size=4, steps=1, warmup=0,
-                              lr=1e-3, threads=1, sample_every=0, dropout=0.0, log_every=1, loss_settings=plain)
+    config = ImageTrainConfig(loss=spec.name, model=UNetConfig(preset="tiny", image_size=8, dropout=0.0), batch_size=4,
+                              steps=1, warmup=0, lr=1e-3, threads=1, sample_every=0, log_every=1, loss_settings=plain)
     model = _perturb(build_unet("tiny", image_size=8, attn_resolutions=(8,), time_inputs=spec.time_inputs,
                                 prediction=spec.prediction), seed=1)
 

@@ -173,5 +173,5 @@ def test_lab_plan_config_is_consistent():
                    batch_size=12, lr=3e-3, budget_s=3.0, images_per_s=50.0, steps=30, n_eval=16, n_faces=64)
     for loss in LAB_RUNS.values():
         cfg = plan.config(loss)
-        assert cfg.steps == 30 and cfg.image_size == 16 and cfg.sample_every > 0 and cfg.loss == loss
+        assert cfg.steps == 30 and cfg.model.image_size == 16 and cfg.sample_every > 0 and cfg.loss == loss
     assert "FAST MODE" in plan.describe()

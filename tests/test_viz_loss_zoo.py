@@ -173,7 +173,7 @@ def test_diverged_runs_are_named_and_sorted_last():
 
 def test_committed_benchmark_results_render():
     if not Z.RESULTS_PATH.exists():
-        pytest.skip("benchmarks/results/flowmaps.json not written yet")
+        pytest.skip("fmlab/viz/results/flowmaps.json not written yet")
     res = ZR.load_results()
     fig = ZR.render_landscape(res)
     assert len(fig.data[0].cells.values[0]) >= 22  # flow matching + every flow-map loss

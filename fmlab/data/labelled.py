@@ -51,7 +51,7 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
-from ..checks import check_int
+from ..checks import check_choice, check_int
 from .gaussian import GaussianMixture, gmm_2d
 
 __all__ = ["LabelledMixture", "labelled_2d", "LABELLED_2D", "TOY_CLASSES", "labelled_data", "class_data"]
@@ -126,9 +126,7 @@ class LabelledMixture:
         return self._class_mixtures[self._class(c)]
 
     def _class(self, c: int) -> int:
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < self.n_classes:
-            raise ValueError(f"class must be an integer in [0, {self.n_classes - 1}], got {c!r}")
-        return c
+        return check_int(c, "class", 0, self.n_classes - 1)
 
     # --- sampling ------------------------------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -284,8 +282,7 @@ def labelled_2d(name: str) -> LabelledMixture:
       modes 0-3 (at 0, 45, 90 and 135 degrees), class 1 the modes 4-7 (180 ... 315 degrees). Modes 0 and 3 of class
       0 border class 1; modes 1 and 2 lie inside their class.
     """
-    if name not in LABELLED_2D:
-        raise ValueError(f"name must be one of {sorted(LABELLED_2D)}, got {name!r}")
+    check_choice(name, "name", sorted(LABELLED_2D))
     return LABELLED_2D[name]()
 
 
@@ -319,8 +316,7 @@ def labelled_data(name: str) -> tuple[DataFn, int]:
 def class_data(name: str, n: int, c: int, generator: torch.Generator | None = None) -> Tensor:
     """n points of class c of the labelled set `name` (drawn in rounds of n from labelled_data and kept by label)."""
     fn, n_classes = labelled_data(name)
-    if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < n_classes:
-        raise ValueError(f"class must be an integer in [0, {n_classes - 1}] for data {name!r}, got {c!r}")
+    check_int(c, "class", 0, n_classes - 1)
     check_int(n, "n", 1)
     kept, total = [], 0
     while total < n:

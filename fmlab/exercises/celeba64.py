@@ -199,5 +199,6 @@ def loop_setup(plan: Any) -> tuple[nn.Module, Callable[..., Tensor]]:
     from ..train_images import ImageStream, image_dataset
 
     config = plan.config("cfm")
-    model = build_unet(config.preset, image_size=config.image_size, dropout=config.dropout).to(plan.device)
+    unet = config.model  # fmlab.models.unet.UNetConfig
+    model = build_unet(unet.preset, image_size=unet.image_size, dropout=unet.dropout).to(plan.device)
     return model, ImageStream(image_dataset(config).images, seed=config.seed)

@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ..checks import check_choice
 from ..paths import PREDICTIONS, convert_prediction
 from . import Verdict, check_number, verdict
 from .code import diagnose, exercise_batch, run_student, student_or_reference
@@ -79,8 +80,7 @@ def check_conversion(fn: Callable[[Tensor, Tensor, Tensor], Tensor], source: str
     """Exercise 5: does fn(pred, x, t) turn the `source` head's output into the `target` head's at the point x at
     time t of the linear path? Checked on exact heads (x0, x1 known): velocity x1 - x0, x1_hat = x1, eps_hat = x0.
     Recognises the flipped sign, the flipped time convention and the other head's formula."""
-    if (source, target) not in CONVERSIONS:
-        raise ValueError(f"(source, target) must be one of {CONVERSIONS}, got {(source, target)!r}")
+    check_choice((source, target), "(source, target)", CONVERSIONS)
     x0, x1, t = exercise_batch(seed=6)
     x = (1 - t[:, None]) * x0 + t[:, None] * x1
     heads = _heads(x0, x1)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..checks import check_choice
 from ..paths import get_schedule, sample_path
 from . import Verdict, check_number, verdict
 from .code import diagnose, exercise_batch, run_student, student_or_reference
@@ -62,8 +63,7 @@ SCHEDULES = ("linear", "cosine")
 
 
 def _schedule_name(schedule: str) -> str:
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    check_choice(schedule, "schedule", SCHEDULES)
     return schedule
 
 

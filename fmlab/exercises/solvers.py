@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..checks import check_choice
 from ..data import Gaussian, gmm_2d
 from ..solvers import SOLVERS
 from ..viz.solvers import measured_order as fitted_order
@@ -22,8 +23,7 @@ __all__ = ["ORDER_STEPS", "measured_order", "check_solver_order", "step_function
 def check_step_function(step: Callable[..., torch.Tensor], method: str = "midpoint", quiet: bool = False) -> Verdict:
     """Exercise 1: does `step(field, x, t, dt)` make one step of `method` (compared with fmlab.solvers on the
     8-mode velocity field at a few (t, dt))?"""
-    if method not in SOLVERS:
-        raise ValueError(f"method must be one of {sorted(SOLVERS)}, got {method!r}")
+    check_choice(method, "method", sorted(SOLVERS))
     gmm = gmm_2d("8modes")
 
     def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -49,8 +49,7 @@ def check_step_function(step: Callable[..., torch.Tensor], method: str = "midpoi
 
 def check_error_ratio(method: str, answer: Any, quiet: bool = False) -> Verdict:
     """Exercise 2: by what factor does the error of `method` shrink when the number of steps doubles? (2^order)"""
-    if method not in SOLVERS:
-        raise ValueError(f"method must be one of {sorted(SOLVERS)}, got {method!r}")
+    check_choice(method, "method", sorted(SOLVERS))
     return check_number(f"error(N) / error(2N) for {method}", answer, 2.0 ** SOLVERS[method].order, rtol=0.1,
                         hint="error ~ C N^(-p): compare C N^(-p) with C (2N)^(-p).", quiet=quiet)
 
@@ -100,8 +99,7 @@ def measured_order(step: Callable[..., torch.Tensor],
 def check_solver_order(step: Callable[..., torch.Tensor], method: str = "heun", quiet: bool = False) -> Verdict:
     """Exercise 4: is step(field, x, t, dt) one step of `method` ('heun' or 'rk4')? Measures its order of convergence
     on a Gaussian whose flow is closed-form (N = 8, 16, 32, 64 steps) and compares one step with fmlab.solvers."""
-    if method not in ("heun", "rk4"):
-        raise ValueError(f"method must be 'heun' or 'rk4', got {method!r}")
+    check_choice(method, "method", ("heun", "rk4"))
     expected = SOLVERS[method].order
     gauss, x0 = _order_problem()
     t = torch.full((16,), 0.25, dtype=torch.float64)

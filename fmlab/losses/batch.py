@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..checks import check_choice, check_float
 from ..paths import check_time, sample_times
 
 __all__ = [
@@ -73,10 +74,8 @@ def two_time_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = N
     r = s + lam (t - s), lam ~ U(0, 1), is an intermediate time for compositional losses; `extra_noise` also
     draws z ~ N(0, I) (fresh noise for losses that re-noise). Draw order: times, diagonal mask, lam, z.
     """
-    if not 0.0 <= diagonal_fraction <= 1.0:
-        raise ValueError(f"diagonal_fraction must lie in [0, 1], got {diagonal_fraction}")
-    if time_sampler not in TWO_TIME_SAMPLERS:
-        raise ValueError(f"time_sampler must be one of {TWO_TIME_SAMPLERS}, got {time_sampler!r}")
+    check_float(diagonal_fraction, "diagonal_fraction", 0.0, 1.0)
+    check_choice(time_sampler, "time_sampler", TWO_TIME_SAMPLERS)
     n, dev, dtype = len(x1), x1.device, x1.dtype
     pair = torch.stack([draw_times(n, generator, dev, time_sampler, mu, sigma) for _ in range(2)]).to(dtype)
     s, t = pair.min(0).values, pair.max(0).values

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ..checks import check_choice, check_float, check_int
 from ..flowmaps import as_teacher, flow_map
-from ..paths import expand_t
+from ..paths import expand_t, path_point
 from .batch import Batch, draw_times, two_time_batch
 from .flow_matching import per_sample_mse
 from .flowmap_eulerian import (
@@ -32,7 +33,6 @@ from .flowmap_eulerian import (
     adaptive_weight,
     diagonal_mask,
     eulerian_residual,
-    path_point,
 )
 from .registry import EULERIAN, LossSpec, register
 
@@ -50,8 +50,7 @@ def consistency_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None 
 
     s is drawn from `time_sampler` (fmlab.paths.sample_times) and squeezed into [0, 1 - delta]; no sample has s = t.
     """
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    check_float(delta, "delta", 0.0, 1.0, strict=True, strict_high=True)
     n = len(x1)
     s = draw_times(n, generator, x1.device, time_sampler, mu, sigma).to(x1.dtype) * (1 - delta)
     return Batch(x0=x0, x1=x1, s=s, r=(s + delta).clamp(max=1.0), t=torch.ones_like(s), labels=labels)
@@ -63,8 +62,7 @@ def facm_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = None,
 
     (FACM's own time already runs noise -> data like ours, with sigma = exp(N(-0.8, 1.6)) a noise-to-signal ratio.)
     """
-    if not p_std > 0:
-        raise ValueError(f"p_std must be > 0, got {p_std}")
+    check_float(p_std, "p_std", 0.0, strict=True)
     z = torch.randn(len(x1), generator=generator, device=x1.device)
     s = (1 - (2 / math.pi) * torch.atan(torch.exp(p_mean + p_std * z))).to(x1.dtype).clamp(0, 1)
     return Batch(x0=x0, x1=x1, s=s, r=s, t=torch.ones_like(s), labels=labels)
@@ -88,10 +86,8 @@ def teacher_solve(teacher: Any, x: Tensor, s: Tensor, r: Tensor, steps: int = 1,
 
     'euler': x + h v(x, t);  'heun': x + h/2 (v(x, t) + v(x + h v(x, t), t + h)). Teacher calls: steps (x2 for heun).
     """
-    if method not in ("euler", "heun"):
-        raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_choice(method, "method", ("euler", "heun"))
+    check_int(steps, "steps", 1)
     v = as_teacher(teacher)
     h = (r - s) / steps
     hx = expand_t(h, x)
@@ -134,9 +130,9 @@ def ct_loss(model: nn.Module, batch: Batch, distance: str = "l2", huber_c: float
     'pseudo_huber' with c = 0.00054 sqrt(d) (= 7.6e-4 in 2D) is iCT's.
     """
     delta = batch.r - batch.s
-    X_s = flow_map(model, path_point(batch, batch.s), batch.s, batch.t)
+    X_s = flow_map(model, path_point(batch.x0, batch.x1, batch.s), batch.s, batch.t)
     with torch.no_grad():
-        X_r = flow_map(model, path_point(batch, batch.r), batch.r, batch.t)  # sg target, same (x0, x1)
+        X_r = flow_map(model, path_point(batch.x0, batch.x1, batch.r), batch.r, batch.t)  # sg target, same (x0, x1)
     per = _distance(X_s, X_r, distance, huber_c) / delta  # lambda = 1 / delta
     return per.mean(), {"consistency": per.mean().detach(), "n_forward": 2, "n_jvp": 0, "n_backward": 1}
 
@@ -155,7 +151,7 @@ def cd_loss(model: nn.Module, batch: Batch, teacher: Any = None, teacher_method:
     s uniform on [0, 1 - delta], delta = 0.02, fraction 0 of samples with s = t, weight 1 / delta.
     """
     delta = batch.r - batch.s
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     X_s = flow_map(model, x, batch.s, batch.t)
     with torch.no_grad():
         x_r = teacher_solve(teacher, x, batch.s, batch.r, 1, teacher_method)  # the teacher's step s -> r
@@ -184,7 +180,7 @@ def ctm_loss(model: nn.Module, batch: Batch, teacher: Any = None, teacher_steps:
     """
     diag = diagonal_mask(batch)
     off = ~diag
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     per = torch.zeros(len(x), dtype=x.dtype, device=x.device)
     n_fwd = 0
     if bool(diag.any()):
@@ -242,7 +238,7 @@ def facm_loss(model: nn.Module, batch: Batch, teacher: Any = None, relax_p: floa
     terms, so a fraction 1 of samples also yields a diagonal (s = t) anchor evaluation. Weighting: cos(pi s / 2) on
     the CM term, 1 on the anchor.
     """
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v = (batch.x1 - batch.x0) if teacher is None else as_teacher(teacher)(x, batch.s)
     u_fm = model(x, batch.s, batch.s)
     fm = per_sample_mse(u_fm, v) + cos_weight * (1 - F.cosine_similarity(u_fm.flatten(1), v.flatten(1), dim=1))
@@ -255,7 +251,7 @@ def facm_loss(model: nn.Module, batch: Batch, teacher: Any = None, relax_p: floa
     cm = torch.cos(0.5 * math.pi * batch.s) * err * adaptive_weight(err, norm_p, norm_c)
     loss = (cm + fm).mean()
     return loss, {"cm": cm.mean().detach(), "fm": fm.mean().detach(),
-                  "eulerian": per_sample_mse(res, torch.zeros_like(res)).mean().detach(),
+                  "eulerian": per_sample_mse(res).mean().detach(),
                   "n_forward": 1, "n_jvp": 1, "n_backward": 1, "n_teacher": 0 if teacher is None else 1}
 
 

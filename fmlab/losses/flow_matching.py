@@ -16,13 +16,12 @@ import torch
 from torch import Tensor, nn
 
 from ..models.conditioning import label_args
-from ..paths import convert_prediction, loss_weight, sample_path
+from ..paths import convert_prediction, loss_weight, path_point, sample_path
 from .batch import Batch, one_time_batch
-from .registry import FLOW_MATCHING, LossSpec, register
+from .registry import CONVENTION_OURS, FLOW_MATCHING, LossSpec, flipped_convention, register
 
 __all__ = [
-    "FM_SETTINGS", "per_sample_mse", "cfm_loss", "x1_prediction_loss", "reflow_pairs", "reflow_batch",
-    "CONVENTION_SAME",
+    "FM_SETTINGS", "per_sample_mse", "fm_error", "cfm_loss", "x1_prediction_loss", "reflow_pairs", "reflow_batch",
 ]
 
 
@@ -30,9 +29,15 @@ LABEL_LOSSES = ("cfm", "x1_prediction")  # losses that pass batch.labels to the 
 FM_SETTINGS = {"time_sampler": "uniform", "mu": 0.0, "sigma": 1.0, "weighting": "none", "gamma": 5.0}
 
 
-def per_sample_mse(a: Tensor, b: Tensor) -> Tensor:
-    """||a - b||^2 / d for each sample: [B]."""
-    return (a - b).pow(2).flatten(1).mean(1)
+def per_sample_mse(a: Tensor, b: Tensor | None = None) -> Tensor:
+    """||a - b||^2 / d for each sample: [B] (||a||^2 / d without b)."""
+    d = a if b is None else a - b
+    return d.pow(2).flatten(1).mean(1)
+
+
+def fm_error(model: nn.Module, x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+    """Flow matching on the diagonal of a two-time model, per sample: ||u(x_t, t, t) - (x1 - x0)||^2 / d   [B]."""
+    return per_sample_mse(model(path_point(x0, x1, t), t, t), x1 - x0)
 
 
 def cfm_loss(model: nn.Module, batch: Batch, weighting: str = "none", gamma: float = 5.0, **_) -> tuple[Tensor, dict]:
@@ -89,26 +94,25 @@ def reflow_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = Non
     return one_time_batch(x0, pairs.to(x1.device, x1.dtype), generator, **settings)
 
 
-CONVENTION_SAME = "noise at t=0, data at t=1 (as ours)"
 
 register(LossSpec(
     name="cfm", display_name="flow matching", fn=cfm_loss, family=FLOW_MATCHING, setting="marginal-from-conditional",
     paper="Lipman et al. 2023, Flow Matching for Generative Modeling; Liu et al. 2023; Tong et al. 2024 (OT-CFM)",
-    convention=CONVENTION_SAME, defaults=dict(FM_SETTINGS),
+    convention=CONVENTION_OURS, defaults=dict(FM_SETTINGS),
     summary="regress v(x_t, t) on x1 - x0"))
 
 register(LossSpec(
     name="x1_prediction",
     display_name="x1 prediction", fn=x1_prediction_loss, family=FLOW_MATCHING, setting="marginal-from-conditional",
     paper="unrolling manuscript: When does unrolling help flow matching? (x1 / clean-data head)",
-    convention="paper: data at t=0, weight 1/(t^2+eps); ours: t -> 1 - t, weight 1/((1-t)^2+eps)",
+    convention=flipped_convention("weight 1/(t^2+eps)", "weight 1/((1-t)^2+eps)"),
     prediction="x1", defaults={**FM_SETTINGS, "eps": 1e-3},
     summary="regress x1_hat(x_t, t) on x1 with weight 1/((1-t)^2+eps)"))
 
 register(LossSpec(
     name="reflow", display_name="Reflow", fn=cfm_loss, family=FLOW_MATCHING, setting="distillation (generated pairs)",
     paper="Liu et al. 2023, Flow Straight and Fast: rectified flow",
-    convention=CONVENTION_SAME, make_batch=reflow_batch,
+    convention=CONVENTION_OURS, make_batch=reflow_batch,
     defaults={**FM_SETTINGS, "teacher": None, "teacher_steps": 100, "teacher_method": "euler"},
     summary="CFM on (x0, ODE_teacher(x0)) pairs"))
 

@@ -21,10 +21,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, path_point, per_sample_sq
-from ..paths import expand_t
+from ..checks import check_choice, check_float, check_int
+from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp
+from ..paths import expand_t, path_point
 from .batch import Batch, two_time_batch
-from .registry import COMPOSITIONAL, LossSpec, register
+from .flow_matching import fm_error, per_sample_mse
+from .registry import COMPOSITIONAL, LossSpec, flipped_convention, register
 
 __all__ = [
     "SELF", "TWO_TIME", "shortcut_batch", "shortcut_loss", "psd_loss", "splitmeanflow_loss", "fmm_loss",
@@ -59,10 +61,8 @@ def shortcut_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = N
     """Shortcut models' times: a fraction `diagonal_fraction` of rows are flow-matching rows (s = r = t ~ U(0, 1));
     the others take a dyadic step d = 2^-k, k ~ U{0, ..., levels - 1}, s = j d with j ~ U{0, ..., 2^k - 1},
     t = s + d and the midpoint r = s + d / 2 (levels = 7: d from 1 down to 1/64, half-steps down to 1/128)."""
-    if not 0.0 <= diagonal_fraction <= 1.0:
-        raise ValueError(f"diagonal_fraction must lie in [0, 1], got {diagonal_fraction}")
-    if levels < 1:
-        raise ValueError(f"levels must be >= 1, got {levels}")
+    check_float(diagonal_fraction, "diagonal_fraction", 0.0, 1.0)
+    check_int(levels, "levels", 1)
     n, dev, dtype = len(x1), x1.device, x1.dtype
     t_fm = torch.rand(n, generator=generator, device=dev, dtype=dtype)
     k = torch.randint(0, levels, (n,), generator=generator, device=dev)
@@ -107,7 +107,7 @@ def shortcut_loss(model: nn.Module, batch: Batch, levels: int = 7, **_: Any) -> 
     if bool(finest.any()):
         anchored = _diagonal_target(model, x_s[finest], s[finest], r[finest])
         target = target.index_put((finest.nonzero().squeeze(1),), anchored)
-    sc = per_sample_sq(model(x_s, s, t), target)
+    sc = per_sample_mse(model(x_s, s, t), target)
     loss = (fm.sum() + sc.sum()) / len(batch.t)
     return loss, _diagnostics(4, fm=fm if fm.numel() else fm.new_zeros(1),
                               self_consistency=sc if sc.numel() else sc.new_zeros(1))
@@ -138,14 +138,13 @@ def psd_loss(model: nn.Module, batch: Batch, split: str = "uniform", **_: Any) -
     of s = t samples 0 (the diagonal is trained by the flow-matching term, evaluated at time t for every row, as
     in the official code). Weight 1 (the code's optional learned weight exp(-w) L + w is omitted).
     """
-    if split not in ("uniform", "midpoint"):
-        raise ValueError(f"split must be 'uniform' or 'midpoint', got {split!r}")
+    check_choice(split, "split", ("uniform", "midpoint"))
     s, t = batch.s, batch.t
     r = batch.r if split == "uniform" else 0.5 * (s + t)
     fm = fm_error(model, batch.x0, batch.x1, t)
     x_s = path_point(batch.x0, batch.x1, s)
     target, _ = convex_target(model, x_s, s, r, t)
-    psd = per_sample_sq(model(x_s, s, t), target)
+    psd = per_sample_mse(model(x_s, s, t), target)
     return (fm + psd).mean(), _diagnostics(4, fm=fm, psd=psd)
 
 
@@ -176,7 +175,7 @@ def splitmeanflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor
     s, r, t = batch.s[off], batch.r[off], batch.t[off]
     x_s = path_point(batch.x0[off], batch.x1[off], s)
     target, _ = convex_target(model, x_s, s, r, t)
-    split = per_sample_sq(model(x_s, s, t), target)
+    split = per_sample_mse(model(x_s, s, t), target)
     loss = (fm.sum() + split.sum()) / len(batch.t)
     return loss, _diagnostics(4, fm=fm if fm.numel() else fm.new_zeros(1),
                               split=split if split.numel() else split.new_zeros(1))
@@ -211,8 +210,8 @@ def fmm_loss(model: nn.Module, batch: Batch, unordered: bool = True, **_: Any) -
     x_a = path_point(batch.x0, batch.x1, a)
     y = flow_map(model, x_a, a, b)  # X(x_a, a, b): the first jump
     X, dX = flow_map_X_jvp(model, y, b, a, dt=torch.ones_like(a))  # back: X(y, b, a) and d/da
-    tangent = per_sample_sq(dX, batch.x1 - batch.x0)
-    inverse = per_sample_sq(X, x_a)
+    tangent = per_sample_mse(dX, batch.x1 - batch.x0)
+    inverse = per_sample_mse(X, x_a)
     return (tangent + inverse).mean(), _diagnostics(2, 1, tangent=tangent, inverse=inverse)
 
 
@@ -250,8 +249,8 @@ def pfmm_loss(model: nn.Module, batch: Batch, teacher: Any = None, jumps: int = 
     if teacher is None:
         raise ValueError("pfmm needs settings['teacher']: a trained two-time (flow map) model, a GaussianMixture "
                          "teacher or a velocity field")
-    if jumps < 1 or teacher_steps < 1:
-        raise ValueError(f"jumps and teacher_steps must be >= 1, got {jumps}, {teacher_steps}")
+    check_int(jumps, "jumps", 1)
+    check_int(teacher_steps, "teacher_steps", 1)
     if hasattr(teacher, "velocity") and hasattr(teacher, "means"):  # a GaussianMixture: its perfect teacher
         teacher = as_teacher(teacher)
     s, t = batch.s, batch.t
@@ -264,7 +263,7 @@ def pfmm_loss(model: nn.Module, batch: Batch, teacher: Any = None, jumps: int = 
         gap = expand_t(t - s, x_s)
         target = torch.where(gap > 0, (x - x_s) / gap.clamp_min(1e-12), torch.zeros_like(x))
     u = model(x_s, s, t)
-    err = per_sample_sq(u, target) * (t > s).to(u.dtype)
+    err = per_sample_mse(u, target) * (t > s).to(u.dtype)
     return err.mean(), _diagnostics(1, distill=err, n_teacher=torch.tensor(float(jumps)))
 
 
@@ -289,7 +288,7 @@ register(LossSpec(
 register(LossSpec(
     name="splitmeanflow", display_name="SplitMeanFlow", fn=splitmeanflow_loss, setting=SELF, make_batch=two_time_batch,
     paper="Guo et al. 2025, SplitMeanFlow: Interval Splitting Consistency in Few-Step Generative Modeling",
-    convention="paper: data at t=0, u over [r, t]; ours: t -> 1 - t, u -> -u, first sub-jump s -> r",
+    convention=flipped_convention("u over [r, t]", "u -> -u, first sub-jump s -> r"),
     defaults={**TWO_TIME, "diagonal_fraction": 0.5},
     summary="boundary FM rows (1/2) or interval-splitting rows with sg target", **_KW))
 

@@ -24,24 +24,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_float
 from ..flowmaps import as_teacher, flow_map_jvp, partial_s
-from ..paths import expand_t
+from ..paths import expand_t, path_point
 from .batch import Batch, two_time_batch
 from .flow_matching import per_sample_mse
 from .registry import EULERIAN, LossSpec, register
 
-__all__ = ["eulerian_residual", "adaptive_weight", "path_point", "gap_batch", "emd_loss", "esd_loss",
+__all__ = ["eulerian_residual", "adaptive_weight", "gap_batch", "emd_loss", "esd_loss",
            "ayf_emd_loss", "TWO_TIME_SETTINGS", "diagonal_mask"]
 
 TWO_TIME_SETTINGS: dict[str, Any] = {"diagonal_fraction": 0.25, "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}
 
 
 # --- shared helpers ------------------------------------------------------------------------------------------
-
-def path_point(batch: Batch, time: Tensor) -> Tensor:
-    """x_time = (1 - time) x0 + time x1 on the linear path (same x0, x1 for every time)."""
-    return batch.x0 + expand_t(time, batch.x1) * (batch.x1 - batch.x0)  # (1 - time) x0 + time x1
-
 
 def eulerian_residual(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, v: Tensor,
                       warmup: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,8 +60,8 @@ def adaptive_weight(err: Tensor, p: float, c: float) -> Tensor:
     at the conditional mean: the fixed point becomes E[w y | x] / E[w | x] (mode seeking when the target is
     multimodal; benchmarks/meanflow_weighting.py, tests/test_losses_mixture_stationarity.py).
     """
-    if p < 0 or c < 0:
-        raise ValueError(f"norm_p and norm_c must be >= 0, got p={p}, c={c}")
+    check_float(p, "norm_p", 0.0)
+    check_float(c, "norm_c", 0.0)
     if p == 0:
         return torch.ones_like(err)
     if c == 0 and bool((err.detach() == 0).any()):
@@ -85,10 +81,8 @@ def gap_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = None, 
     (Align Your Flow's interval sampling; symmetric under t -> 1 - t, so it reads the same in either convention.)
     Then round(diagonal_fraction * B) random samples get s = t. r = s + lam (t - s), lam ~ U(0, 1).
     """
-    if not 0.0 <= diagonal_fraction <= 1.0:
-        raise ValueError(f"diagonal_fraction must lie in [0, 1], got {diagonal_fraction}")
-    if not gap_sigma > 0:
-        raise ValueError(f"gap_sigma must be > 0, got {gap_sigma}")
+    check_float(diagonal_fraction, "diagonal_fraction", 0.0, 1.0)
+    check_float(gap_sigma, "gap_sigma", 0.0, strict=True)
     n, dev, dtype = len(x1), x1.device, x1.dtype
     gap = torch.sigmoid(gap_mu + gap_sigma * torch.randn(n, generator=generator, device=dev)).to(dtype)
     s = (torch.rand(n, generator=generator, device=dev).to(dtype) * (1 - gap)).clamp(0, 1)  # s ~ U(0, 1 - gap)
@@ -120,10 +114,10 @@ def emd_loss(model: nn.Module, batch: Batch, teacher: Any = None, **_: Any) -> t
     diagonal s = t, where the residual is v - u(x, s, s) (velocity distillation). Weighting: uniform.
     x_s is the interpolant point of an independent (or OT) pair, as in the paper.
     """
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v = as_teacher(teacher)(x, batch.s)
     res, _, _ = eulerian_residual(model, x, batch.s, batch.t, v)
-    err = per_sample_mse(res, torch.zeros_like(res))
+    err = per_sample_mse(res)
     return err.mean(), {"eulerian": err.mean().detach(), "n_forward": 0, "n_jvp": 1, "n_backward": 1,
                         "n_teacher": 1}
 
@@ -151,7 +145,7 @@ def esd_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
     benchmarks/esd_diagonal.py).
     Weighting: uniform (the paper's learned weights exp(-w_{s,t}) L + w_{s,t} are not used).
     """
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     s, t = batch.s, batch.t
     diag = diagonal_mask(batch)
     with torch.no_grad():
@@ -161,7 +155,7 @@ def esd_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
     with torch.no_grad():
         _, du_x = flow_map_jvp(model, x, s, t, dx=b)  # sg[(du/dx) b]: the spatial JVP, not differentiated
     res = b - u + expand_t(t - s, x) * (du_s + du_x)  # E = b - u + (t - s)(d_s u + sg[(du/dx) b])
-    err = per_sample_mse(res, torch.zeros_like(res))
+    err = per_sample_mse(res)
     return err.mean(), {"eulerian": _masked_mean(err, ~diag), "fm": _masked_mean(err, diag),
                         "n_forward": 1, "n_jvp": 2, "n_backward": 1}
 
@@ -185,18 +179,16 @@ def ayf_emd_loss(model: nn.Module, batch: Batch, teacher: Any = None, tangent_wa
     s ~ U(0, 1 - (t - s)), fraction 0 of samples on the diagonal (as s -> t the gradient tends to normalised flow
     matching on the teacher). Weighting: uniform w = 1.
     """
-    if not tangent_norm > 0:
-        raise ValueError(f"tangent_norm must be > 0, got {tangent_norm}")
-    if not 0.0 <= tangent_warmup <= 1.0:
-        raise ValueError(f"tangent_warmup must lie in [0, 1], got {tangent_warmup}")
-    x = path_point(batch, batch.s)
+    check_float(tangent_norm, "tangent_norm", 0.0, strict=True)
+    check_float(tangent_warmup, "tangent_warmup", 0.0, 1.0)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v = as_teacher(teacher)(x, batch.s)
     res, u, _ = eulerian_residual(model, x, batch.s, batch.t, v, warmup=tangent_warmup)
     res = res.detach()
     norm = res.flatten(1).norm(dim=1).reshape(-1, *([1] * (res.ndim - 1)))
     target = (u + res / (norm + tangent_norm)).detach()  # sg[u + E / (||E|| + c)]
     loss = per_sample_mse(u, target).mean()
-    return loss, {"eulerian": per_sample_mse(res, torch.zeros_like(res)).mean(), "tangent_norm": norm.mean(),
+    return loss, {"eulerian": per_sample_mse(res).mean(), "tangent_norm": norm.mean(),
                   "n_forward": 0, "n_jvp": 1, "n_backward": 1, "n_teacher": 1}
 
 

@@ -18,10 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, frozen, path_point, per_sample_sq
-from ..paths import expand_t
+from ..checks import check_float
+from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, frozen
+from ..paths import expand_t, path_point
 from .batch import Batch, two_time_batch
-from .registry import LAGRANGIAN, LossSpec, register
+from .flow_matching import fm_error, per_sample_mse
+from .registry import LAGRANGIAN, LossSpec, flipped_convention, register
 
 __all__ = [
     "TWO_TIME", "lmd_loss", "lsd_loss", "ayf_tangent", "ayf_lagrangian_loss", "tvm_loss", "pid_batch", "pid_loss",
@@ -59,7 +61,7 @@ def lmd_loss(model: nn.Module, batch: Batch, teacher: Any = None, **_: Any) -> t
     """
     field = as_teacher(teacher)
     _, X, dX = _arrival(model, batch)
-    res = per_sample_sq(dX, field.differentiable(X, batch.t))
+    res = per_sample_mse(dX, field.differentiable(X, batch.t))
     return res.mean(), _diag(2, 1, lagrangian=res)
 
 
@@ -85,7 +87,7 @@ def lsd_loss(model: nn.Module, batch: Batch, rescale: bool = False, **_: Any) ->
     res = dX - v
     if rescale:
         res = res / expand_t((batch.t - batch.s).clamp_min(1e-3), res)
-    lag = per_sample_sq(res)
+    lag = per_sample_mse(res)
     return (fm + lag).mean(), _diag(3, 1, fm=fm, lagrangian=lag)
 
 
@@ -95,13 +97,12 @@ def lsd_loss(model: nn.Module, batch: Batch, rescale: bool = False, **_: Any) ->
 def ayf_tangent(model: nn.Module, batch: Batch, teacher: Any, tangent_c: float) -> tuple[Tensor, Tensor, Tensor]:
     """(x_s, g_hat, ||g||^2 per sample): AYF's stop-gradient tangent at x_s = (1 - s) x0 + s x1, the Lagrangian
     residual g = d/dt X(x_s, s, t) - v_T(X, t) normalised to g / (||g|| + c) (c = tangent_c; 0: not normalised)."""
-    if tangent_c < 0:
-        raise ValueError(f"tangent_c must be >= 0, got {tangent_c}")
+    check_float(tangent_c, "tangent_c", 0.0)
     field = as_teacher(teacher)
     x_s = path_point(batch.x0, batch.x1, batch.s)
     X, dX = flow_map_X_jvp(model, x_s, batch.s, batch.t, dt=torch.ones_like(batch.t))
     g = dX - field(X, batch.t)
-    res = per_sample_sq(g)
+    res = per_sample_mse(g)
     if tangent_c > 0:
         g = g / (g.flatten(1).norm(dim=1) + tangent_c).reshape(-1, *([1] * (g.ndim - 1)))
     return x_s, g, res
@@ -154,7 +155,7 @@ def tvm_loss(model: nn.Module, batch: Batch, ema: nn.Module | None = None, **_: 
     fm = fm_error(model, batch.x0, batch.x1, batch.t)
     _, X, dX = _arrival(model, batch)
     v = frozen(model if ema is None else ema)(X, batch.t, batch.t)  # u_{sg(theta)}(X, t, t), differentiable in X
-    term = per_sample_sq(dX, v)
+    term = per_sample_mse(dX, v)
     return (fm + term).mean(), _diag(3, 1, fm=fm, terminal=term)
 
 
@@ -163,8 +164,7 @@ def tvm_loss(model: nn.Module, batch: Batch, ema: nn.Module | None = None, **_: 
 def pid_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = None, labels: Tensor | None = None,
               h: float = 1e-2, **_: Any) -> Batch:
     """PID's data-free batch: s = 0 (every trajectory starts from the noise x0), t ~ U(h, 1 - h); x1 is unused."""
-    if not 0 < h < 0.5:
-        raise ValueError(f"h must lie in (0, 0.5), got {h}")
+    check_float(h, "h", 0.0, 0.5, strict=True, strict_high=True)
     n = len(x0)
     t = h + (1 - 2 * h) * torch.rand(n, generator=generator, device=x0.device, dtype=x0.dtype)
     s = torch.zeros_like(t)
@@ -198,7 +198,7 @@ def pid_loss(model: nn.Module, batch: Batch, teacher: Any = None, h: float = 1e-
     else:
         dX = (X_t - X_minus) / h
     v = field(X_t.detach(), t)
-    res = per_sample_sq(dX, v)
+    res = per_sample_mse(dX, v)
     return res.mean(), _diag(3 if central else 2, 0, lagrangian=res)
 
 
@@ -206,7 +206,7 @@ def pid_loss(model: nn.Module, batch: Batch, teacher: Any = None, h: float = 1e-
 
 _KW = dict(family=LAGRANGIAN, time_inputs=2, prediction="average_velocity")
 _OURS = "noise at t=0, data at t=1 (as ours); X(x_s, s, t), s <= t"
-_FLIP = "paper: data at t=0, map from t down to s; ours: t -> 1 - t, jump from s up to t"
+_FLIP = flipped_convention("map from t down to s", "jump from s up to t")
 
 register(LossSpec(
     name="lmd", display_name="LMD", fn=lmd_loss, setting="distillation", make_batch=two_time_batch,

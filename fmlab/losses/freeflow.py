@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import as_teacher, flow_map, flow_map_jvp, path_point, per_sample_sq
-from ..paths import expand_t
+from ..checks import check_choice, check_float
+from ..flowmaps import as_teacher, flow_map, flow_map_jvp
+from ..paths import expand_t, path_point
 from .batch import Batch
+from .flow_matching import per_sample_mse
 from .registry import LAGRANGIAN, LossSpec, register
 
 __all__ = ["freeflow_batch", "freeflow_loss", "freeflow_fake_loss"]
@@ -68,10 +70,8 @@ def freeflow_loss(model: nn.Module, batch: Batch, teacher: Any = None, fake: nn.
     Weight 1 on the predictor, `corrector_weight` (1) on the corrector when `fake` is given. (The paper's time
     schedules and weightings could not be checked: no training code is public.)
     """
-    if derivative not in ("fd", "jvp"):
-        raise ValueError(f"derivative must be 'fd' or 'jvp', got {derivative!r}")
-    if not h > 0:
-        raise ValueError(f"h must be > 0, got {h}")
+    check_choice(derivative, "derivative", ("fd", "jvp"))
+    check_float(h, "h", 0.0, strict=True)
     field = as_teacher(teacher)
     x0, t = batch.x0, batch.t
     zero, one = torch.zeros_like(t), torch.ones_like(t)
@@ -83,7 +83,7 @@ def freeflow_loss(model: nn.Module, batch: Batch, teacher: Any = None, fake: nn.
             du = (model(x0, zero, t + h) - model(x0, zero, t - h)) / (2 * h)  # central difference in t
         X = x0 + expand_t(t, x0) * u  # X(x0, 0, t)
         target = field(X, t) - expand_t(t, x0) * du  # u = v_T(X, t) - (t - 0) d/dt u
-    pred = per_sample_sq(u, target)
+    pred = per_sample_mse(u, target)
     n_fwd, n_jvp = (2, 1) if derivative == "jvp" else (4, 0)
     loss, diag = pred.mean(), {"predictor": pred.detach().mean(), "n_forward": n_fwd, "n_jvp": n_jvp,
                                 "n_backward": 1}
@@ -95,7 +95,7 @@ def freeflow_loss(model: nn.Module, batch: Batch, teacher: Any = None, fake: nn.
             direction = expand_t(1 - batch.r, x_r) * (fake(x_r, batch.r) - field(x_r, batch.r))  # D_F - D_T
         corr = (x1_hat * direction).flatten(1).mean(1)
         loss = loss + corrector_weight * corr.mean()
-        diag.update(corrector_gap=per_sample_sq(direction).mean(), n_forward=n_fwd + 3)
+        diag.update(corrector_gap=per_sample_mse(direction).mean(), n_forward=n_fwd + 3)
     return loss, diag
 
 
@@ -107,7 +107,7 @@ def freeflow_fake_loss(fake: nn.Module, student: nn.Module, x0: Tensor, generato
         x1_hat = flow_map(student, x0, 0.0, 1.0)
     z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     t = torch.rand(len(x0), generator=generator, device=x0.device, dtype=x0.dtype)
-    err = per_sample_sq(fake(path_point(z, x1_hat, t), t), x1_hat - z)
+    err = per_sample_mse(fake(path_point(z, x1_hat, t), t), x1_hat - z)
     return err.mean(), {"fake_fm": err.detach().mean(), "n_forward": 2, "n_jvp": 0, "n_backward": 1}
 
 

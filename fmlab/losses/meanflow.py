@@ -34,7 +34,7 @@ benchmarks/results/meanflow_weighting.json), W2 at 1 -> 4 sampling steps:
 
 p = 0.5 lies in between (c = old c or c = 1 per dimension; in the json). With p = 0 no loss gets worse with more
 steps on average; iMF's moons seed 0 ties (0.201 at 1 step, 0.202 at 4), both at the level of a flow-matching
-model solved in 100 Euler steps (0.214, benchmarks/results/flowmaps.json). The mixture test
+model solved in 100 Euler steps (0.214, fmlab/viz/results/flowmaps.json). The mixture test
 (tests/test_losses_mixture_stationarity.py) shows the bias of p = 1 directly in the expected update.
 """
 
@@ -45,11 +45,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_float
 from ..flowmaps import flow_map
-from ..paths import expand_t
+from ..paths import expand_t, path_point
 from .batch import Batch, draw_times, two_time_batch
 from .flow_matching import per_sample_mse
-from .flowmap_eulerian import adaptive_weight, diagonal_mask, eulerian_residual, path_point
+from .flowmap_eulerian import adaptive_weight, diagonal_mask, eulerian_residual
 from .registry import EULERIAN, LossSpec, register
 
 __all__ = ["meanflow_loss", "imf_loss", "soflow_loss", "soflow_batch"]
@@ -75,7 +76,7 @@ def meanflow_loss(model: nn.Module, batch: Batch, norm_p: float = 0.0, norm_c: f
     p > 0; the JAX code's p = 1, c = 0.01 on the sum is norm_p=1.0, norm_c=0.01 / d; the old default here was
     norm_p=1.0, norm_c=1e-3 on the mean).
     """
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v = batch.x1 - batch.x0
     _, u, du = eulerian_residual(model, x, batch.s, batch.t, v)
     u_tgt = (v + expand_t(batch.t - batch.s, x) * du).detach()  # u = v + (t - s) d/ds u
@@ -112,7 +113,7 @@ def imf_loss(model: nn.Module, batch: Batch, norm_p: float = 0.0, norm_c: float 
     p = `norm_p` = 0 by default (none; the paper's p = 1, c = 0.01 is norm_p=1.0, norm_c=0.01 / d), the same w on
     both terms.
     """
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v_c = batch.x1 - batch.x0
     v_pred = model(x, batch.s, batch.s)  # the velocity head: the diagonal u(x, s, s)
     _, u, du = eulerian_residual(model, x, batch.s, batch.t, v_pred.detach())
@@ -134,10 +135,8 @@ def soflow_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = Non
     """SoFlow's times, in ours: a fraction `diagonal_fraction` of velocity samples s = t ~ logit-normal(0.2, 1.0);
     the rest s ~ logit-normal(-0.2, 0.8), t = max(logit-normal(1.0, 0.8), s + min_gap); the finite-difference
     neighbour r = s + l_ratio (t - s). (Paper, data at 0: t ~ LN(-0.2, 1.0); t ~ LN(0.2, 0.8), s ~ LN(-1.0, 0.8).)"""
-    if not 0.0 <= diagonal_fraction <= 1.0:
-        raise ValueError(f"diagonal_fraction must lie in [0, 1], got {diagonal_fraction}")
-    if not 0 < l_ratio < 1:
-        raise ValueError(f"l_ratio must lie in (0, 1), got {l_ratio}")
+    check_float(diagonal_fraction, "diagonal_fraction", 0.0, 1.0)
+    check_float(l_ratio, "l_ratio", 0.0, 1.0, strict=True, strict_high=True)
     n, dev, dtype = len(x1), x1.device, x1.dtype
     n_diag = int(round(diagonal_fraction * n))
     ln = lambda m, sd: draw_times(n, generator, dev, "logit_normal", m, sd).to(dtype)  # noqa: E731
@@ -174,7 +173,7 @@ def soflow_loss(model: nn.Module, batch: Batch, norm_p: float = 0.0, norm_c: flo
     """
     diag = diagonal_mask(batch)
     off = ~diag
-    x = path_point(batch, batch.s)
+    x = path_point(batch.x0, batch.x1, batch.s)
     v_c = batch.x1 - batch.x0
     per = torch.zeros(len(x), dtype=x.dtype, device=x.device)
     fm_err = delta_err = torch.zeros((), dtype=x.dtype)
@@ -187,9 +186,9 @@ def soflow_loss(model: nn.Module, batch: Batch, norm_p: float = 0.0, norm_c: flo
         u = model(x[off], s, t)
         X_s = x[off] + expand_t(t - s, u) * u  # X(x_s, s, t)
         with torch.no_grad():
-            X_r = flow_map(model, path_point(batch, batch.r)[off], r, t)  # sg X(x_r, r, t), same (x0, x1)
+            X_r = flow_map(model, path_point(batch.x0, batch.x1, batch.r)[off], r, t)  # sg X(x_r, r, t), same (x0, x1)
             delta = (X_s - X_r) / expand_t(r - s, u)  # finite-difference residual, ~ -E
-            d_err = per_sample_mse(delta, torch.zeros_like(delta))
+            d_err = per_sample_mse(delta)
         w = adaptive_weight(d_err, norm_p, norm_c)
         per = per.index_put((off.nonzero().squeeze(1),), w * (u * delta).flatten(1).mean(1))  # w <u, sg Delta> / d
         delta_err = d_err.mean()

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..checks import check_choice
 from .batch import one_time_batch
 
 __all__ = [
@@ -66,10 +67,8 @@ class LossSpec:
     sampler: str = ""  # one of SAMPLERS; empty: "ode" for one time input, "flowmap" for two
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"loss {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
-        if self.time_inputs not in (1, 2):
-            raise ValueError(f"loss {self.name!r}: time_inputs must be 1 or 2, got {self.time_inputs!r}")
+        check_choice(self.family, f"loss {self.name!r}: family", FAMILIES)
+        check_choice(self.time_inputs, f"loss {self.name!r}: time_inputs", (1, 2))
         sampler = self.sampler or ("ode" if self.time_inputs == 1 else "flowmap")
         if sampler not in SAMPLERS or (sampler == "ode") != (self.time_inputs == 1):
             allowed = ("ode",) if self.time_inputs == 1 else SAMPLERS[1:]
@@ -99,8 +98,7 @@ def register(spec: LossSpec) -> LossSpec:
 
 def get_loss(name: str) -> LossSpec:
     """The registered loss called `name`."""
-    if name not in _REGISTRY:
-        raise ValueError(f"loss must be one of {sorted(_REGISTRY)}, got {name!r}")
+    check_choice(name, "loss", sorted(_REGISTRY))
     return _REGISTRY[name]
 
 

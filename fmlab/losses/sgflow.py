@@ -13,8 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import flow_map_X_jvp, path_point, per_sample_sq
+from ..flowmaps import flow_map_X_jvp
+from ..paths import path_point
 from .batch import Batch, two_time_batch
+from .flow_matching import per_sample_mse
 from .registry import EULERIAN, LossSpec, register
 
 __all__ = [
@@ -55,7 +57,7 @@ def sgflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]
     two = lambda z: torch.cat([z, z])  # noqa: E731
     _, dX = flow_map_X_jvp(model, two(x_s), two(s), two(t), dx=torch.cat([xdot, v]), ds=torch.ones(2 * n).to(s))
     a, b = dX[:n], dX[n:]  # a = d_s f + (d_x f) xdot,  b = d_s f + (d_x f) sg[v]
-    a2, b2, var = per_sample_sq(a), per_sample_sq(b), per_sample_sq(a, b)
+    a2, b2, var = per_sample_mse(a), per_sample_mse(b), per_sample_mse(a, b)
     loss = (a2 - var).mean()  # ||a||^2 - ||(d_x f)(xdot - sg v)||^2
     return loss, {"eulerian_cond": a2.detach().mean(), "eulerian_self": b2.detach().mean(),
                   "variance": var.detach().mean(), "n_forward": 1, "n_jvp": 2, "n_backward": 1}

@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..checks import check_int
+from ..checks import check_choice, check_float, check_int
 from ..paths import sample_path
 from .batch import Batch, draw_times
 from .flow_matching import per_sample_mse
@@ -132,8 +132,7 @@ def unroll_window(model: nn.Module, x_start: Tensor, t_start: Tensor, dt: float,
     detach_states=True feeds each call a stop-gradient copy of its state: the states still accumulate the
     predictions (same values), but no gradient flows through them into earlier steps.
     """
-    if not 0 < dt <= 1:
-        raise ValueError(f"dt must lie in (0, 1], got {dt}")
+    check_float(dt, "dt", 0.0, 1.0, strict=True)
     if bool((t_start + window * dt > 1 + 1e-6).any()):
         raise ValueError(f"t_start + window * dt must be <= 1, got max t_start {t_start.max().item():.4g}, "
                          f"window {window}, dt {dt:.4g}")
@@ -223,14 +222,10 @@ def consistency_weights(window: int, weighting: str = "fixed", anchor_weight: fl
     """(w_a, w_c): 'fixed' gives the given pair (default 0.8, 0.2, the manuscript's); 'taylor' gives
     (1, ((L - 1) / L)^2), L = window: the weights of the exact expansion of the WT-FM loss in the anchor and the
     mean-teacher consistency term (module docstring), equal to 0.8 / 0.2 up to a factor only at L = 2."""
-    if weighting not in CONSISTENCY_WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {CONSISTENCY_WEIGHTINGS}, got {weighting!r}")
+    check_choice(weighting, "weighting", CONSISTENCY_WEIGHTINGS)
     if weighting == "taylor":
         return 1.0, ((window - 1) / window) ** 2  # ||mean e||^2 = ||e_0 - c (vhat_0 - teacher)||^2, c = (L-1)/L
-    if anchor_weight < 0 or consistency_weight < 0:
-        raise ValueError(f"anchor_weight and consistency_weight must be >= 0, got {anchor_weight}, "
-                         f"{consistency_weight}")
-    return float(anchor_weight), float(consistency_weight)
+    return check_float(anchor_weight, "anchor_weight", 0.0), check_float(consistency_weight, "consistency_weight", 0.0)
 
 
 def difference_bound_weight(window: int) -> float:

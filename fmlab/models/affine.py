@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_int
 from ..paths import per_sample_time
 from .parametrisation import FlowMapModel
 
@@ -30,8 +31,8 @@ class AffineAverageVelocity(nn.Module):
 
     def __init__(self, dim: int = 2, hidden: int = 64, depth: int = 2):
         super().__init__()
-        if dim < 1 or hidden < 1 or depth < 1:
-            raise ValueError(f"dim, hidden and depth must be >= 1, got {dim}, {hidden}, {depth}")
+        for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth)):
+            check_int(value, name, 1)
         self.dim = dim
         layers: list[nn.Module] = []
         for i in range(depth):
@@ -93,8 +94,7 @@ class ExactAverageVelocity(nn.Module):
 
     def __init__(self, target: Any, perturbation_degree: int = 2):
         super().__init__()
-        if perturbation_degree < 0:
-            raise ValueError(f"perturbation_degree must be >= 0, got {perturbation_degree}")
+        check_int(perturbation_degree, "perturbation_degree", 0)
         if getattr(target, "n_components", None) != 1:
             raise ValueError("target must be a fmlab.data.gaussian.Gaussian (one component)")
         dtype = target.dtype

@@ -31,9 +31,7 @@ __all__ = ["LabelEmbedding", "check_n_classes", "split_label", "label_args", "n_
 
 def check_n_classes(n_classes: Any) -> int:
     """n_classes as an int >= 0 (0: unconditional), else a ValueError naming the parameter."""
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 0:
-        raise ValueError(f"n_classes must be an integer >= 0 (0: unconditional), got {n_classes!r}")
-    return n_classes
+    return check_int(n_classes, "n_classes", 0)  # 0: unconditional
 
 
 class LabelEmbedding(nn.Module):

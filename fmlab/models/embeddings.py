@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_int
+
 __all__ = [
     "FourierTimeEmbedding",
 ]
@@ -20,8 +22,7 @@ class FourierTimeEmbedding(nn.Module):
 
     def __init__(self, n_freqs: int = 16, w_min: float = 1.0, w_max: float = 200.0):
         super().__init__()
-        if n_freqs < 1:
-            raise ValueError(f"n_freqs must be >= 1, got {n_freqs}")
+        check_int(n_freqs, "n_freqs", 1)
         freqs = torch.exp(torch.linspace(math.log(w_min), math.log(w_max), n_freqs))
         self.register_buffer("freqs", freqs, persistent=False)
         self.dim = 2 * n_freqs + 1

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from ..checks import check_choice
 from ..paths import PREDICTIONS, Schedule, convert_prediction, get_schedule
 from .mlp import MLP
 
@@ -32,8 +33,7 @@ class Parametrised(nn.Module):
     def __init__(self, backbone: nn.Module, prediction: str = "velocity", schedule: str | Schedule = "linear",
                  sigma_min: float = 1e-3):
         super().__init__()
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        check_choice(prediction, "prediction", PREDICTIONS)
         self.backbone, self.prediction = backbone, prediction
         self.schedule = get_schedule(schedule)
         self.sigma_min = sigma_min  # keeps x1 -> velocity finite at t = 1, where 1 - t = 0

@@ -36,19 +36,21 @@ GFLOPs = 2 x multiply-adds of one forward pass of one image, from torch.utils.fl
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..checks import check_int
+from ..checks import check_choice, check_float, check_int
 from ..paths import per_sample_time
 from .conditioning import LabelEmbedding, check_n_classes, split_label
 from .embeddings import FourierTimeEmbedding
 from .mlp import TIME_CONDITIONS
 
-__all__ = ["UNet", "UNET_PRESETS", "build_unet", "unet_stats", "ResBlock", "Attention", "Down", "Up"]
+__all__ = ["UNet", "UNET_PRESETS", "UNetConfig", "UNET_FIELDS", "build_unet", "unet_stats", "ResBlock", "Attention",
+           "Down", "Up"]
 
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(channels=16, channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=(16,)),
@@ -235,12 +237,9 @@ def _check_args(in_channels: int, channels: int, channel_mult: tuple[int, ...], 
     factor = 2 ** (len(channel_mult) - 1)
     if image_size % factor:
         raise ValueError(f"image_size must be divisible by 2^(len(channel_mult) - 1) = {factor}, got {image_size}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-    if time_inputs not in (1, 2):
-        raise ValueError(f"time_inputs must be 1 or 2, got {time_inputs}")
-    if time_condition not in TIME_CONDITIONS:
-        raise ValueError(f"time_condition must be one of {TIME_CONDITIONS}, got {time_condition!r}")
+    check_float(dropout, "dropout", 0.0, 1.0, strict_high=True)
+    check_choice(time_inputs, "time_inputs", (1, 2))
+    check_choice(time_condition, "time_condition", TIME_CONDITIONS)
 
 
 def build_unet(preset: str = "small", image_size: int = 64, in_channels: int = 3, prediction: str = "velocity",
@@ -255,8 +254,7 @@ def build_unet(preset: str = "small", image_size: int = 64, in_channels: int = 3
     `model(x, t, y)` (fmlab.models.conditioning)."""
     from .parametrisation import wrap_backbone
 
-    if preset not in UNET_PRESETS:
-        raise ValueError(f"preset must be one of {sorted(UNET_PRESETS)}, got {preset!r}")
+    check_choice(preset, "preset", sorted(UNET_PRESETS))
     unknown = sorted(set(overrides) - {"channels", "channel_mult", "num_blocks", "attn_resolutions", "head_dim"})
     if unknown:
         raise ValueError(f"unknown UNet override(s) {unknown}; allowed: channels, channel_mult, num_blocks, "
@@ -294,3 +292,29 @@ def unet_stats(model: nn.Module, image_size: int | None = None, in_channels: int
         backbone(x, *times)
     params = sum(p.numel() for p in model.parameters())
     return {"params_M": params / 1e6, "gflops": counter.get_total_flops() / 1e9}
+
+
+# --- the image runs' model config ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """An image run's model (fmlab.train_images.ImageTrainConfig.model): a preset of UNET_PRESETS (tiny ... large)
+    for image_size x image_size images, its dropout, and how a two-time model takes its times (time_condition:
+    'st' or 't_delta'). `build_unet(**asdict(config))` is the network, before the loss's head and time inputs."""
+
+    preset: str = "small"
+    image_size: int = 64
+    dropout: float = 0.1
+    time_condition: str = "st"
+
+    def __post_init__(self) -> None:
+        check_choice(self.preset, "preset", tuple(UNET_PRESETS))
+        check_int(self.image_size, "image_size", 8)
+        check_float(self.dropout, "dropout", 0.0, 1.0, strict_high=True)
+        factor = 2 ** (len(UNET_PRESETS[self.preset]["channel_mult"]) - 1)
+        if self.image_size % factor:
+            raise ValueError(f"image_size must be divisible by {factor} for preset {self.preset!r}, "
+                             f"got {self.image_size}")
+
+
+UNET_FIELDS = tuple(f.name for f in fields(UNetConfig))  # flat keys (CLI, CONFIGS, old checkpoints)

@@ -63,7 +63,9 @@ RULES: dict[str, str] = {"flow map: compositional": "compositional", "flow map: 
 
 DISPLAY_NAMES: dict[str, str] = {spec.name: spec.display_name for spec in list_losses()}  # from the registry
 
-RESULTS_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "flowmaps.json"
+# the benchmark results lab 12 reads, shipped as package data (pyproject.toml) and written there by
+# benchmarks/flowmaps.py and benchmarks/flowmaps_ayf.py
+RESULTS_PATH = Path(__file__).resolve().parent / "results" / "flowmaps.json"
 
 
 # --- which loss is what -----------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The flow-map benchmark's results as lab 12 (the loss zoo) shows them: the landscape table of quality, cost and
 memory, mean +- std over seeds, the headline against flow matching and the noise floor, per-step and AYF texts.
 
-The numbers come from benchmarks/flowmaps.py (benchmarks/results/flowmaps.json); nothing here trains. W2 is the exact
-2-Wasserstein distance between 1000 model samples and 1000 data samples (fmlab.metrics).
+The numbers come from benchmarks/flowmaps.py (fmlab/viz/results/flowmaps.json, package data); nothing here trains.
+W2 is the exact 2-Wasserstein distance between 1000 model samples and 1000 data samples (fmlab.metrics).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = [
 # --- the benchmark's results file -----------------------------------------------------------------------------
 
 def load_results(path: str | Path | None = None) -> dict[str, Any]:
-    """The results written by benchmarks/flowmaps.py (default benchmarks/results/flowmaps.json)."""
+    """The results written by benchmarks/flowmaps.py (default `RESULTS_PATH`, fmlab/viz/results/flowmaps.json)."""
     path = Path(path) if path is not None else RESULTS_PATH
     if not path.exists():
         raise FileNotFoundError(f"no benchmark results at {path}: run `python benchmarks/flowmaps.py` "

@@ -33,7 +33,7 @@ from .style import COLORS, SEQUENCE, apply_style
 from .widgets import ReplayView, show_final, show_live
 
 __all__ = [
-    "series_color", "render_grad_norms", "render_w1_bars", "transition_norm_profile", "render_transition_norms",
+    "series_color", "render_grad_norms", "render_w1_bars", "render_transition_norms",
     "PARAM_DATASETS", "EVAL_LOSS_N", "MATCHED_BATCHES", "head_conversions", "x1_loss_identities",
     "parametrisation_configs", "head_label", "grad_norm_curves", "velocity_equivalent_loss",
     "ParametrisationRun", "parametrisation_run", "gradients_at", "MatchedGradients", "matched_gradients",
@@ -112,16 +112,6 @@ def render_w1_bars(table: Mapping[str, Mapping[str, float]], floors: Mapping[str
     apply_style(fig, title=title, x_title="dataset", y_title="W1 (data units)")
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.2))
     return fig
-
-
-def transition_norm_profile(model: Any, x_start: Tensor, t_starts: Sequence[float], dt: float,
-                            window: int = 1) -> tuple[Tensor, Tensor]:
-    """Mean spectral norm of the one-step transition Jacobian T at each start time: (times [n], norms [n])."""
-    norms = []
-    for t0 in t_starts:
-        tj = transition_jacobians(model, x_start, float(t0), dt, window)
-        norms.append(tj.spectral_norm[0].mean())
-    return torch.as_tensor(list(t_starts)), torch.stack(norms)
 
 
 def render_transition_norms(profiles: Mapping[str, tuple[Tensor, Tensor]], dt: float) -> go.Figure:

@@ -1,6 +1,5 @@
 """One visual language for every lab: the same colours for noise, data, model and ground truth,
-projector-sized fonts, labelled axes. Plotly figures use `apply_style(fig)`; matplotlib uses
-`use_mpl_style()`."""
+projector-sized fonts, labelled axes. Plotly figures use `apply_style(fig)`."""
 
 from __future__ import annotations
 
@@ -10,8 +9,8 @@ import numpy as np
 
 from ..export import export_mode, use_static_renderer
 
-__all__ = ["COLORS", "SEQUENCE", "FONT_SIZE", "TITLE_SIZE", "FIG_SIZE", "NOTEBOOK_WIDTH", "MPL_FIGSIZE", "apply_style",
-           "use_mpl_style", "to_numpy"]
+__all__ = ["COLORS", "SEQUENCE", "FONT_SIZE", "TITLE_SIZE", "FIG_SIZE", "NOTEBOOK_WIDTH", "apply_style",
+           "to_numpy"]
 
 # Colour-blind-safe (Okabe-Ito) roles used across all labs.
 COLORS: dict[str, str] = {
@@ -29,7 +28,6 @@ FONT_SIZE = 16
 TITLE_SIZE = 20
 FIG_SIZE = (720, 520)  # plotly width, height in pixels
 NOTEBOOK_WIDTH = 1080  # the widest figure a JupyterLab notebook shows unclipped on a 1280-px screen
-MPL_FIGSIZE = (7.2, 5.2)  # inches
 
 
 def apply_style(fig: Any, title: str | None = None, x_title: str | None = None, y_title: str | None = None,
@@ -47,17 +45,6 @@ def apply_style(fig: Any, title: str | None = None, x_title: str | None = None, 
     if square:
         fig.update_yaxes(scaleanchor="x", scaleratio=1)
     return fig
-
-
-def use_mpl_style() -> None:
-    """Projector-friendly matplotlib defaults (call once per lab, or let fmlab.viz figures call it)."""
-    import matplotlib as mpl
-
-    mpl.rcParams.update({
-        "figure.figsize": MPL_FIGSIZE, "font.size": FONT_SIZE - 2, "axes.titlesize": TITLE_SIZE - 2,
-        "axes.labelsize": FONT_SIZE - 2, "legend.fontsize": FONT_SIZE - 4, "axes.grid": True, "grid.alpha": 0.3,
-        "axes.prop_cycle": mpl.cycler(color=SEQUENCE), "figure.dpi": 100, "savefig.dpi": 120,
-    })
 
 
 def to_numpy(x: Any) -> np.ndarray:

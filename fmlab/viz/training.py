@@ -16,7 +16,7 @@ coupling figures.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
@@ -25,13 +25,13 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from ..checks import check_int
-from ..data import GMM_2D, GaussianMixture, gmm_2d, sample_toy
+from ..data import GMM_2D, GaussianMixture, data_sampler, gmm_2d
 from ..labkit import cached
 from ..solvers import Field, solve
 from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
 
 __all__ = ["EXTENT", "AXIS_X", "AXIS_Y", "grid", "arrow_traces", "density_contour", "scatter", "blend",
-           "loss_floor", "field_error", "loss_decomposition", "data_fn", "ground_truth", "render_loss_curve", "fit",
+           "loss_floor", "field_error", "loss_decomposition", "ground_truth", "render_loss_curve", "fit",
            "fit_live", "particle_paths", "render_particle_animation", "render_field_comparison",
            "field_comparison_widget"]
 
@@ -166,14 +166,6 @@ def _optimum_known(config: Any) -> GaussianMixture | None:
     return ground_truth(config.data)
 
 
-def data_fn(name: str) -> Callable[[int, torch.Generator], Tensor]:
-    """(n, generator) -> x1 [n, 2] for a mixture of fmlab.data.gmm_2d or a toy set of fmlab.data.sample_toy."""
-    if name in GMM_2D:
-        gmm = gmm_2d(name)
-        return lambda n, g: gmm.sample(n, generator=g)
-    return lambda n, g: sample_toy(name, n, generator=g)
-
-
 def render_loss_curve(log: Sequence[dict[str, Any]], floor: float | None = None, total_steps: int | None = None,
                       title: str | None = None) -> go.Figure:
     """Training loss against step (log y axis) from trainer records {'step', 'loss', optional 'field_error'};
@@ -204,7 +196,7 @@ _LIVE: dict[str, Any] = {}  # the figure that the running fit reports to (set on
 
 
 def fit(config: Any, teacher: Any = None) -> Any:
-    """Train `config` (a fmlab.train.TrainConfig) once per kernel on `data_fn(config.data)`; returns the Trainer.
+    """Train `config` (a fmlab.train.TrainConfig) once per kernel on `data_sampler(config.data)`; returns the Trainer.
 
     `teacher`: a TrainConfig whose (cached) EMA model is the reflow teacher (loss 'reflow'). When the optimum is
     closed-form (CFM, independent coupling, mixture data) records carry 'field_error' (see `field_error`).
@@ -219,7 +211,7 @@ def _fit(config: Any, teacher: Any) -> Any:
 
     sink, progress = _LIVE.pop("callback", None), _LIVE.pop("progress", True)  # the teacher trains silently
     runtime = {} if teacher is None else {"teacher": fit(teacher).ema}
-    trainer = Trainer(config, data_fn=data_fn(config.data), runtime_settings=runtime)
+    trainer = Trainer(config, data_fn=data_sampler(config.data), runtime_settings=runtime)
     gmm = _optimum_known(config)
 
     def callback(step: int, record: dict[str, Any]) -> None:

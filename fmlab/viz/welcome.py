@@ -15,9 +15,9 @@ import torch
 from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
-from ..checks import check_int
-from ..data import TOY_DATASETS, sample_toy
-from ..solvers import solve
+from ..checks import check_choice, check_int
+from ..data import TOY_DATASETS, data_sampler
+from ..experiments import samples_of
 from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
 from .widgets import View, int_slider, interactive_view, t_slider
 
@@ -34,10 +34,8 @@ def _xy(x: Tensor) -> dict[str, Any]:
 @functools.lru_cache(maxsize=8)
 def toy_points(name: str = "moons", n: int = 1000, seed: int = 0) -> Tensor:
     """n points [n, 2] (float32) of a toy data set, seeded."""
-    if name not in TOY_DATASETS:
-        raise ValueError(f"name must be one of {sorted(TOY_DATASETS)}, got {name!r}")
-    drawn = sample_toy(name, n, generator=torch.Generator().manual_seed(seed))
-    return (drawn[0] if isinstance(drawn, tuple) else drawn).float()
+    check_choice(name, "name", sorted(TOY_DATASETS))
+    return data_sampler(name)(n, torch.Generator().manual_seed(seed)).float()
 
 
 @functools.lru_cache(maxsize=8)
@@ -84,9 +82,7 @@ def interpolation_widget(data: str = "moons") -> View:
 def sample_model(model: nn.Module, n: int = 1000, steps: int = 50, method: str = "euler", seed: int = 1) -> Tensor:
     """n samples [n, 2]: x0 ~ N(0, I) (seeded) carried from t = 0 to t = 1 by `steps` solver steps of dx/dt = v."""
     check_int(steps, "steps", 1)
-    x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
-    device = next(model.parameters()).device
-    return solve(model, x0.to(device), steps=steps, method=method).cpu()
+    return samples_of(model, n, steps, method=method, generator=torch.Generator().manual_seed(seed))
 
 
 def render_samples(samples: Tensor, data: Tensor, title: str = "Model samples and data") -> go.Figure:
