@@ -24,6 +24,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,12 +35,13 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from .couplings import COUPLINGS, couple
+from .couplings import COUPLINGS, partners, solve_coupling
 from .device import default_threads, pick_device, seed_everything
 from .losses import LossSpec, get_loss
 from .models import build_model
 from .models.parametrisation import FLOW_MAP_PREDICTIONS
 from .paths import PREDICTIONS
+from .prefetch import PairedBatches
 
 __all__ = ["TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update", "load_run", "sample_run",
            "generate", "sample_methods", "toy_data_fn",
@@ -216,12 +218,20 @@ class Trainer:
     """Train `model` (default: build_model from the config) on `data_fn` (default: the toy set config.data).
 
     runtime_settings: loss settings that are objects rather than plain values (e.g. reflow's `teacher`);
-    they are not saved, so pass them again to `Trainer.resume`. Attributes a lab may read: model, ema,
-    optimizer, scheduler, generator, step, log (list of records), device, spec (the LossSpec).
+    they are not saved, so pass them again to `Trainer.resume`.
+
+    prefetch: how many batches ahead the coupling (OT, Sinkhorn) is solved, on `coupling_workers` threads, while
+    the model trains (fmlab.prefetch); it never changes a result. None: 2 per worker for the toy data with a
+    coupling to solve, else 0. Give it for a custom `data_fn` only if that is a pure function of its generator (no
+    state of its own, like a position in an epoch), since the data are drawn ahead.
+
+    Attributes a lab may read: model, ema, optimizer, scheduler, generator, step, log (list of records), device,
+    spec (the LossSpec).
     """
 
     def __init__(self, config: TrainConfig, model: nn.Module | None = None, data_fn: DataFn | None = None,
-                 runtime_settings: dict[str, Any] | None = None):
+                 runtime_settings: dict[str, Any] | None = None, prefetch: int | None = None,
+                 coupling_workers: int = 1):
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config = config
@@ -244,6 +254,14 @@ class Trainer:
         self._one = torch.ones((), dtype=torch.float64)
         self.out = Path(config.out) if config.out is not None else None
         self._resumed = False  # True once state came from a checkpoint
+        _check_int(coupling_workers, "coupling_workers", 1)
+        if prefetch is None:
+            solves = config.coupling != "independent" and data_fn is None  # toy data: a pure function of g
+            prefetch = 2 * coupling_workers if solves else 0
+        _check_int(prefetch, "prefetch", 0)
+        self.prefetch, self.coupling_workers = prefetch, coupling_workers
+        self._batches: PairedBatches | None = None  # built at the first batch
+        self._side_stream: Any = None  # a CUDA stream for Sinkhorn on the device
 
     # construction helpers
     def _build_model(self) -> nn.Module:
@@ -267,16 +285,44 @@ class Trainer:
 
     # one step
     def make_batch(self):
-        """Draw data and noise, couple them and let the loss draw its times (on the CPU); move to the device."""
-        g, cfg = self.generator, self.config
-        x1, labels = self._draw_data(cfg.batch_size, g)
-        x0 = torch.randn(x1.shape, generator=g, dtype=x1.dtype)  # x0 ~ N(0, I) at t = 0
-        pair = couple(x0, x1, cfg.coupling, reg=cfg.coupling_reg, labels=labels, generator=g)
-        extra = {} if pair.labels is None else {"labels": pair.labels}
-        batch = self.spec.make_batch(pair.x0, pair.x1, g, **extra, **self.settings)
+        """Draw data and noise, couple them and let the loss draw its times (on the CPU); move to the device.
+
+        With a coupling to solve, the pairings of the next `prefetch` batches are solved on worker threads meanwhile
+        (fmlab.prefetch): the batches, and the generator's states, are exactly those of the sequential path."""
+        if self._batches is None:
+            self._batches = PairedBatches(self._draw_pair, self._solve_pair, self._finish_batch, self._stand_in,
+                                          self.generator, ahead=self.prefetch, workers=self.coupling_workers)
+        batch = self._batches.next(limit=self.config.steps - self.step - 1)
         moved = {f.name: getattr(batch, f.name).to(self.device) for f in dataclasses.fields(batch)
                  if isinstance(getattr(batch, f.name), Tensor)}
         return dataclasses.replace(batch, **moved)
+
+    def _draw_pair(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None]:
+        x1, labels = self._draw_data(self.config.batch_size, g)
+        x0 = torch.randn(x1.shape, generator=g, dtype=x1.dtype)  # x0 ~ N(0, I) at t = 0
+        return x0, x1, labels
+
+    def _solve_pair(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """The coupling's deterministic part (fmlab.couplings.solve_coupling); Sinkhorn on the device runs there."""
+        cfg = self.config
+        if cfg.coupling != "sinkhorn_device" or self.device.type == "cpu":
+            return solve_coupling(x0, x1, cfg.coupling, cfg.coupling_reg)
+        if self.device.type == "cuda" and self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self.device)
+        side = torch.cuda.stream(self._side_stream) if self.device.type == "cuda" else nullcontext()
+        with side:  # on a GPU: a stream of its own, so the solve overlaps the training step's kernels
+            return solve_coupling(x0.to(self.device), x1.to(self.device), cfg.coupling, cfg.coupling_reg)
+
+    def _finish_batch(self, x0: Tensor, x1: Tensor, labels: Tensor | None, solution: Tensor, g: torch.Generator):
+        index = partners(solution, g)  # Sinkhorn draws each x0's partner; a permutation is used as it is
+        extra = {} if labels is None else {"labels": labels[index]}
+        return self.spec.make_batch(x0, x1[index], g, **extra, **self.settings)
+
+    def _stand_in(self, x0: Tensor, x1: Tensor) -> Tensor:
+        """A pairing that draws as many random numbers as the real one: the identity, or uniform plan rows."""
+        if self.config.coupling in ("independent", "ot"):
+            return torch.arange(len(x1))
+        return torch.ones(len(x1), len(x1), dtype=torch.float64)
 
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, Any], float]:
         """One optimizer step; returns (loss, grad_norm, diagnostics, lr used), tensors detached."""
@@ -332,6 +378,8 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
+            if self._batches is not None:
+                self._batches.close()  # end the pairing threads; a later make_batch starts them again
         return self.log
 
     def _ckpt_due(self) -> bool:
@@ -402,7 +450,7 @@ class Trainer:
     @classmethod
     def resume(cls, out: str | Path, model: nn.Module | None = None, data_fn: DataFn | None = None,
                runtime_settings: dict[str, Any] | None = None, device: str | None = None,
-               threads: int | None = None) -> Trainer:
+               threads: int | None = None, prefetch: int | None = None, coupling_workers: int = 1) -> Trainer:
         """Continue the run saved in `out` (its directory or ckpt.pt) from its last checkpoint.
 
         `device`/`threads` override the saved ones (e.g. resume a CUDA run on a laptop); `model` must be given if
@@ -412,7 +460,8 @@ class Trainer:
         config = TrainConfig.from_dict(saved)
         if model is None:
             model = _rebuild(state, path)
-        trainer = cls(config, model=model, data_fn=data_fn, runtime_settings=runtime_settings)
+        trainer = cls(config, model=model, data_fn=data_fn, runtime_settings=runtime_settings, prefetch=prefetch,
+                      coupling_workers=coupling_workers)
         trainer.load_state_dict(state)
         return trainer
 
