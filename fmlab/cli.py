@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     p.add_argument("--data", default=d["data"], help="toy data set (see fmlab.data.TOY_DATASETS)")
     p.add_argument("--loss", default=d["loss"], help="loss name (see `python -m fmlab losses`)")
-    p.add_argument("--coupling", default=d["coupling"], help="independent, ot, sinkhorn or sinkhorn_device (fmlab.couplings)")
+    p.add_argument("--coupling", default=d["coupling"],
+                   help="independent, ot, sinkhorn or sinkhorn_device (fmlab.couplings)")
     p.add_argument("--coupling-reg", type=float, default=d["coupling_reg"],
                    help="Sinkhorn regularisation (relative to the mean cost)")
     p.add_argument("--prediction", default=d["prediction"], help="model head (None: the loss's own)")
