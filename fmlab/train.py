@@ -502,7 +502,10 @@ def _rebuild(state: dict[str, Any], path: Path) -> nn.Module:
     model_config = state.get("model_config") or {}
     if not model_config:
         raise ValueError(f"{str(path)!r} holds no model_config (the run used a custom model): pass model=")
-    return build_model(**model_config)
+    return build_model(**{"time_freq_max": LEGACY_TIME_FREQ_MAX, **model_config})
+
+
+LEGACY_TIME_FREQ_MAX = 200.0  # the time embedding of checkpoints written before model_config held time_freq_max
 
 
 # --- using a finished run ----------------------------------------------------------------------------------

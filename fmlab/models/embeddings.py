@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+DEFAULT_TIME_FREQ_MAX = 200.0  # the highest frequency w_max of the MLP's time embedding (benchmarks/time_embedding.py)
+
 
 class FourierTimeEmbedding(nn.Module):
     """emb(t) = [t, sin(w_k t), cos(w_k t)] with w_k log-spaced in [w_min, w_max] (Tancik et al. 2020).
@@ -14,10 +16,12 @@ class FourierTimeEmbedding(nn.Module):
     Smooth in t, so torch.func.jvp along t is exact. Output width is 2 * n_freqs + 1.
     """
 
-    def __init__(self, n_freqs: int = 16, w_min: float = 1.0, w_max: float = 200.0):
+    def __init__(self, n_freqs: int = 16, w_min: float = 1.0, w_max: float = DEFAULT_TIME_FREQ_MAX):
         super().__init__()
         if n_freqs < 1:
             raise ValueError(f"n_freqs must be >= 1, got {n_freqs}")
+        if not 0 < w_min <= w_max:
+            raise ValueError(f"the frequencies need 0 < w_min <= w_max, got w_min={w_min}, w_max={w_max}")
         freqs = torch.exp(torch.linspace(math.log(w_min), math.log(w_max), n_freqs))
         self.register_buffer("freqs", freqs, persistent=False)
         self.dim = 2 * n_freqs + 1

@@ -9,16 +9,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .embeddings import FourierTimeEmbedding
+from .embeddings import DEFAULT_TIME_FREQ_MAX, FourierTimeEmbedding
 
 TIME_CONDITIONS = ("st", "t_delta")
 
 
 class MLP(nn.Module):
-    """Plain MLP on [x, emb(t)] (or [x, emb(a), emb(b)] for two times) with SiLU activations."""
+    """Plain MLP on [x, emb(t)] (or [x, emb(a), emb(b)] for two times) with SiLU activations.
+
+    The time embedding (FourierTimeEmbedding) has `n_freqs` frequencies log-spaced from 1 to `time_freq_max`.
+    """
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, time_inputs: int = 1,
-                 time_condition: str = "st", n_freqs: int = 16):
+                 time_condition: str = "st", n_freqs: int = 16, time_freq_max: float = DEFAULT_TIME_FREQ_MAX):
         super().__init__()
         if dim < 1 or hidden < 1 or depth < 1:
             raise ValueError(f"dim, hidden and depth must be >= 1, got {dim}, {hidden}, {depth}")
@@ -27,7 +30,7 @@ class MLP(nn.Module):
         if time_condition not in TIME_CONDITIONS:
             raise ValueError(f"time_condition must be one of {TIME_CONDITIONS}, got {time_condition!r}")
         self.dim, self.time_inputs, self.time_condition = dim, time_inputs, time_condition
-        self.embed = FourierTimeEmbedding(n_freqs)
+        self.embed = FourierTimeEmbedding(n_freqs, w_max=time_freq_max)
         width = dim + time_inputs * self.embed.dim
         layers: list[nn.Module] = []
         for i in range(depth):

@@ -14,6 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..paths import PREDICTIONS, Schedule, convert_prediction, get_schedule
+from .embeddings import DEFAULT_TIME_FREQ_MAX
 from .mlp import MLP
 
 FLOW_MAP_PREDICTIONS = ("average_velocity",)
@@ -69,11 +70,13 @@ def _col(t: Tensor, x: Tensor) -> Tensor:
 
 
 def build_model(dim: int = 2, prediction: str = "velocity", time_inputs: int = 1, hidden: int = 256,
-                depth: int = 4, time_condition: str = "st", schedule: str = "linear") -> nn.Module:
+                depth: int = 4, time_condition: str = "st", schedule: str = "linear",
+                time_freq_max: float = DEFAULT_TIME_FREQ_MAX) -> nn.Module:
     """Build an MLP model from a plain config dict (what checkpoints store to rebuild it)."""
     config = dict(dim=dim, prediction=prediction, time_inputs=time_inputs, hidden=hidden, depth=depth,
-                  time_condition=time_condition, schedule=schedule)
-    model = wrap_backbone(MLP(dim, hidden, depth, time_inputs, time_condition), prediction, time_inputs, schedule)
+                  time_condition=time_condition, schedule=schedule, time_freq_max=float(time_freq_max))
+    backbone = MLP(dim, hidden, depth, time_inputs, time_condition, time_freq_max=time_freq_max)
+    model = wrap_backbone(backbone, prediction, time_inputs, schedule)
     model.config = config
     return model
 
