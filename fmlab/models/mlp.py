@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .embeddings import DEFAULT_TIME_FREQ_MAX, FourierTimeEmbedding
+from .tangent import fourier_jvp, sequential_jvp, supports_tangents
 
 TIME_CONDITIONS = ("st", "t_delta")
 
@@ -47,8 +48,37 @@ class MLP(nn.Module):
             times = (t, t - s)
         return self.net(torch.cat([x, *(self.embed(t) for t in times)], dim=-1))
 
+    def jvp(self, primals: tuple, tangents: tuple) -> tuple[Tensor, Tensor]:
+        """(mlp(x, *times), its derivative along (dx, *dtimes)) in one pass that carries the tangent beside the
+        value (fmlab.models.tangent); None tangents are zero. Both outputs are differentiable in the parameters.
+        If a layer has no tangent rule (a replaced activation or embedding), torch.func.jvp does it instead."""
+        if len(primals) != 1 + self.time_inputs or len(tangents) != len(primals):
+            raise ValueError(f"this MLP takes x and {self.time_inputs} time(s), and one tangent for each; got "
+                             f"{len(primals)} primals and {len(tangents)} tangents")
+        x, *times = primals
+        dx, *dtimes = tangents
+        times = [_per_sample(t, x) for t in times]
+        dtimes = [None if d is None else _per_sample(d, x) for d in dtimes]
+        if type(self.embed) is not FourierTimeEmbedding or not supports_tangents(self.net):
+            filled = [torch.zeros_like(p) if d is None else d for p, d in zip([x, *times], [dx, *dtimes], strict=True)]
+            return torch.func.jvp(self, (x, *times), tuple(filled))
+        if self.time_inputs == 2 and self.time_condition == "t_delta":  # (s, t) -> (t, t - s)
+            (s, t), (ds, dt) = times, dtimes
+            times = [t, t - s]
+            if ds is not None:
+                dt = -ds if dt is None else dt - ds  # d(t - s) = dt - ds
+            dtimes = [dtimes[1], dt]
+        parts, dparts = [x], [torch.zeros_like(x) if dx is None else dx]
+        for t, dt in zip(times, dtimes, strict=True):
+            e, de = fourier_jvp(self.embed, t, dt)
+            parts.append(e)
+            dparts.append(torch.zeros_like(e) if de is None else de)
+        return sequential_jvp(self.net, torch.cat(parts, dim=-1), torch.cat(dparts, dim=-1))
+
 
 def _per_sample(t: Tensor | float, x: Tensor) -> Tensor:
     """Accept a scalar or a [B] time and return a [B] tensor on x's device and dtype."""
+    if isinstance(t, Tensor) and t.ndim == 1 and t.dtype == x.dtype and t.device == x.device:
+        return t.reshape(x.shape[0])  # already per-sample: skip the conversion (a JVP calls this for every input)
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     return t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])

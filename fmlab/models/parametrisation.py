@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..paths import PREDICTIONS, Schedule, convert_prediction, get_schedule
@@ -63,6 +64,15 @@ class FlowMapModel(nn.Module):
     def flow_map(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
         """X(x, s, t) = x + (t - s) u(x, s, t)."""
         return x + _col(t - s, x) * self.backbone(x, s, t)
+
+    def jvp(self, x: Tensor, s: Tensor, t: Tensor, dx: Tensor | None = None, ds: Tensor | None = None,
+            dt: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(u, du): u(x, s, t) and d/de u(x + e dx, s + e ds, t + e dt) at e = 0 (None tangents are zero): the
+        backbone's own `jvp` where it has one (fmlab.models.MLP), else torch.func.jvp."""
+        if hasattr(self.backbone, "jvp"):
+            return self.backbone.jvp((x, s, t), (dx, ds, dt))
+        filled = tuple(torch.zeros_like(p) if d is None else d for p, d in ((x, dx), (s, ds), (t, dt)))
+        return torch.func.jvp(self.backbone, (x, s, t), filled)
 
 
 def _col(t: Tensor, x: Tensor) -> Tensor:
