@@ -4,6 +4,8 @@
     python -m fmlab train --data moons --loss cfm --coupling ot --steps 15000 --seed 0 --out runs/moons-ot
     python -m fmlab sample runs/moons-ot --n 2000 --steps 100 --solver euler --out samples.npy
     python -m fmlab eval runs/moons-ot --n 2000 --steps 1,2,4,8,100
+    python -m fmlab train --data 8modes_halves --cond --p-uncond 0.2 --steps 8000 --out runs/halves-cond
+    python -m fmlab sample runs/halves-cond --label 0 --guidance 3 --n 2000 --out class0_w3.npy
 
 Time runs from noise (t = 0) to data (t = 1); sampling solves the EMA model's ODE forward in t.
 Bad input ends with a message naming the parameter and what is allowed, exit code 2, and no file written.
@@ -18,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval"]
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -90,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (None: max(1, min(4, cores // 2)))")
     p.add_argument("--log-every", type=int, default=d["log_every"])
     p.add_argument("--ckpt-every", type=int, default=d["ckpt_every"], help="0: checkpoint only at the end")
+    p.add_argument("--cond", action="store_true", help="train a class-conditional model on a labelled data set "
+                   "(toy: moons, 8gaussians, spirals, circles, 8modes, 8modes_halves; images: an attribute, see "
+                   "--attribute) with label dropout --p-uncond, for classifier-free guidance")
+    p.add_argument("--p-uncond", type=float, default=d["p_uncond"], help="with --cond: probability of replacing a "
+                   "training label by the null label (trains the unconditional field too)")
     p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="a loss setting, repeatable (e.g. --set time_sampler=logit_normal)")
     p.add_argument("--out", required=True, help="run directory")
@@ -105,11 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("run", help="run directory (or its ckpt.pt)")
         p.add_argument("--n", type=_positive_int, default=2000, help="number of samples")
-        p.add_argument("--solver", default="euler",
-                       help="an ODE solver of fmlab.solvers.SOLVERS (euler, midpoint, heun, rk4), or flowmap: "
-                            "jumps X(x, t_i, t_i+1) of a two-time model")
+        p.add_argument("--solver", default=None,
+                       help="default: the sampler the run's loss trained for (Euler for velocity losses, flow-map "
+                            "jumps, consistency sampling for CT/CD/FACM, one jump from the noise for PID/FreeFlow); "
+                            "or an ODE solver of fmlab.solvers.SOLVERS (euler, midpoint, heun, rk4) where the "
+                            "loss allows it (fmlab.sampling.methods_for)")
         p.add_argument("--seed", type=int, default=0, help="seed of the noise x0 (and of the data in eval)")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (None: the best available)")
+        p.add_argument("--label", type=int, default=None, help="conditional runs: sample this class (default: "
+                       "every class in turn" + (")" if name == "sample" else "; eval: classes drawn like the data)"))
+        p.add_argument("--guidance", type=float, default=None, help="conditional runs: classifier-free guidance "
+                       "scale w of v_u + w (v_c - v_u) (default 1: the conditional model; 0: the unconditional one)")
         if name == "sample":
             p.add_argument("--steps", type=_positive_int, default=100, help="solver steps")
             p.add_argument("--out", required=True, help="output .npy file")
@@ -153,13 +166,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {str(out)!r} exists and is not a directory")
         settings = dict(args.settings)
+        n_classes = 0
+        if args.cond:
+            from .data.labelled import labelled_data
+
+            n_classes = labelled_data(args.data)[1]  # ValueError naming the labelled sets
         config = TrainConfig(
             data=args.data, loss=args.loss, coupling=args.coupling, coupling_reg=args.coupling_reg,
             prediction=args.prediction, steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
             lr_schedule=args.lr_schedule, optimizer=args.optimizer, weight_decay=args.weight_decay,
             ema_decay=args.ema_decay, grad_clip=args.grad_clip, hidden=args.hidden, depth=args.depth, seed=args.seed,
             device=args.device, threads=args.threads, log_every=args.log_every, ckpt_every=args.ckpt_every,
-            out=str(out), loss_settings=settings)
+            out=str(out), loss_settings=settings, n_classes=n_classes, p_uncond=args.p_uncond)
         trainer = Trainer(config)  # every check (names, device, data) runs before anything is written
     log = trainer.fit(progress=not args.no_progress)
     last = log[-1] if log else {}
@@ -168,10 +186,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_solver(name: str) -> None:
-    from .train import sample_methods
+def _check_solver(name: str | None) -> None:
+    from .sampling import sample_methods
 
-    if name not in sample_methods():
+    if name is not None and name not in sample_methods():
         raise ValueError(f"--solver must be one of {sample_methods()}, got {name!r}")
 
 
@@ -179,35 +197,43 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .checkpoint import atomic_write
-    from .train import sample_run
+    from .runs import sample_run
 
     _check_solver(args.solver)
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a directory; give a file name such as samples.npy")
-    x = sample_run(args.run, n=args.n, steps=args.steps, method=args.solver, seed=args.seed, device=args.device)
+    x = sample_run(args.run, n=args.n, steps=args.steps, method=args.solver, seed=args.seed, device=args.device,
+                   label=args.label, guidance=args.guidance)
     atomic_write(out, lambda f: np.save(f, x.numpy()))
-    print(f"saved {tuple(x.shape)} samples ({args.steps} {args.solver} steps) to {out}")
+    print(f"saved {tuple(x.shape)} samples ({args.steps} steps, {args.solver or 'the loss sampler'}) to {out}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from .losses import get_loss
     from .metrics import wasserstein
-    from .train import generate, load_run, toy_data_fn
+    from .runs import load_run
+    from .sampling import generate
 
     _check_solver(args.solver)
     model, config = load_run(args.run, args.device)
-    data_fn = toy_data_fn(config.data)
+    data_fn, labels, guided = _eval_data(config, args)
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(args.seed)
     data = data_fn(args.n, g)  # the reference sample x1 ~ data
     x0 = torch.randn(args.n, model.config["dim"], generator=g)  # one noise draw shared by every step count
+    if labels is not None:
+        labels = labels(args.n, g).to(device)
     ps = (1, 2, 3)
-    print(f"run {args.run}: {config.loss}/{config.coupling} on {config.data}, n={args.n}, solver={args.solver}")
+    solver = args.solver or get_loss(config.loss).sampler
+    print(f"run {args.run}: {config.loss}/{config.coupling} on {config.data}, n={args.n}, solver={solver}" + guided)
     for steps in args.steps:
-        x = generate(model, x0.to(device), steps, args.solver).cpu()
+        guidance = None if labels is None else (1.0 if args.guidance is None else args.guidance)
+        x = generate(model, config.loss, x0.to(device), steps, args.solver, generator=g, labels=labels,
+                     guidance=guidance).cpu()
         values = "  ".join(f"W{p}={wasserstein(x, data, p):.4f}" for p in ps)
         print(f"steps={steps:<4d} {values}")
     floors = [[wasserstein(data_fn(args.n, g), data_fn(args.n, g), p) for p in ps] for _ in range(args.floor_repeats)]
@@ -215,6 +241,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     values = "  ".join(f"W{p}={m:.4f}" for p, m in zip(ps, mean, strict=True))
     print(f"floor      {values}  (data vs data, n={args.n}, mean of {args.floor_repeats})")
     return 0
+
+
+def _eval_data(config, args: argparse.Namespace):
+    """(data_fn(n, g) -> reference x1, labels_fn(n, g) -> labels to generate or None, a note for the header).
+
+    Conditional runs: with --label c the reference is class c; without, the generated labels come from an
+    independent draw of the data's labels, so both samples carry multinomial class counts like the floor's."""
+    from .train import toy_data_fn
+
+    if not config.n_classes:
+        if args.label is not None or args.guidance is not None:
+            raise ValueError(f"run {args.run!r} is unconditional (trained without --cond): --label and --guidance "
+                             f"need a conditional run")
+        return toy_data_fn(config.data), None, ""
+    import torch
+
+    from .data.labelled import class_data, labelled_data
+
+    fn, _ = labelled_data(config.data)
+    w = 1.0 if args.guidance is None else args.guidance
+    if args.label is not None:
+        c = args.label
+        return (lambda n, g: class_data(config.data, n, c, g)), (lambda n, g: torch.full((n,), c)), \
+            f", class {c}, guidance w={w:g}"
+    return (lambda n, g: fn(n, g)[0]), (lambda n, g: fn(n, g)[1]), f", classes as in the data, guidance w={w:g}"
 
 
 COMMANDS = {"losses": cmd_losses, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}

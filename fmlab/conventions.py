@@ -1,6 +1,6 @@
 """The one converter between our time convention and the "data at 0" convention of many papers.
 
-Ours (DESIGN.md): noise at t = 0, data at t = 1, x_t = (1 - t) x0 + t x1, velocity v = dx/dt = x1 - x0;
+Ours (ARCHITECTURE.md, "Time"): noise at t = 0, data at t = 1, x_t = (1 - t) x0 + t x1, velocity v = dx/dt = x1 - x0;
 a flow map X(x, s, t) = x + (t - s) u(x, s, t) moves from s to t (s < t goes toward data).
 
 Papers' ("data at 0": MeanFlow, the unrolling manuscript, Dieleman's flow-map survey, EDM-style time):
@@ -18,6 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import Tensor
+
+__all__ = [
+    "to_paper_time", "from_paper_time", "paper_velocity", "paper_average_velocity", "paper_path",
+]
+
 
 Field = Callable[[Tensor, Tensor], Tensor]
 TwoTimeField = Callable[[Tensor, Tensor, Tensor], Tensor]

@@ -28,7 +28,8 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 __all__ = ["COUPLINGS", "EXACT_SOLVERS", "ASSIGNMENT_MAX_BATCH", "Coupling", "cost_matrix", "ot_permutation",
-           "sinkhorn_rows", "draw_partners", "sinkhorn_pairs", "solve_coupling", "partners", "couple", "pairing_cost"]
+           "sinkhorn_rows", "draw_partners", "sinkhorn_pairs", "solve_coupling", "stand_in_solution", "partners",
+           "couple", "pairing_cost"]
 
 COUPLINGS = ("independent", "ot", "sinkhorn", "sinkhorn_device")
 EXACT_SOLVERS = ("auto", "network_simplex", "assignment")
@@ -107,6 +108,12 @@ def solve_coupling(x0: Tensor, x1: Tensor, method: str, reg: float = 0.05, solve
     if method == "ot":
         return ot_permutation(x0, x1, solver).cpu()
     return sinkhorn_rows(x0, x1, reg, on_device=method == "sinkhorn_device")
+
+
+def stand_in_solution(method: str, n: int) -> Tensor:
+    """A solution of `solve_coupling`'s shape whose `partners` draw as many random numbers as the real one's: the
+    identity (nothing drawn), or uniform plan rows (one draw per row). fmlab.prefetch counts draws with it."""
+    return torch.arange(n) if method in ("independent", "ot") else torch.ones(n, n, dtype=torch.float64)
 
 
 def partners(solution: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -1,11 +1,13 @@
-"""Training-time diagnostics for unrolled flow matching: the k-step loss split into single-step terms and
-cross-terms, gradient norms by noise level, the cross-term gradient variance against the window length, and the
-transition Jacobians of the velocity and x1 parametrisations.
+"""Training-time diagnostics for unrolled flow matching: the terminal (L-step) loss of an unrolled window split into
+single-step terms and cross-terms, the same split of its gradient network call by network call, gradient norms by
+noise level, the cross-term gradient variance against the window length, and the transition Jacobians of the
+velocity and x1 parametrisations.
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data, x_t = (1 - t) x0 + t x1, u = x1 - x0. A window of L Euler
-steps of size dt runs forward from a true path point x_{t0} (see `fmlab.losses.unrolled`):
+Convention (fmlab.conventions): t = 0 is noise, t = 1 is data, x_t = (1 - t) x0 + t x1, u = x1 - x0. A window of L
+Euler steps of size dt runs forward from a true path point x_{t0} through the model's own states z_k (see
+`fmlab.losses.unrolled`):
 
-    xhat_{k+1} = xhat_k + dt vhat_k,    e_k = vhat_k - u,    ||xhat_L - x_{t0 + L dt}||^2 = dt^2 ||sum_k e_k||^2.
+    z_0 = x_{t0},   z_{k+1} = z_k + dt vhat_k,    e_k = vhat_k - u,    ||z_L - x_{t0 + L dt}||^2 = dt^2 ||sum_k e_k||^2.
 
 "Near the data" means t close to 1 (the manuscript's t close to 0).
 """
@@ -13,7 +15,7 @@ steps of size dt runs forward from a true path point x_{t0} (see `fmlab.losses.u
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,24 +24,34 @@ from torch import Tensor, nn
 from .couplings import couple
 from .losses.batch import Batch
 from .losses.registry import LossSpec, get_loss
-from .losses.unrolled import check_window, error_terms, head_velocity, unroll_batch, unroll_window
+from .losses.unrolled import (
+    WTFM_VARIANTS,
+    check_window,
+    error_terms,
+    head_velocity,
+    unroll_batch,
+    unroll_window,
+    wtfm_loss,
+)
 
 __all__ = [
-    "KStepDecomposition", "kstep_decomposition", "grad_norm", "grad_norms_at_levels", "GradNormTracker",
+    "KStepDecomposition", "kstep_decomposition", "per_call_gradients", "WindowGradients", "wtfm_gradient_split",
+    "variant_gradients", "grad_norm", "grad_norms_at_levels", "GradNormTracker",
     "DEFAULT_LEVELS", "CrossTermVariance", "cross_term_grad_variance", "posterior_variance_power",
     "TransitionJacobians", "transition_jacobians",
 ]
+
 
 DEFAULT_LEVELS = (0.1, 0.4, 0.7, 0.9)  # noise levels t (0.9 is near the data: the manuscript's t = 0.1)
 Level = float | tuple[float, float]
 SampleFn = Callable[[int, torch.Generator], Tensor]
 
 
-# --- the k-step loss: single-step terms and cross-terms ----------------------------------------------------------
+# --- the terminal loss: single-step terms and cross-terms ----------------------------------------------------------
 
 @dataclass(frozen=True)
 class KStepDecomposition:
-    """terminal = mean_b ||xhat_L - x_{t0 + L dt}||^2 / d and its exact split (all batch means, divided by d):
+    """terminal = mean_b ||z_L - x_{t0 + L dt}||^2 / d and its exact split (all batch means, divided by d):
     single [L] = dt^2 ||e_k||^2, cross [L, L] = dt^2 e_i . e_j (i != j, zero diagonal)."""
 
     window: int
@@ -64,14 +76,136 @@ class KStepDecomposition:
 
 @torch.no_grad()
 def kstep_decomposition(model: nn.Module, batch: Batch, window: int, steps: int) -> KStepDecomposition:
-    """Measure the k-step (terminal) loss of a window on a batch (batch.t = window starts t0) and split it into
-    the single-step terms dt^2 ||e_k||^2 and the cross-terms dt^2 e_i . e_j."""
+    """Measure the terminal loss (the manuscript's k-step loss, k = L) of a window on a batch (batch.t = window
+    starts t0) and split it into the single-step terms dt^2 ||e_k||^2 and the cross-terms dt^2 e_i . e_j."""
     win, u = unroll_batch(model, batch, window, steps)
     dt = 1.0 / steps
     x_end = (1 - (batch.t + window * dt))[:, None] * batch.x0 + (batch.t + window * dt)[:, None] * batch.x1
     terminal = (win.xs[-1] - x_end).pow(2).flatten(1).mean(1).mean()
     single, cross = error_terms(win.vs - u, dt)
     return KStepDecomposition(window=window, dt=dt, terminal=terminal, single=single, cross=cross)
+
+
+# --- the terminal loss's gradient, call by call: single-step part and cross-terms -------------------------------
+
+class _Predict(nn.Module):
+    """model.predict as a module's forward (so that torch.func.functional_call can run it)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.model.predict(x, t)
+
+
+class _PerCall(nn.Module):
+    """Runs `model` with a fresh leaf copy of its parameters at every call, so that d loss / d copy_k is the part of
+    d loss / d theta that flows through network call k (the sum over k is the whole gradient)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner, self.predictor = model, _Predict(model)
+        self.prediction = getattr(model, "prediction", "velocity")
+        self.names = [name for name, _ in model.named_parameters()]
+        self.copies: list[list[Tensor]] = []
+
+    def _copy(self) -> list[Tensor]:
+        params = [p.detach().clone().requires_grad_(True) for p in self.inner.parameters()]
+        self.copies.append(params)
+        return params
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        return torch.func.functional_call(self.inner, dict(zip(self.names, self._copy(), strict=True)), (x, t))
+
+    def predict(self, x: Tensor, t: Tensor) -> Tensor:
+        named = {"model." + n: p for n, p in zip(self.names, self._copy(), strict=True)}
+        return torch.func.functional_call(self.predictor, named, (x, t))
+
+
+def per_call_gradients(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor]) -> Tensor:
+    """[calls, P]: row k is the gradient of loss_fn(model) with respect to the parameters as used by the k-th network
+    call (flattened in model.parameters() order); the rows sum to d loss / d theta. A call made without a graph
+    (under no_grad, e.g. a detached teacher) gets a zero row. The model's own parameters and .grad are untouched."""
+    wrapped = _PerCall(model)
+    value = loss_fn(wrapped)
+    if not wrapped.copies:
+        raise ValueError("loss_fn never called the model")
+    leaves = [p for params in wrapped.copies for p in params]
+    grads = torch.autograd.grad(value, leaves, allow_unused=True) if value.requires_grad else [None] * len(leaves)
+    flat = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)]
+    n = len(wrapped.names)
+    return torch.stack([torch.cat([g.flatten() for g in flat[k * n:(k + 1) * n]]) for k in range(len(wrapped.copies))])
+
+
+@dataclass(frozen=True)
+class WindowGradients:
+    """The gradient of the WT-FM loss split, network call by network call, into its two parts:
+    single [L, P] = d (dt^2 sum_k ||e_k||^2 / d) / d theta_k and cross [L, P] = d (dt^2 sum_{i != j} e_i . e_j / d)
+    / d theta_k (both / (L dt)^2, as in the loss), theta_k the parameters as used by call k (`per_call_gradients`).
+
+    With detach=True, call k's single part is (2 / L^2) J_k^T e_k and its cross part (2 / L^2) J_k^T sum_{j != k} e_j
+    (J_k = d vhat_k / d theta, per coordinate and batch mean): detaching the states leaves the cross-terms in.
+    """
+
+    window: int
+    steps: int
+    detach: bool
+    cross_terms: bool
+    single: Tensor
+    cross: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        """d loss / d theta [P] (the sum over calls of both parts)."""
+        return (self.single + self.cross).sum(0)
+
+    @property
+    def per_call(self) -> Tensor:
+        """[L]: the norm of the gradient that flows through each call."""
+        return (self.single + self.cross).norm(dim=1)
+
+    @property
+    def cross_share(self) -> float:
+        """The cross-terms' share of the gradient: <g_cross, g> / ||g||^2 with g = g_single + g_cross, so that the
+        single-step share is 1 minus it (0 when the gradient is 0)."""
+        g = self.total
+        norm2 = float(g.pow(2).sum())
+        return float(self.cross.sum(0) @ g) / norm2 if norm2 > 0 else 0.0
+
+
+def wtfm_gradient_split(model: nn.Module, batch: Batch, window: int, steps: int, detach: bool = False,
+                        cross_terms: bool = True) -> WindowGradients:
+    """Split the gradient of `fmlab.losses.unrolled.wtfm_loss` (same settings) into its single-step part and its
+    cross-terms, for every network call of the window. cross_terms=False: the cross part is zero."""
+    def loss(terms: bool) -> Callable[[nn.Module], Tensor]:
+        return lambda m: wtfm_loss(m, batch, window=window, steps=steps, detach=detach, cross_terms=terms)[0]
+
+    single = per_call_gradients(model, loss(False))
+    has_cross = cross_terms and window > 1  # a window of one step has no cross-terms
+    cross = per_call_gradients(model, loss(True)) - single if has_cross else torch.zeros_like(single)
+    return WindowGradients(window=window, steps=steps, detach=detach, cross_terms=cross_terms, single=single,
+                           cross=cross)
+
+
+def variant_gradients(model: nn.Module, batch: Batch, window: int, steps: int,
+                      variants: Mapping[str, Mapping[str, bool]] | None = None) -> dict[str, dict[str, float]]:
+    """The three gradients of the WT-FM loss side by side (default `fmlab.losses.unrolled.WTFM_VARIANTS`: full BPTT,
+    states detached, cross-terms dropped): for each, the loss value, ||g||, the cross-terms' share of g
+    (`WindowGradients.cross_share`) and the cosine between g and the full-BPTT gradient."""
+    variants = dict(WTFM_VARIANTS if variants is None else variants)
+    splits = {name: wtfm_gradient_split(model, batch, window, steps, **settings) for name, settings in variants.items()}
+    reference = wtfm_gradient_split(model, batch, window, steps, detach=False).total
+    out = {}
+    for name, split in splits.items():
+        g = split.total
+        with torch.no_grad():
+            value, _ = wtfm_loss(model, batch, window=window, steps=steps, detach=split.detach,
+                                 cross_terms=split.cross_terms)
+        cosine = float(torch.nn.functional.cosine_similarity(g, reference, dim=0))
+        out[name] = {"loss": float(value), "grad_norm": float(g.norm()), "cross_share": split.cross_share,
+                     "cosine_to_bptt": cosine}
+    return out
 
 
 # --- gradient norms by noise level -------------------------------------------------------------------------------
@@ -201,13 +335,14 @@ def cross_term_grad_variance(model: nn.Module, sample_x1: SampleFn, windows: Seq
                              steps: int = 16, t0: float = 0.25, n_batches: int = 32, batch_size: int = 64,
                              coupling: str = "independent", normalise: bool = True, detach: bool = False,
                              seed: int = 0) -> CrossTermVariance:
-    """Estimate Var_minibatch[grad_theta C_L] for each window length L, C_L the cross-term part of the k-step loss.
+    """Estimate Var_minibatch[grad_theta C_L] for each window length L, C_L the cross-term part of the terminal loss.
 
     The same n_batches minibatches (x0, x1, coupled by `coupling`) serve every L (common random numbers); every
     window starts at t0 (so that Var(x1 | x_t0) is one number per target, see `posterior_variance_power`).
     normalise=True measures the cross-terms as they enter the WT-FM loss, divided by (L dt)^2; False gives the raw
-    dt^2 sum_{i != j} e_i . e_j. variance = (1 / (n - 1)) sum_b ||g_b - g_mean||^2 (trace of the covariance).
-    L = 1 has no cross-terms: its variance is 0.
+    dt^2 sum_{i != j} e_i . e_j, whose variance is the normalised one times (L dt)^4 (16 times more growth per
+    doubling of L): quote growth with L together with the normalisation.
+    variance = (1 / (n - 1)) sum_b ||g_b - g_mean||^2 (trace of the covariance). L = 1 has no cross-terms: 0.
     """
     windows = [int(w) for w in windows]
     for w in windows:
@@ -251,7 +386,11 @@ def posterior_variance_power(target, t0: float, windows: Sequence[int], n: int =
     """The closed form beside the measurement: vbar = E_{x_t0} tr Cov[x1 | x_t0] (/ d if per_dim) for a Gaussian
     mixture `target` (fmlab.data.GaussianMixture), Monte Carlo over x_t0 ~ p_t0; returns (vbar, vbar ** L per L).
 
-    The manuscript's claim: the cross-term gradient variance compounds like Var(x1 | x_t)^L.
+    The manuscript's heuristic: the cross-term gradient variance compounds like Var(x1 | x_t)^L. Var has units
+    (data units)^2, so Var^L is not scale-free: rescaling the data, x1 -> a x1, multiplies Var by about a^2 while
+    the data's spread is small against the noise at t (by less beyond), Var^L by about a^(2L), and whether Var^L
+    grows or decays with L depends on whether vbar is above or below 1 in the data's units
+    (`tests/test_diagnostics.py`; `python benchmarks/unrolling.py variance` measures what the variance does).
     """
     g = torch.Generator().manual_seed(seed)
     x1 = target.sample(n, generator=g).double()
@@ -265,7 +404,7 @@ def posterior_variance_power(target, t0: float, windows: Sequence[int], n: int =
 
 @dataclass(frozen=True)
 class TransitionJacobians:
-    """jac [L, B, d, d]: T_k = d xhat_{k+1} / d xhat_k along the model's own window; spectral_norm [L, B] = ||T_k||_2;
+    """jac [L, B, d, d]: T_k = d z_{k+1} / d z_k along the model's own window; spectral_norm [L, B] = ||T_k||_2;
     xs [L + 1, B, d] the states, ts [L + 1, B] their times."""
 
     jac: Tensor

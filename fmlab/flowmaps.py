@@ -1,6 +1,6 @@
 """Flow maps: two-time batches, forward-mode derivatives of a two-time network, samplers and teachers.
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data. A flow map X(x, s, t) moves a point of the
+Convention (fmlab.conventions): t = 0 is noise, t = 1 is data. A flow map X(x, s, t) moves a point of the
 sampling path from time s to time t (s < t goes toward the data); its average velocity u satisfies
 
     X(x, s, t) = x + (t - s) u(x, s, t),        u(x, t, t) = v(x, t)  (the instantaneous velocity).
@@ -25,57 +25,21 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp
 
-from .paths import expand_t
-from .solvers import Trajectory, _check_grid, time_grid
+from .paths import expand_t, per_sample_time
+from .solvers import Trajectory, check_grid, time_grid
 
 if TYPE_CHECKING:
-    from .losses.batch import Batch
+    pass
 
 __all__ = [
-    "two_time_batch", "TWO_TIME_SAMPLERS", "average_velocity", "flow_map", "flow_map_jvp", "flow_map_X_jvp",
+    "average_velocity", "flow_map", "flow_map_jvp", "flow_map_X_jvp",
     "flow_map_fd", "partial_s", "partial_t", "diagonal_field", "sample_flow_map", "sample_consistency",
     "VelocityTeacher", "GaussianMixtureTeacher", "as_teacher", "path_point", "fm_error", "per_sample_sq",
     "frozen",
 ]
 
+
 TwoTimeModel = Callable[..., Tensor]  # model(x, s, t) -> u(x, s, t); model(x, t) -> u(x, t, t)
-TWO_TIME_SAMPLERS = ("uniform", "logit_normal", "cosine")
-
-
-# --- the two-time batch ------------------------------------------------------------------------------------
-
-def two_time_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = None, labels: Tensor | None = None,
-                   diagonal_fraction: float = 0.25, time_sampler: str = "uniform", mu: float = 0.0,
-                   sigma: float = 1.0, extra_noise: bool = False, **_: Any) -> Batch:
-    """The batch of a flow-map loss: times 0 <= s <= r <= t <= 1 per sample, x0 noise and x1 data (coupled).
-
-    Two times are drawn from `time_sampler` (fmlab.paths.sample_times: 'uniform', 'logit_normal' with mu and
-    sigma, 'cosine') and sorted, s = min (toward the noise), t = max (toward the data); for 'uniform' (s, t) is
-    uniform on the triangle s <= t. Then exactly round(diagonal_fraction * B) samples, chosen at random, get
-    s = t (the diagonal, where u(x, t, t) is the velocity and flow-map losses reduce to flow matching).
-    r = s + lam (t - s), lam ~ U(0, 1), is an intermediate time for compositional losses; `extra_noise` also
-    draws z ~ N(0, I) (fresh noise for losses that re-noise). Draw order: times, diagonal mask, lam, z.
-    """
-    from .losses.batch import Batch, draw_times  # here, not at the top: the loss modules import this module
-
-    if not 0.0 <= diagonal_fraction <= 1.0:
-        raise ValueError(f"diagonal_fraction must lie in [0, 1], got {diagonal_fraction}")
-    if time_sampler not in TWO_TIME_SAMPLERS:
-        raise ValueError(f"time_sampler must be one of {TWO_TIME_SAMPLERS}, got {time_sampler!r}")
-    n, dev, dtype = len(x1), x1.device, x1.dtype
-    pair = torch.stack([draw_times(n, generator, dev, time_sampler, mu, sigma) for _ in range(2)]).to(dtype)
-    s, t = pair.min(0).values, pair.max(0).values
-    n_diag = int(round(diagonal_fraction * n))
-    if n_diag:
-        diag = torch.randperm(n, generator=generator, device=dev)[:n_diag]
-        s = s.clone()
-        s[diag] = t[diag]  # s = t on exactly n_diag samples
-    lam = torch.rand(n, generator=generator, device=dev, dtype=dtype)
-    r = (s + lam * (t - s)).clamp(s, t)  # s <= r <= t
-    z = torch.randn(x1.shape, generator=generator, device=dev, dtype=dtype) if extra_noise else None
-    return Batch(x0=x0, x1=x1, t=t, s=s, r=r, z=z, labels=labels)
-
-
 # --- small pieces every flow-map loss uses -------------------------------------------------------------------
 
 def path_point(x0: Tensor, x1: Tensor, t: Tensor) -> Tensor:
@@ -114,7 +78,7 @@ def average_velocity(model: TwoTimeModel, x: Tensor, s: Tensor, t: Tensor) -> Te
 
 def flow_map(model: TwoTimeModel, x: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
     """X(x, s, t) = x + (t - s) u(x, s, t), with scalar or per-sample [B] times."""
-    s, t = _per_sample(s, x), _per_sample(t, x)
+    s, t = per_sample_time(s, x), per_sample_time(t, x)
     return x + expand_t(t - s, x) * model(x, s, t)  # X = x + (t - s) u
 
 
@@ -187,7 +151,7 @@ def diagonal_field(model: TwoTimeModel) -> Callable[[Tensor, Tensor], Tensor]:
 def _grid(steps: int | None, grid: Tensor | Sequence[float] | None, t_start: float, t_end: float) -> list[float]:
     if (steps is None) == (grid is None):
         raise ValueError("give exactly one of steps (int >= 1) or grid (sequence of times), not both or neither")
-    return time_grid(steps, t_start, t_end).tolist() if grid is None else _check_grid(grid)
+    return time_grid(steps, t_start, t_end).tolist() if grid is None else check_grid(grid)
 
 
 @torch.no_grad()
@@ -256,12 +220,12 @@ class VelocityTeacher:
 
     @torch.no_grad()
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.field(x.detach(), _per_sample(t, x).detach())
+        return self.field(x.detach(), per_sample_time(t, x).detach())
 
     def differentiable(self, x: Tensor, t: Tensor) -> Tensor:
         """v(x, t) with gradients flowing back into x (not into the teacher's parameters, which no optimiser
         of the student holds). Used by losses that differentiate through the teacher's input (LMD)."""
-        return self.field(x, _per_sample(t, x))
+        return self.field(x, per_sample_time(t, x))
 
     def __repr__(self) -> str:
         return f"VelocityTeacher({self.name})"
@@ -281,7 +245,7 @@ class GaussianMixtureTeacher(VelocityTeacher):
 
     def differentiable(self, x: Tensor, t: Tensor) -> Tensor:
         """The closed-form velocity with autograd through x (fmlab.data.gaussian is differentiable in x)."""
-        return self.target.velocity(x, _per_sample(t, x), self.schedule)
+        return self.target.velocity(x, per_sample_time(t, x), self.schedule)
 
     def flow_map(self, x: Tensor, s: Tensor | float, t: Tensor | float) -> Tensor:
         """Exact for a Gaussian (closed form); otherwise the adaptive DOP853 reference (one solve per (s, t))."""
@@ -309,6 +273,3 @@ def as_teacher(teacher: Any) -> VelocityTeacher:
     raise ValueError(f"teacher must be a model, a GaussianMixture or a callable field(x, t), got {type(teacher)}")
 
 
-def _per_sample(t: Tensor | float, x: Tensor) -> Tensor:
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    return t.expand(x.shape[0]) if t.ndim == 0 else t

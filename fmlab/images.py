@@ -2,6 +2,8 @@
 
     python -m fmlab train --config celeba64 --data-root /data/celeba --out runs/c64        # or $FMLAB_CELEBA
     python -m fmlab train --config faces32 --loss meanflow --steps 300 --out runs/faces-mf  # no download
+    python -m fmlab train --config faces32 --cond --attribute smiling --out runs/faces-smile  # class-conditional
+    python -m fmlab sample runs/faces-smile --label 1 --guidance 3 --n 16 --out smiles.png
     python -m fmlab train --out runs/c64 --resume
     python -m fmlab sample runs/c64 --n 64 --steps 4 --out grid.png      # a PNG grid, or .npy: uint8 [n, H, W, 3]
     python -m fmlab eval runs/c64 --n 5000 --steps 1,2,4,50 [--inception inception-2015-12-05.pt]
@@ -26,22 +28,21 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .train import CONFIG_NAME, _ckpt_path
+from .checks import check_int
+from .image_grid import make_grid, save_png, to_uint8
+from .sampling import generate_images
+from .train import CONFIG_NAME, checkpoint_path
 from .train_images import (
     CONFIGS,
     ImageTrainConfig,
     ImageTrainer,
     build_image_model,
-    generate_images,
     image_dataset,
-    make_grid,
-    save_png,
-    to_uint8,
 )
 
 __all__ = ["is_image_run", "load_image_run", "sample_images", "evaluate_images", "register_image_cli", "LAB_RUNS",
            "LAB_EVAL_STEPS", "LabPlan", "plan_lab", "train_lab_run", "lab_samples", "lab_reference", "lab_scores",
-           "preset_table"]
+           "preset_table", "LAB_GUIDANCE_P_UNCOND", "train_lab_guidance", "guided_lab_samples"]
 
 
 # --- using a run --------------------------------------------------------------------------------------------------
@@ -61,7 +62,7 @@ def load_image_run(out: str | Path, device: str | None = None) -> tuple[nn.Modul
     """The EMA model of an image run (eval mode, no grad, on `device` or the best available) and its config."""
     from .device import pick_device
 
-    path = _ckpt_path(out)
+    path = checkpoint_path(out)
     state = load_checkpoint(path)
     config = ImageTrainConfig.from_dict(state["config"])
     model = build_image_model(**state["model_config"])
@@ -71,33 +72,42 @@ def load_image_run(out: str | Path, device: str | None = None) -> tuple[nn.Modul
 
 @torch.no_grad()
 def sample_images(model: nn.Module, n: int, steps: int, method: str | None = None, seed: int = 0,
-                  batch_size: int = 256) -> torch.Tensor:
+                  batch_size: int = 256, loss: str | None = None, label: int | None = None,
+                  guidance: float | None = None) -> torch.Tensor:
     """n images [n, C, H, W] in [-1, 1] (on the CPU) from noise seeded by `seed` (drawn on the CPU, batch by batch):
-    `steps` Euler steps, or flow-map jumps for a two-time model (method=None picks; see generate_images)."""
+    `steps` steps of the sampler `loss` trained for, or of `method` (see fmlab.sampling.generate_images). A
+    class-conditional model samples class `label` (None: the classes in turn) with guidance scale `guidance`
+    (None: 1, the conditional model)."""
     for name, value in (("n", n), ("steps", steps), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(value, name, 1)
     backbone = getattr(model, "backbone", model)
     device = next(model.parameters()).device
+    n_classes = getattr(backbone, "n_classes", 0)
+    if not n_classes and (label is not None or guidance is not None):
+        raise ValueError("label and guidance need a class-conditional model (trained with an attribute, CLI --cond)")
     g = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, n, batch_size):
         m = min(batch_size, n - start)
         x0 = torch.randn(m, backbone.in_channels, backbone.image_size, backbone.image_size, generator=g)  # t = 0
-        out.append(generate_images(model, x0.to(device), steps, method).cpu())
+        labels = None
+        if n_classes:
+            labels = (torch.arange(start, start + m) % n_classes) if label is None else torch.full((m,), label)
+            labels = labels.to(device)
+        out.append(generate_images(model, x0.to(device), steps, method, loss, labels, guidance).cpu())
     return torch.cat(out)
 
 
 def evaluate_images(model: nn.Module, reference: np.ndarray, n: int, steps: list[int], method: str | None = None,
-                    extractor: Any = None, ref_stats: dict | None = None, seed: int = 0, batch_size: int = 256
-                    ) -> list[dict[str, Any]]:
+                    extractor: Any = None, ref_stats: dict | None = None, seed: int = 0, batch_size: int = 256,
+                    loss: str | None = None) -> list[dict[str, Any]]:
     """For each step count: n samples scored against `reference` (uint8 [m, H, W, 3]) by fmlab.fid.image_scores.
     Rows {'steps', 'name', 'value', 'n', 'note'}; the same noise (seed) for every step count."""
     from .fid import image_scores
 
     rows = []
     for k in steps:
-        samples = to_uint8(sample_images(model, n, k, method, seed, batch_size))
+        samples = to_uint8(sample_images(model, n, k, method, seed, batch_size, loss))
         for score in image_scores(samples, reference, extractor, ref_stats, seed=seed):
             rows.append({"steps": k, "name": score.name, "value": score.value, "n": score.n, "note": score.note})
     return rows
@@ -112,7 +122,8 @@ _SHARED = {  # CLI dest -> ImageTrainConfig field, for options the toy `train` c
     "seed": "seed", "device": "device", "threads": "threads", "log_every": "log_every", "ckpt_every": "ckpt_every",
 }
 _IMAGE = ("data_root", "preset", "image_size", "dropout", "amp", "channels_last", "compile", "sample_every",
-          "sample_n", "sample_steps", "crop", "n_faces", "time_condition")
+          "sample_n", "sample_steps", "crop", "n_faces", "time_condition", "attribute")
+DEFAULT_ATTRIBUTE = {"faces": "smiling", "celeba": "Smiling"}  # what --cond conditions on without --attribute
 
 
 def register_image_cli(sub: argparse._SubParsersAction) -> None:
@@ -138,6 +149,8 @@ def register_image_cli(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--crop", default=None, help="CelebA crop: ddim, center140, center178")
     g.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     g.add_argument("--n-faces", type=int, default=None, help="procedural faces in the training set")
+    g.add_argument("--attribute", default=None, help="with --cond: the binary attribute to condition on (faces: "
+                   "smiling (default) or glasses; CelebA: a name of list_attr_celeba.txt, default Smiling)")
     train.set_defaults(image_dispatch=lambda args: _dispatch_train(args, train))
 
     for name in ("sample", "eval"):
@@ -175,6 +188,11 @@ def _image_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentP
             base[field] = value
     if args.no_flip:
         base["flip"] = False
+    if args.attribute is not None and not args.cond:
+        raise ValueError("--attribute needs --cond (class-conditional training)")
+    if args.cond:
+        base["attribute"] = args.attribute or DEFAULT_ATTRIBUTE[base.get("data", "faces")]
+        base["p_uncond"] = args.p_uncond
     if args.settings:
         base["loss_settings"] = dict(args.settings)
     return ImageTrainConfig(**base, out=str(args.out))
@@ -214,26 +232,28 @@ def _dispatch_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return 0
 
 
-def _method(args: argparse.Namespace, model: nn.Module) -> str:
-    if args.solver == "euler" and getattr(model, "prediction", "") == "average_velocity":
-        return "flowmap"  # a two-time model left at the default solver jumps with its flow map
-    return args.solver
+def _method(args: argparse.Namespace, loss: str) -> str:
+    """--solver, or the sampler the run's loss trained for."""
+    from .sampling import methods_for
+
+    return args.solver or methods_for(loss)[0]
 
 
 def _dispatch_sample(args: argparse.Namespace) -> int | None:
     if not is_image_run(args.run):
         return None
     from .checkpoint import atomic_write
-    from .train import sample_methods
+    from .sampling import sample_methods
 
-    if args.solver not in sample_methods():
+    if args.solver is not None and args.solver not in sample_methods():
         raise ValueError(f"--solver must be one of {sample_methods()}, got {args.solver!r}")
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {str(out)!r} is a directory; give a file name such as grid.png or samples.npy")
-    model, _ = load_image_run(args.run, args.device)
-    method = _method(args, model)
-    images = to_uint8(sample_images(model, args.n, args.steps, method, args.seed, args.batch_size))
+    model, config = load_image_run(args.run, args.device)
+    method = _method(args, config.loss)
+    images = to_uint8(sample_images(model, args.n, args.steps, method, args.seed, args.batch_size, config.loss,
+                                    args.label, args.guidance))
     if out.suffix.lower() == ".png":
         save_png(out, make_grid(images))
     else:
@@ -247,6 +267,9 @@ def _dispatch_eval(args: argparse.Namespace) -> int | None:
         return None
     from .fid import FID_N, inception_extractor, reference_stats
 
+    if args.label is not None or args.guidance is not None:
+        raise ValueError("eval of image runs scores unguided samples only; draw guided images with `sample --label "
+                         "--guidance` instead")
     model, config = load_image_run(args.run, args.device)
     if args.data_root is not None:
         config = dataclasses.replace(config, data_root=args.data_root)
@@ -256,13 +279,14 @@ def _dispatch_eval(args: argparse.Namespace) -> int | None:
     reference = np.asarray(dataset.images[pick])
     extractor = inception_extractor(args.inception, args.device)
     stats = reference_stats(extractor, dataset.images, dataset.name) if extractor is not None else None
-    method = _method(args, model)
+    method = _method(args, config.loss)
     print(f"run {args.run}: {config.loss} on {dataset.name}, n={args.n} samples, solver={method}")
     if extractor is None:
         print("no Inception weights found: reporting the weights-free proxies only (not FID)")
     elif args.n < FID_N:
         print(f"FID at n={args.n} < {FID_N} is for monitoring only (biased high; report FID at n={FID_N})")
-    rows = evaluate_images(model, reference, args.n, args.steps, method, extractor, stats, args.seed, args.batch_size)
+    rows = evaluate_images(model, reference, args.n, args.steps, method, extractor, stats, args.seed, args.batch_size,
+                           config.loss)
     for k in args.steps:
         values = "  ".join(f"{r['name']}={r['value']:.4f}" for r in rows if r["steps"] == k)
         print(f"steps={k:<4d} {values}")
@@ -296,7 +320,7 @@ LAB_EVAL_STEPS = (1, 2, 4, 50)
 
 @dataclass(frozen=True)
 class LabPlan:
-    """How lab 10 trains on the machine at hand (see `plan_lab`): one ImageTrainConfig per run via `config(loss)`."""
+    """How lab 13 trains on the machine at hand (see `plan_lab`): one ImageTrainConfig per run via `config(loss)`."""
 
     kind: str  # 'fast' (FMLAB_FAST / CI), 'cpu' (a laptop's lesson) or 'gpu' (the real run)
     device: str
@@ -331,23 +355,25 @@ class LabPlan:
         return (f"{label}\n  data: {self.data} at {self.image_size}x{self.image_size}, UNet preset "
                 f"'{self.preset}', batch {self.batch_size}, on {self.device}\n"
                 f"  measured {self.images_per_s:.0f} images/s (flow matching) -> {self.steps} steps per run "
-                f"(~{minutes:.1f} min for flow matching; JVP losses take ~2-3x longer)\n"
+                f"(~{minutes:.1f} min for flow matching; on a CPU a MeanFlow step costs 1.8-2.4x a flow-matching "
+                f"step, an LSD step 4.2-5.3x: benchmarks/README.md, Images)\n"
                 f"  evaluation: {self.n_eval} samples at {', '.join(map(str, self.eval_steps))} steps")
 
 
 def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: str | None = None,
              data_root: str | None = None) -> LabPlan:
-    """Size lab 10's runs from a throughput measured on this device.
+    """Size lab 13's runs from a throughput measured on this device.
 
     fast (default: FMLAB_FAST): procedural faces at 16 px, the 'tiny' UNet, 30-45 steps per run (seconds). On a GPU:
     CelebA if found (data_root / $FMLAB_CELEBA) else the procedural faces, 64 px, the 'small' UNet (9.6M), batch 128,
-    5 minutes of flow matching per run. On a CPU: 16 px, 'tiny', batch 32, 30 s of flow matching per run (JVP losses
-    take 2-3x longer at the same step count). `budget_s` overrides the time per run.
+    5 minutes of flow matching per run. On a CPU: 16 px, 'tiny', batch 32, 30 s of flow matching per run (a MeanFlow
+    step costs 1.8-2.4x a flow-matching step on a CPU, benchmarks/README.md, Images). `budget_s` overrides the time
+    per run.
     """
     from .data.celeba import celeba_available
     from .device import pick_device
+    from .image_sizing import measure_throughput, plan_steps
     from .labkit import fast_mode
-    from .train_images import measure_throughput, plan_steps
 
     fast = fast_mode() if fast is None else fast
     dev = pick_device(device)
@@ -368,42 +394,72 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
     return dataclasses.replace(plan, images_per_s=measured["images_per_s"], steps=steps)
 
 
-_LAB_CACHE: dict[Any, Any] = {}
 
 
 def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
     """Train (once per kernel: cached on the config) the run `label` of LAB_RUNS with a progress bar and a live
     figure of the sample grid and the loss; a cached run draws its final state at once."""
-    from .labkit import cache_key
-    from .viz.images import LiveTraining
-
     if label not in LAB_RUNS:
         raise ValueError(f"label must be one of {list(LAB_RUNS)}, got {label!r}")
-    config = plan.config(LAB_RUNS[label])
+    return _train_lab_config(plan.config(LAB_RUNS[label]), label, live)
+
+
+def _train_lab_config(config: ImageTrainConfig, label: str, live: bool) -> ImageTrainer:
+    from .labkit import cache_key, session_cache
+    from .viz.images import LiveTraining
+
     key = cache_key("train_lab_run", config)
     view = LiveTraining(f"{label}", config.steps, show=live) if live else None
-    if key not in _LAB_CACHE:
+    if key not in session_cache():
         trainer = ImageTrainer(config, on_grid=view.on_grid if view else None)
         trainer.fit(progress=True, callback=view.on_record if view else None)
-        _LAB_CACHE[key] = trainer
-    trainer = _LAB_CACHE[key]
+        session_cache()[key] = trainer
+    trainer = session_cache()[key]
     if view is not None:
         view.show_final(trainer)
     return trainer
 
 
+LAB_GUIDANCE_P_UNCOND = 0.2  # label dropout of lab 13's conditional run
+
+
+def train_lab_guidance(plan: LabPlan, attribute: str | None = None, live: bool = True) -> ImageTrainer:
+    """Lab 13's class-conditional flow-matching run: the plan's cfm configuration conditioned on the binary
+    `attribute` (default: 'smiling' for the procedural faces, 'Smiling' for CelebA, read from list_attr_celeba.txt)
+    with label dropout LAB_GUIDANCE_P_UNCOND, so that the sampler can apply classifier-free guidance. Cached per
+    kernel like `train_lab_run`."""
+    attribute = attribute or DEFAULT_ATTRIBUTE[plan.data]
+    config = plan.config("cfm", attribute=attribute, p_uncond=LAB_GUIDANCE_P_UNCOND)
+    return _train_lab_config(config, f"conditional on {attribute}", live)
+
+
+def guided_lab_samples(trainer: ImageTrainer, label: int, w: float, n: int = 16, steps: int = 8,
+                       seed: int = 1) -> np.ndarray:
+    """uint8 [n, H, W, 3]: class `label` (0: without the attribute, 1: with it) of a conditional lab run, guided with
+    scale w (fmlab.guidance; `steps` Euler steps from noise seeded by `seed`, the same noise for every w). Cached."""
+    from .labkit import cache_key, session_cache
+
+    key = cache_key("guided_lab_samples", trainer.config, label, float(w), n, steps, seed)
+    cache = session_cache()
+    if key not in cache:
+        cache[key] = to_uint8(sample_images(trainer.ema, n, steps, "euler", seed, loss=trainer.config.loss,
+                                            label=label, guidance=float(w)))
+    return cache[key]
+
+
 def lab_samples(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1) -> dict[str, dict[int, np.ndarray]]:
     """{label: {steps: uint8 [n_eval, H, W, 3]}}: every model from the same noise at every step count of the plan
     (Euler steps for velocity models, flow-map jumps for MeanFlow). Cached per kernel."""
-    from .labkit import cache_key
+    from .labkit import cache_key, session_cache
 
     out = {}
     for label, trainer in trainers.items():
         key = cache_key("lab_samples", trainer.config, plan.n_eval, plan.eval_steps, seed)
-        if key not in _LAB_CACHE:
-            _LAB_CACHE[key] = {k: to_uint8(sample_images(trainer.ema, plan.n_eval, k, None, seed))
-                               for k in plan.eval_steps}
-        out[label] = _LAB_CACHE[key]
+        cache = session_cache()
+        if key not in cache:
+            cache[key] = {k: to_uint8(sample_images(trainer.ema, plan.n_eval, k, None, seed, loss=trainer.config.loss))
+                          for k in plan.eval_steps}
+        out[label] = cache[key]
     return out
 
 

@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["FAST_ENV", "fast_mode", "steps", "pick", "cached", "cache_key", "clear_cache", "cache_info",
-           "train_cached", "device_summary", "seeded"]
+from .checks import check_int
+
+__all__ = ["FAST_ENV", "fast_mode", "steps", "pick", "cached", "cache_key", "session_cache", "clear_cache",
+           "cache_info", "train_cached", "device_summary", "seeded"]
 
 FAST_ENV = "FMLAB_FAST"
 _TRUE = {"1", "true", "yes", "on"}
@@ -52,8 +54,7 @@ def pick(full: T, fast: T) -> T:
 def steps(full: int, fast: int) -> int:
     """A count (training steps, samples) chosen by the fast mode; both must be integers >= 1."""
     for name, value in (("full", full), ("fast", fast)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(value, name, 1)
     return pick(full, fast)
 
 
@@ -108,8 +109,15 @@ def cached(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def session_cache() -> dict[Hashable, Any]:
+    """The kernel's one result cache (a dict keyed by `cache_key(...)`, first part naming what is cached): every
+    module that keeps results between cells (fmlab.experiments runs, image runs, `cached` functions) keeps them
+    here, so `clear_cache()` forgets all of them."""
+    return _CACHE
+
+
 def clear_cache() -> None:
-    """Forget every cached result (trained models included)."""
+    """Forget every cached result (trained models included), whichever module cached it."""
     _CACHE.clear()
 
 
@@ -156,8 +164,7 @@ def _freeze_or_id(value: Any) -> Any:
 
 def seeded(seed: int) -> torch.Generator:
     """A fresh CPU generator with `seed` (labs draw every random number from one of these)."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    check_int(seed, "seed", 0)
     return torch.Generator().manual_seed(seed)
 
 

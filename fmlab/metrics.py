@@ -8,7 +8,7 @@ Cost of exact W_p: POT's network simplex on an n x m cost matrix, roughly O(n^3)
 n = m = 2000 in 2D takes about 1 s, n = m = 1000 about 0.2 s (2 CPU cores). Use `sliced_wasserstein` or
 `mmd` for larger samples.
 
-Time convention (DESIGN.md): a trajectory runs from noise (t = 0) to data (t = 1).
+Time convention (ARCHITECTURE.md, "Time"): a trajectory runs from noise (t = 0) to data (t = 1).
 """
 
 from __future__ import annotations

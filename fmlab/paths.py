@@ -1,6 +1,7 @@
-"""Probability paths, schedules, prediction conversions, time samplers and loss weightings.
+"""Probability paths, schedules, prediction conversions (velocity, x1, eps and the score), log-SNR, time samplers and
+loss weightings.
 
-Convention (DESIGN.md): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1. A schedule gives
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1. A schedule gives
 
     x_t = alpha_t * x1 + sigma_t * x0,        dx_t/dt = d_alpha_t * x1 + d_sigma_t * x0,
 
@@ -19,11 +20,14 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "per_sample_time",
     "ScheduleOutput", "Schedule", "LinearSchedule", "CosineSchedule", "VPSchedule",
     "SCHEDULES", "get_schedule", "PathSample", "sample_path", "expand_t", "unit_time",
     "velocity_from_x1", "x1_from_velocity", "velocity_from_eps", "eps_from_velocity",
     "x1_from_eps", "eps_from_x1", "convert_prediction", "PREDICTIONS",
     "sample_times", "TIME_SAMPLERS", "loss_weight", "WEIGHTINGS", "check_time",
+    "score_from_eps", "eps_from_score", "score_from_x1", "x1_from_score", "score_from_velocity",
+    "velocity_from_score", "score_from_prediction", "prediction_from_score", "log_snr", "d_log_snr", "x1_error_gain",
 ]
 
 
@@ -120,6 +124,14 @@ def check_time(t: Tensor, name: str = "t") -> None:
     """Raise a ValueError naming `name` if any time lies outside [0, 1]."""
     if t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
         raise ValueError(f"{name} must lie in [0, 1], got values in [{t.min().item():.4g}, {t.max().item():.4g}]")
+
+
+def per_sample_time(t: Tensor | float, x: Tensor) -> Tensor:
+    """A scalar or per-sample time as a [B] tensor on x's device and dtype (B = x.shape[0])."""
+    if isinstance(t, Tensor) and t.ndim == 1 and t.dtype == x.dtype and t.device == x.device:
+        return t.reshape(x.shape[0])  # already per-sample: skip the conversion (a hand JVP calls this per input)
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])
 
 
 def expand_t(t: Tensor | float, x: Tensor) -> Tensor:
@@ -278,3 +290,98 @@ def loss_weight(t: Tensor, kind: str = "none", schedule: str | Schedule = "linea
     snr = a**2 / s**2
     c = {"x1": torch.ones_like(t), "eps": a / s, "velocity": da - ds * a / s}[prediction]
     return torch.clamp(snr, max=gamma) / c.pow(2).clamp_min(1e-12)
+
+
+# --- the score and log-SNR -------------------------------------------------------------------------
+# The conditional path p_t(x | x1) = N(a x1, s^2 I) has the score -(x - a x1) / s^2 = -x0 / s. The marginal score is
+# its posterior average (the marginalisation trick of the velocity, applied to the score; Tweedie's formula):
+#
+#     grad_x log p_t(x) = -E[x0 | x_t = x] / s_t,
+#
+# so the score is the noise head divided by -s, and every head converts to it. Linear path (a = t, s = 1 - t):
+#     score = (t v - x_t) / (1 - t) = (t x1 - x_t) / (1 - t)^2 = -eps / (1 - t).
+
+def score_from_eps(x0: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear",
+                   eps: float = 0.0) -> Tensor:
+    """score = -E[x0 | x_t] / s (Tweedie). `eps` is added to sigma to keep the division finite at t = 1."""
+    _, s, _, _ = _coeffs(x_t, t, schedule)
+    return -x0 / (s + eps)
+
+
+def eps_from_score(score: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear") -> Tensor:
+    """E[x0 | x_t] = -s score (finite everywhere, no division)."""
+    _, s, _, _ = _coeffs(x_t, t, schedule)
+    return -s * score
+
+
+def score_from_x1(x1: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear",
+                  eps: float = 0.0) -> Tensor:
+    """score = (a x1 - x_t) / s^2 (x0 = (x_t - a x1) / s); linear: (t x1 - x_t) / (1 - t)^2."""
+    a, s, _, _ = _coeffs(x_t, t, schedule)
+    return (a * x1 - x_t) / (s + eps) ** 2
+
+
+def x1_from_score(score: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear",
+                  eps: float = 0.0) -> Tensor:
+    """Tweedie's denoiser E[x1 | x_t] = (x_t + s^2 score) / a; `eps` is added to alpha (alpha = 0 at t = 0)."""
+    a, s, _, _ = _coeffs(x_t, t, schedule)
+    return (x_t + s**2 * score) / (a + eps)
+
+
+def score_from_velocity(v: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear",
+                        eps: float = 0.0) -> Tensor:
+    """score = -eps_from_velocity / s = (da x_t - a v) / (s (a ds - s da)); linear: (t v - x_t) / (1 - t).
+
+    `eps` is added to sigma (the division by s is the only singular one: s = 0 at t = 1)."""
+    a, s, da, ds = _coeffs(x_t, t, schedule)
+    return (da * x_t - a * v) / ((s + eps) * (a * ds - s * da))
+
+
+def velocity_from_score(score: Tensor, x_t: Tensor, t: Tensor, schedule: str | Schedule = "linear",
+                        eps: float = 0.0) -> Tensor:
+    """v = da x1 + ds x0 with x0 = -s score and x1 = (x_t + s^2 score) / a; linear: v = (x_t + (1 - t) score) / t.
+
+    At t = 0 the score (-x_t, whatever the data) says nothing about the data: `eps` is added to alpha."""
+    return velocity_from_eps(eps_from_score(score, x_t, t, schedule), x_t, t, schedule, eps)
+
+
+def score_from_prediction(pred: Tensor, x_t: Tensor, t: Tensor, source: str, schedule: str | Schedule = "linear",
+                          eps: float = 0.0) -> Tensor:
+    """The score grad log p_t(x_t) from a 'velocity', 'x1' or 'eps' head (`eps` guards the division by sigma)."""
+    if source not in PREDICTIONS:
+        raise ValueError(f"source must be one of {PREDICTIONS}, got {source!r}")
+    x0 = pred if source == "eps" else convert_prediction(pred, x_t, t, source, "eps", schedule)
+    return score_from_eps(x0, x_t, t, schedule, eps)
+
+
+def prediction_from_score(score: Tensor, x_t: Tensor, t: Tensor, target: str, schedule: str | Schedule = "linear",
+                          eps: float = 0.0) -> Tensor:
+    """A 'velocity', 'x1' or 'eps' head from the score (`eps` guards the division by alpha for 'velocity', 'x1')."""
+    if target not in PREDICTIONS:
+        raise ValueError(f"target must be one of {PREDICTIONS}, got {target!r}")
+    x0 = eps_from_score(score, x_t, t, schedule)
+    return x0 if target == "eps" else convert_prediction(x0, x_t, t, "eps", target, schedule, eps)
+
+
+def log_snr(t: Tensor, schedule: str | Schedule = "linear") -> Tensor:
+    """lambda_t = log(alpha_t^2 / sigma_t^2), increasing from noise to data; linear: 2 log(t / (1 - t))."""
+    a, s, _, _ = get_schedule(schedule)(t)
+    return 2 * (torch.log(a) - torch.log(s))
+
+
+def d_log_snr(t: Tensor, schedule: str | Schedule = "linear") -> Tensor:
+    """d lambda / dt = 2 (da / a - ds / s) > 0; linear: 2 / (t (1 - t))."""
+    a, s, da, ds = get_schedule(schedule)(t)
+    return 2 * (da / a - ds / s)
+
+
+def x1_error_gain(t: Tensor, prediction: str, schedule: str | Schedule = "linear") -> Tensor:
+    """c_t with (head error) = c_t (x1 error) at fixed x_t: 1 for 'x1', -a / s for 'eps', da - ds a / s for 'velocity'.
+
+    From x0 = (x_t - a x1) / s and v = da x1 + ds x0: an x1 error d moves eps by -a d / s and v by (da - ds a / s) d.
+    Linear path: eps gain -t / (1 - t), velocity gain 1 / (1 - t). A loss w ||head error||^2 is
+    w c_head^2 / c_other^2 ||other head's error||^2: the weighting of one head seen from another."""
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    a, s, da, ds = get_schedule(schedule)(t)
+    return {"x1": torch.ones_like(t), "eps": -a / s, "velocity": da - ds * a / s}[prediction]

@@ -1,17 +1,20 @@
 """ODE solvers for velocity fields: fixed-step Runge-Kutta methods and an adaptive reference solver.
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data; sampling integrates dx/dt = v(x, t) forward
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise, t = 1 is data; sampling integrates dx/dt = v(x, t) forward
 from t = 0 to t = 1. A field is called as `field(x, t)` with x [B, ...] and a per-sample time t [B].
 
 - `SOLVERS`: registry of step methods ("euler", "midpoint", "heun", "rk4"), each with `nfe` (field
   evaluations per step) and `step(field, x, t, dt) -> x_next`.
 - `solve`: fixed-step integration on a uniform grid (`steps`) or a given grid (`t_grid`).
 - `solve_adaptive`: a high-accuracy reference (scipy's DOP853, float64), forward or backward in time.
+- `euler_maruyama`: the Euler-Maruyama scheme for an Ito SDE dx = f dt + g(t) dW; `sample_sde` samples with the
+  family of SDEs that share the flow's marginals (noise level eta, eta = 0 the ODE); `ddim_step` is DDIM's update.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,12 +23,15 @@ import torch
 from scipy.integrate import solve_ivp
 from torch import Tensor
 
-from .paths import expand_t, unit_time
+from .paths import Schedule, eps_from_velocity, expand_t, get_schedule, unit_time, x1_from_velocity
 
 __all__ = [
+    "check_grid",
     "Field", "Step", "Euler", "Midpoint", "Heun", "RK4", "SOLVERS", "Trajectory",
     "nfe", "time_grid", "solve", "solve_adaptive",
+    "Drift", "Diffusion", "euler_maruyama", "noise_level_diffusion", "marginal_sde_drift", "sample_sde", "ddim_step",
 ]
+
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
@@ -134,7 +140,7 @@ def time_grid(steps: int, t_start: float = 0.0, t_end: float = 1.0, dtype: torch
     return torch.linspace(t_start, t_end, int(steps) + 1, dtype=torch.float64).to(dtype)
 
 
-def _check_grid(t_grid: Tensor | Sequence[float]) -> list[float]:
+def check_grid(t_grid: Tensor | Sequence[float]) -> list[float]:
     grid = torch.as_tensor(t_grid, dtype=torch.float64).detach().cpu()
     if grid.ndim != 1 or len(grid) < 2:
         raise ValueError(f"t_grid must be a 1-D sequence of at least 2 times, got shape {tuple(grid.shape)}")
@@ -160,7 +166,7 @@ def solve(field: Field, x: Tensor, steps: int | None = None, method: str = "eule
     stepper = _method(method)
     if (steps is None) == (t_grid is None):
         raise ValueError("give exactly one of steps (int >= 1) or t_grid (sequence of times), not both or neither")
-    grid = time_grid(steps, t_start, t_end).tolist() if t_grid is None else _check_grid(t_grid)
+    grid = time_grid(steps, t_start, t_end).tolist() if t_grid is None else check_grid(t_grid)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x must have shape [B, ...] with B >= 1, got {tuple(x.shape)}")
     xs = [x]
@@ -230,3 +236,128 @@ def _check_eval(t_eval: Sequence[float], t_start: float, t_end: float) -> list[f
     if (diff < 0).any() or (t_start == t_end and len(ev) > 0 and (ev != t_start).any()):
         raise ValueError("t_eval must be sorted in the direction of integration (from t_start to t_end)")
     return ev.tolist()
+
+
+# --- stochastic sampling --------------------------------------------------------------------------------------
+# An Ito SDE dx = f(x, t) dt + g(t) dW (W a standard Brownian motion, g a scalar per sample: additive noise) has the
+# Euler-Maruyama step x_{k+1} = x_k + f(x_k, t_k) h + g(t_k) sqrt(h) z_k, z_k ~ N(0, I): weak order 1 in general,
+# strong order 1/2 in general and 1 for additive noise (g independent of x, as here).
+#
+# The marginal-preserving family. For dx = f dt + g dW the density obeys the Fokker-Planck equation
+#     d p / dt = -div(p f) + (g^2 / 2) lap p.
+# With f = v + (g^2 / 2) grad log p_t and lap p = div(p grad log p), the two g terms cancel and what is left,
+# d p / dt = -div(p v), is the continuity equation of the ODE dx = v dt: for every g the SDE
+#     dx = [v(x, t) + (g(t)^2 / 2) grad log p_t(x)] dt + g(t) dW            (t from noise 0 to data 1)
+# has the marginals p_t of the flow. The sign is + in our time direction (noise -> data); papers that integrate
+# backward from data at 0 write the same SDE with a minus sign in reverse time (Song et al. 2021, eq. 6).
+# fmlab parametrises g by a noise level eta >= 0 as g(t) = sqrt(2 eta sigma_t): the correction is then
+# (g^2 / 2) grad log p = eta sigma_t grad log p = -eta E[x0 | x_t] (Tweedie), finite at both ends, and eta = 0 is the
+# ODE. Karras et al. (2022, EDM) write the same family with g^2 = 2 beta(t) sigma_t^2.
+
+Drift = Callable[[Tensor, Tensor], Tensor]
+Diffusion = Callable[[Tensor], Tensor]
+
+
+def euler_maruyama(drift: Drift, diffusion: Diffusion, x: Tensor, steps: int | None = None,
+                   t_grid: Tensor | Sequence[float] | None = None, t_start: float = 0.0, t_end: float = 1.0,
+                   generator: torch.Generator | None = None, noise: Tensor | None = None,
+                   return_trajectory: bool = False) -> Tensor | Trajectory:
+    """Integrate the Ito SDE dx = drift(x, t) dt + diffusion(t) dW forward in time with Euler-Maruyama steps
+
+        x_{k+1} = x_k + drift(x_k, t_k) h_k + diffusion(t_k) sqrt(h_k) z_k,        z_k ~ N(0, I).
+
+    Give exactly one of `steps` (uniform grid from t_start to t_end) or `t_grid` (strictly increasing times in
+    [0, 1]). `diffusion(t)` takes t [B] and returns g [B] (or a float): one scalar per sample, the same for every
+    coordinate. The z_k come from `noise` [n_steps, B, ...] if given (to share one Brownian path between solves),
+    else from `generator` (torch's global RNG if None) on x's device. Runs under torch.no_grad(). Returns the final
+    state, or a Trajectory (xs [n+1, B, ...], ts, nfe = n drift calls) if return_trajectory.
+    """
+    if (steps is None) == (t_grid is None):
+        raise ValueError("give exactly one of steps (int >= 1) or t_grid (sequence of times), not both or neither")
+    grid = time_grid(steps, t_start, t_end).tolist() if t_grid is None else check_grid(t_grid)
+    if grid[-1] < grid[0]:
+        raise ValueError("euler_maruyama integrates forward in time: t_grid must increase (t_end > t_start)")
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must have shape [B, ...] with B >= 1, got {tuple(x.shape)}")
+    n = len(grid) - 1
+    if noise is not None and tuple(noise.shape) != (n, *x.shape):
+        raise ValueError(f"noise must have shape [n_steps, *x.shape] = {(n, *x.shape)}, got {tuple(noise.shape)}")
+    xs = [x]
+    with torch.no_grad():
+        for k, (t0, t1) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
+            t = torch.full((x.shape[0],), t0, dtype=x.dtype, device=x.device)
+            h = t1 - t0
+            z = noise[k] if noise is not None else torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                                                              device=x.device)
+            g = expand_t(diffusion(t), x)
+            x = x + h * drift(x, t) + g * (h**0.5) * z  # x + f h + g sqrt(h) z
+            if return_trajectory:
+                xs.append(x)
+    if not return_trajectory:
+        return x
+    return Trajectory(xs=torch.stack(xs), ts=torch.tensor(grid, dtype=x.dtype, device=x.device), nfe=n)
+
+
+def _check_eta(eta: float) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta (the noise level) must be a finite number >= 0, got {eta!r}")
+    return float(eta)
+
+
+def noise_level_diffusion(eta: float, schedule: str | Schedule = "linear") -> Diffusion:
+    """g(t) = sqrt(2 eta sigma_t): the diffusion of the marginal-preserving SDE at noise level eta (linear path:
+    sqrt(2 eta (1 - t)), no noise at the data end)."""
+    eta, sched = _check_eta(eta), get_schedule(schedule)
+    return lambda t: torch.sqrt(2 * eta * sched(t).sigma.clamp_min(0))
+
+
+def marginal_sde_drift(field: Field, eta: float, schedule: str | Schedule = "linear",
+                       score: Field | None = None) -> Drift:
+    """The drift f = v + (g^2 / 2) grad log p_t = v + eta sigma_t score of the SDE with g(t) = sqrt(2 eta sigma_t).
+
+    Without `score`, the score comes from the velocity by `fmlab.paths`: eta sigma score = -eta E[x0 | x_t] with
+    E[x0 | x_t] = eps_from_velocity(v) (no division by sigma, so finite at t = 1). Linear path: f = v - eta (x - t v).
+    """
+    eta, sched = _check_eta(eta), get_schedule(schedule)
+
+    def drift(x: Tensor, t: Tensor) -> Tensor:
+        v = field(x, t)
+        if eta == 0:
+            return v
+        if score is None:
+            return v - eta * eps_from_velocity(v, x, t, sched)  # v + eta sigma s, with sigma s = -E[x0 | x]
+        return v + eta * expand_t(sched(t).sigma, x) * score(x, t)
+
+    return drift
+
+
+def sample_sde(field: Field, x: Tensor, steps: int, eta: float = 1.0, schedule: str | Schedule = "linear",
+               score: Field | None = None, generator: torch.Generator | None = None, noise: Tensor | None = None,
+               t_start: float = 0.0, t_end: float = 1.0, return_trajectory: bool = False) -> Tensor | Trajectory:
+    """Sample from noise x at t_start to t_end with the marginal-preserving SDE at noise level eta (Euler-Maruyama):
+
+        dx = [v(x, t) + eta sigma_t grad log p_t(x)] dt + sqrt(2 eta sigma_t) dW.
+
+    `field` is the velocity model v(x, t); `score(x, t)` the score, or None to convert it from the velocity.
+    eta = 0 is exactly the Euler ODE solve; every eta has the same marginals p_t in the limit of small steps.
+    """
+    return euler_maruyama(marginal_sde_drift(field, eta, schedule, score), noise_level_diffusion(eta, schedule), x,
+                          steps=steps, t_start=t_start, t_end=t_end, generator=generator, noise=noise,
+                          return_trajectory=return_trajectory)
+
+
+def ddim_step(field: Field, x: Tensor, t: Tensor, t_next: float | Tensor,
+              schedule: str | Schedule = "linear") -> Tensor:
+    """One deterministic DDIM step (Song, Meng & Ermon 2021, eta = 0) from t to t_next, in fmlab's time.
+
+    Predict x1_hat and eps_hat at (x, t) from the velocity, then put them back at the new noise level:
+    x_next = a(t_next) x1_hat + s(t_next) eps_hat. On the linear path this is exactly the Euler step
+    x + (t_next - t) v (x1_hat - eps_hat = v); on other schedules it is the Euler step of the same ODE in the
+    variables y = x / a and rho = s / a (dy / d rho = eps_hat). Papers' alpha_bar(r) with data at r = 0 is our a_t^2.
+    """
+    v = field(x, t)
+    x1 = x1_from_velocity(v, x, t, schedule)
+    x0 = eps_from_velocity(v, x, t, schedule)
+    a, s, _, _ = get_schedule(schedule)(expand_t(torch.as_tensor(t_next, dtype=x.dtype, device=x.device)
+                                                 .expand(x.shape[0]), x))
+    return a * x1 + s * x0  # x_next = a' x1_hat + s' eps_hat

@@ -4,6 +4,7 @@ One training step (time runs from noise at t = 0 to data at t = 1):
 
     x1 ~ data (n = batch_size),  x0 ~ N(0, I)               all drawn from one seeded CPU generator
     (x0, x1) <- couple(x0, x1, coupling)                     independent / minibatch OT / Sinkhorn
+    y        <- y, or the null label C w.p. p_uncond        class-conditional runs only (n_classes = C > 0)
     batch    <- spec.make_batch(x0, x1, generator)           the loss draws its times t (and s, r, ...)
     loss     <- spec.fn(model, batch, **settings)            then backward, clip, optimizer step
     lr_k     =  lr * warmup_k * cosine_k                     see `lr_schedule`
@@ -14,6 +15,12 @@ built on the CPU before moving to the device, so a seed gives the same batches o
 Checkpoints hold the model, EMA, optimizer, scheduler, generator state, step, config and log: a run
 killed at step k and resumed with `Trainer.resume(out)` ends with bitwise the same parameters (on the
 CPU) as an uninterrupted run.
+
+Class-conditional runs (n_classes = C > 0): the data give labels, `data_fn(n, g) -> (x1, y)` (the default for a
+labelled 2D set, fmlab.data.labelled.labelled_data), the model is `model(x, t, y)` (fmlab.models.conditioning) and
+each label is replaced by the null label C with probability p_uncond (label dropout, drawn from the same generator,
+so resume stays exact), which trains the unconditional field v(x, t) = model(x, t, C) alongside the conditional ones:
+the pair classifier-free guidance needs (fmlab.guidance). Unconditional runs pass no labels to the loss.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,22 +41,22 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from .couplings import COUPLINGS, partners, solve_coupling
+from .checks import check_choice, check_float, check_int
+from .couplings import COUPLINGS
 from .device import default_threads, pick_device, seed_everything
 from .losses import LossSpec, get_loss
 from .models import build_model
 from .models.parametrisation import FLOW_MAP_PREDICTIONS
 from .paths import PREDICTIONS
-from .prefetch import PairedBatches
+from .train_batches import DataFn, TrainBatches, draw_data
 
-__all__ = ["TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update", "load_run", "sample_run",
-           "generate", "sample_methods", "toy_data_fn",
-           "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES"]
+__all__ = ["checkpoint_path", "rebuild_model", "TrainConfig", "Trainer", "lr_schedule", "ema_decay_at", "ema_update",
+           "toy_data_fn", "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES", "load_for_resume",
+           "LEGACY_TIME_FREQ_MAX"]
 
 CKPT_NAME, METRICS_NAME, CONFIG_NAME = "ckpt.pt", "metrics.jsonl", "config.json"
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant")
-DataFn = Callable[[int, torch.Generator], Any]  # (n, generator) -> x1 [n, ...] or (x1, labels)
 
 
 # --- configuration -------------------------------------------------------------------------------------
@@ -66,6 +72,8 @@ class TrainConfig:
     threads: CPU threads for torch; None picks fmlab.device.default_threads().
     log_every / ckpt_every: steps between log records / checkpoints (ckpt_every = 0: only at the end).
     loss_settings: overrides of the loss's settings (plain values only; see LossSpec.defaults).
+    n_classes: 0 (unconditional) or C > 0: train a class-conditional model on labelled data (losses in
+    fmlab.losses.flow_matching.LABEL_LOSSES, independent coupling). p_uncond: label dropout probability.
     """
 
     data: str = "moons"
@@ -91,27 +99,29 @@ class TrainConfig:
     out: str | None = None
     coupling_reg: float = 0.05
     loss_settings: dict[str, Any] = field(default_factory=dict)
+    n_classes: int = 0
+    p_uncond: float = 0.1
 
     def __post_init__(self) -> None:
-        _check_int(self.steps, "steps", 1)
-        _check_int(self.batch_size, "batch_size", 1)
-        _check_int(self.warmup, "warmup", 0)
-        _check_int(self.hidden, "hidden", 1)
-        _check_int(self.depth, "depth", 1)
-        _check_int(self.seed, "seed", 0)
-        _check_int(self.log_every, "log_every", 1)
-        _check_int(self.ckpt_every, "ckpt_every", 0)
+        check_int(self.steps, "steps", 1)
+        check_int(self.batch_size, "batch_size", 1)
+        check_int(self.warmup, "warmup", 0)
+        check_int(self.hidden, "hidden", 1)
+        check_int(self.depth, "depth", 1)
+        check_int(self.seed, "seed", 0)
+        check_int(self.log_every, "log_every", 1)
+        check_int(self.ckpt_every, "ckpt_every", 0)
         if self.threads is not None:
-            _check_int(self.threads, "threads", 1)
-        _check_float(self.lr, "lr", low=0.0, strict=True)
-        _check_float(self.weight_decay, "weight_decay", low=0.0)
-        _check_float(self.grad_clip, "grad_clip", low=0.0)
-        _check_float(self.coupling_reg, "coupling_reg", low=0.0, strict=True)
+            check_int(self.threads, "threads", 1)
+        check_float(self.lr, "lr", low=0.0, strict=True)
+        check_float(self.weight_decay, "weight_decay", low=0.0)
+        check_float(self.grad_clip, "grad_clip", low=0.0)
+        check_float(self.coupling_reg, "coupling_reg", low=0.0, strict=True)
         if not (isinstance(self.ema_decay, (int, float)) and 0.0 <= self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        _check_choice(self.coupling, "coupling", COUPLINGS)
-        _check_choice(self.optimizer, "optimizer", OPTIMIZERS)
-        _check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        check_choice(self.coupling, "coupling", COUPLINGS)
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         if not isinstance(self.data, str) or not self.data:
             raise ValueError(f"data must be a dataset name, got {self.data!r}")
         if self.device is not None and not isinstance(self.device, str):
@@ -119,10 +129,11 @@ class TrainConfig:
         spec = get_loss(self.loss)  # ValueError listing the registered losses
         if self.prediction is not None:
             heads = PREDICTIONS if spec.time_inputs == 1 else FLOW_MAP_PREDICTIONS
-            _check_choice(self.prediction, "prediction", heads)
+            check_choice(self.prediction, "prediction", heads)
         if not isinstance(self.loss_settings, dict):
             raise ValueError(f"loss_settings must be a dict, got {type(self.loss_settings).__name__}")
         spec.settings(self.loss_settings)  # unknown keys -> ValueError listing the allowed ones
+        _check_conditioning(self.n_classes, self.p_uncond, self.loss, self.coupling)
         for key, value in self.loss_settings.items():
             if not _is_plain(value):
                 raise ValueError(f"loss_settings[{key!r}] must be a plain value (number, string, bool, None, list), "
@@ -147,20 +158,19 @@ class TrainConfig:
         return cls(**d)
 
 
-def _check_int(value: Any, name: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+def _check_conditioning(n_classes: Any, p_uncond: Any, loss: str, coupling: str) -> None:
+    from .losses.flow_matching import LABEL_LOSSES
+    from .models.conditioning import check_n_classes
 
-
-def _check_float(value: Any, name: str, low: float, strict: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or (strict and value == low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {value!r}")
-
-
-def _check_choice(value: Any, name: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+    check_n_classes(n_classes)
+    if isinstance(p_uncond, bool) or not isinstance(p_uncond, (int, float)) or not 0.0 <= p_uncond < 1.0:
+        raise ValueError(f"p_uncond must be a number in [0, 1), got {p_uncond!r}")
+    if n_classes and loss not in LABEL_LOSSES:
+        raise ValueError(f"n_classes > 0 (class-conditional training) needs a loss that passes labels to the model, "
+                         f"one of {list(LABEL_LOSSES)}; got loss={loss!r}")
+    if n_classes and coupling != "independent":
+        raise ValueError(f"n_classes > 0 needs coupling='independent' (minibatch OT pairs noise with data of every "
+                         f"class, so the noise paired with one class is no longer N(0, I)); got {coupling!r}")
 
 
 def _is_plain(value: Any) -> bool:
@@ -180,7 +190,7 @@ def lr_schedule(step: int, lr: float, warmup: int, steps: int, kind: str = "cosi
     Cosine: lr_k = lr (1 + cos(pi (k - w) / (steps - w))) / 2 for k >= w, from lr down to ~0 at the last step.
     Constant: lr_k = lr after warmup.
     """
-    _check_choice(kind, "kind", LR_SCHEDULES)
+    check_choice(kind, "kind", LR_SCHEDULES)
     w = min(warmup, steps)
     if step < w:
         return lr * (step + 1) / w  # linear warmup
@@ -206,11 +216,20 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 # --- the trainer -------------------------------------------------------------------------------------------------
 
-def toy_data_fn(name: str) -> DataFn:
-    """(n, generator) -> x1 [n, 2] from the toy set `name` (ValueError listing the sets if unknown)."""
+def toy_data_fn(name: str, n_classes: int = 0) -> DataFn:
+    """(n, generator) -> x1 [n, 2] from the toy set `name` (ValueError listing the sets if unknown); with
+    n_classes > 0, (x1, labels) from the labelled 2D set `name` (fmlab.data.labelled.labelled_data), which must have
+    that many classes."""
+    if n_classes:
+        from .data.labelled import labelled_data
+
+        fn, classes = labelled_data(name)
+        if classes != n_classes:
+            raise ValueError(f"data {name!r} has {classes} classes, but n_classes={n_classes}")
+        return fn
     from .data import TOY_DATASETS, sample_toy
 
-    _check_choice(name, "data", tuple(sorted(TOY_DATASETS)))
+    check_choice(name, "data", tuple(sorted(TOY_DATASETS)))
     return partial(sample_toy, name)
 
 
@@ -237,13 +256,15 @@ class Trainer:
         self.config = config
         self.spec: LossSpec = get_loss(config.loss)
         self.settings = self.spec.settings({**config.loss_settings, **(runtime_settings or {})})
-        self.data_fn = data_fn if data_fn is not None else toy_data_fn(config.data)
+        self.data_fn = data_fn if data_fn is not None else toy_data_fn(config.data, config.n_classes)
         self.device = pick_device(config.device)
         self.threads = config.threads or default_threads()
         torch.set_num_threads(self.threads)
         self.generator = seed_everything(config.seed)  # also seeds the global RNG that initialises the model
         self.model = (model if model is not None else self._build_model()).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        if "ema" in self.spec.defaults and self.settings.get("ema") is None:
+            self.settings["ema"] = self.ema  # losses that evaluate one call with EMA weights (TVM) get this trainer's
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: lr_schedule(k, 1.0, config.warmup, config.steps, config.lr_schedule))
@@ -254,75 +275,34 @@ class Trainer:
         self._one = torch.ones((), dtype=torch.float64)
         self.out = Path(config.out) if config.out is not None else None
         self._resumed = False  # True once state came from a checkpoint
-        _check_int(coupling_workers, "coupling_workers", 1)
+        check_int(coupling_workers, "coupling_workers", 1)
         if prefetch is None:
             solves = config.coupling != "independent" and data_fn is None  # toy data: a pure function of g
             prefetch = 2 * coupling_workers if solves else 0
-        _check_int(prefetch, "prefetch", 0)
+        check_int(prefetch, "prefetch", 0)
         self.prefetch, self.coupling_workers = prefetch, coupling_workers
-        self._batches: PairedBatches | None = None  # built at the first batch
-        self._side_stream: Any = None  # a CUDA stream for Sinkhorn on the device
+        self.batches = TrainBatches(config, self.spec, self.settings, self.data_fn, self.generator, self.device,
+                                    prefetch, coupling_workers)
 
     # construction helpers
     def _build_model(self) -> nn.Module:
-        x1, _ = self._draw_data(2, torch.Generator().manual_seed(0))  # a probe, off the training generator
+        x1, _ = draw_data(self.data_fn, 2, torch.Generator().manual_seed(0))  # a probe, off the training generator
         if x1.ndim != 2:
             raise ValueError(f"the default MLP needs data of shape [n, d]; got {tuple(x1.shape)}: pass model=")
         return build_model(dim=x1.shape[1], prediction=self.config.head, time_inputs=self.spec.time_inputs,
-                           hidden=self.config.hidden, depth=self.config.depth)
+                           hidden=self.config.hidden, depth=self.config.depth, n_classes=self.config.n_classes)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
         return cls(self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
-
-    def _draw_data(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        drawn = self.data_fn(n, generator)
-        x1, labels = drawn if isinstance(drawn, tuple) else (drawn, None)
-        if not isinstance(x1, Tensor) or x1.shape[0] != n:
-            raise ValueError(f"data_fn(n, generator) must return a tensor [n, ...] with n={n}, got "
-                             f"{type(x1).__name__} {tuple(getattr(x1, 'shape', ()))}")
-        return x1, labels
 
     # one step
     def make_batch(self):
         """Draw data and noise, couple them and let the loss draw its times (on the CPU); move to the device.
 
         With a coupling to solve, the pairings of the next `prefetch` batches are solved on worker threads meanwhile
-        (fmlab.prefetch): the batches, and the generator's states, are exactly those of the sequential path."""
-        if self._batches is None:
-            self._batches = PairedBatches(self._draw_pair, self._solve_pair, self._finish_batch, self._stand_in,
-                                          self.generator, ahead=self.prefetch, workers=self.coupling_workers)
-        batch = self._batches.next(limit=self.config.steps - self.step - 1)
-        moved = {f.name: getattr(batch, f.name).to(self.device) for f in dataclasses.fields(batch)
-                 if isinstance(getattr(batch, f.name), Tensor)}
-        return dataclasses.replace(batch, **moved)
-
-    def _draw_pair(self, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None]:
-        x1, labels = self._draw_data(self.config.batch_size, g)
-        x0 = torch.randn(x1.shape, generator=g, dtype=x1.dtype)  # x0 ~ N(0, I) at t = 0
-        return x0, x1, labels
-
-    def _solve_pair(self, x0: Tensor, x1: Tensor) -> Tensor:
-        """The coupling's deterministic part (fmlab.couplings.solve_coupling); Sinkhorn on the device runs there."""
-        cfg = self.config
-        if cfg.coupling != "sinkhorn_device" or self.device.type == "cpu":
-            return solve_coupling(x0, x1, cfg.coupling, cfg.coupling_reg)
-        if self.device.type == "cuda" and self._side_stream is None:
-            self._side_stream = torch.cuda.Stream(self.device)
-        side = torch.cuda.stream(self._side_stream) if self.device.type == "cuda" else nullcontext()
-        with side:  # on a GPU: a stream of its own, so the solve overlaps the training step's kernels
-            return solve_coupling(x0.to(self.device), x1.to(self.device), cfg.coupling, cfg.coupling_reg)
-
-    def _finish_batch(self, x0: Tensor, x1: Tensor, labels: Tensor | None, solution: Tensor, g: torch.Generator):
-        index = partners(solution, g)  # Sinkhorn draws each x0's partner; a permutation is used as it is
-        extra = {} if labels is None else {"labels": labels[index]}
-        return self.spec.make_batch(x0, x1[index], g, **extra, **self.settings)
-
-    def _stand_in(self, x0: Tensor, x1: Tensor) -> Tensor:
-        """A pairing that draws as many random numbers as the real one: the identity, or uniform plan rows."""
-        if self.config.coupling in ("independent", "ot"):
-            return torch.arange(len(x1))
-        return torch.ones(len(x1), len(x1), dtype=torch.float64)
+        (fmlab.train_batches): the batches, and the generator's states, are exactly those of the sequential path."""
+        return self.batches.next(limit=self.config.steps - self.step - 1)
 
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, Any], float]:
         """One optimizer step; returns (loss, grad_norm, diagnostics, lr used), tensors detached."""
@@ -378,8 +358,7 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
-            if self._batches is not None:
-                self._batches.close()  # end the pairing threads; a later make_batch starts them again
+            self.batches.close()  # end the pairing threads; a later make_batch starts them again
         return self.log
 
     def _ckpt_due(self) -> bool:
@@ -459,7 +438,7 @@ class Trainer:
         path, state, saved = load_for_resume(out, device, threads)
         config = TrainConfig.from_dict(saved)
         if model is None:
-            model = _rebuild(state, path)
+            model = rebuild_model(state, path)
         trainer = cls(config, model=model, data_fn=data_fn, runtime_settings=runtime_settings, prefetch=prefetch,
                       coupling_workers=coupling_workers)
         trainer.load_state_dict(state)
@@ -470,7 +449,7 @@ def load_for_resume(out: str | Path, device: str | None = None, threads: int | N
                     ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """(checkpoint path, checkpoint state, saved config as a dict) of the run in `out`, the config pointing at the
     checkpoint's folder and with `device` / `threads` replaced where given."""
-    path = _ckpt_path(out)
+    path = checkpoint_path(out)
     state = load_checkpoint(path)
     overrides = {"out": str(path.parent), "device": device, "threads": threads}
     return path, state, {**state["config"], **{k: v for k, v in overrides.items() if v is not None}}
@@ -493,12 +472,12 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _ckpt_path(out: str | Path) -> Path:
+def checkpoint_path(out: str | Path) -> Path:
     path = Path(out)
     return path / CKPT_NAME if path.is_dir() or not path.suffix else path
 
 
-def _rebuild(state: dict[str, Any], path: Path) -> nn.Module:
+def rebuild_model(state: dict[str, Any], path: Path) -> nn.Module:
     model_config = state.get("model_config") or {}
     if not model_config:
         raise ValueError(f"{str(path)!r} holds no model_config (the run used a custom model): pass model=")
@@ -506,54 +485,3 @@ def _rebuild(state: dict[str, Any], path: Path) -> nn.Module:
 
 
 LEGACY_TIME_FREQ_MAX = 200.0  # the time embedding of checkpoints written before model_config held time_freq_max
-
-
-# --- using a finished run ----------------------------------------------------------------------------------
-
-def load_run(out: str | Path, device: str | None = None) -> tuple[nn.Module, TrainConfig]:
-    """The EMA model of the run in `out` (eval mode, no grad, on `device` or the best available) and its config."""
-    path = _ckpt_path(out)
-    state = load_checkpoint(path)
-    config = TrainConfig.from_dict(state["config"])
-    model = _rebuild(state, path)
-    model.load_state_dict(state["ema"])
-    return model.requires_grad_(False).eval().to(pick_device(device)), config
-
-
-def sample_methods() -> list[str]:
-    """Names `generate` accepts: the ODE solvers of fmlab.solvers.SOLVERS, and 'flowmap' for two-time models."""
-    from .solvers import SOLVERS
-
-    return sorted(SOLVERS) + ["flowmap"]
-
-
-def generate(model: nn.Module, x0: Tensor, steps: int, method: str = "euler") -> Tensor:
-    """Carry noise x0 (t = 0) to data (t = 1) in `steps` steps.
-
-    An ODE solver ('euler', 'heun', ...) integrates the velocity model(x, t) (for a two-time model: its diagonal
-    u(x, t, t)); 'flowmap' jumps x_{i+1} = X(x_i, t_i, t_{i+1}) with a two-time model (fmlab.flowmaps).
-    """
-    _check_choice(method, "method", tuple(sample_methods()))
-    _check_int(steps, "steps", 1)
-    if method != "flowmap":
-        from .solvers import solve
-
-        return solve(model, x0, steps=steps, method=method)
-    if getattr(model, "config", {}).get("time_inputs", 1) != 2:
-        raise ValueError("method='flowmap' needs a two-time (flow-map) model; this model takes one time: "
-                         "use an ODE solver")
-    from .flowmaps import sample_flow_map
-
-    return sample_flow_map(model, x0, steps=steps)
-
-
-def sample_run(out: str | Path, n: int = 2000, steps: int = 100, method: str = "euler", seed: int = 0,
-               device: str | None = None) -> Tensor:
-    """n samples [n, d] (on the CPU) from the run's EMA model: x0 ~ N(0, I) (seeded, drawn on the CPU) carried
-    from t = 0 to t = 1 by `generate` with `steps` steps of `method`."""
-    _check_int(n, "n", 1)
-    _check_int(seed, "seed", 0)
-    _check_choice(method, "method", tuple(sample_methods()))
-    model, _ = load_run(out, device)
-    x0 = torch.randn(n, model.config["dim"], generator=torch.Generator().manual_seed(seed))  # x0 ~ N(0, I)
-    return generate(model, x0.to(next(model.parameters()).device), steps, method).cpu()

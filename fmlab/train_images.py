@@ -13,6 +13,9 @@ checkpoints with exact resume):
 - channels-last memory format on GPUs (`channels_last='auto'`; off for JVP losses, whose GroupNorm forward-mode
   rule needs contiguous tensors) and optional `torch.compile` of the UNet (`compile='inductor'`; skipped for JVP
   losses, which torch.compile does not trace through torch.func.jvp);
+- class conditioning on an attribute (`attribute=`: 'smiling' or 'glasses' of the procedural faces, a CelebA
+  attribute such as 'Smiling' read from list_attr_celeba.txt): a 2-class UNet `model(x, t, y)` trained with label
+  dropout p_uncond (fmlab.train), its grids showing the classes in turn, ready for classifier-free guidance;
 - periodic sample grids from the EMA model (fixed noise, so grids are comparable across steps), written to
   OUT/samples/step_NNNNNNN.png and kept in `trainer.grids`; `on_grid(step, grid)` lets a notebook show them live;
 - throughput and memory in every log record: images_per_s (global, all ranks), step_ms, peak_mem_mb (CUDA:
@@ -32,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +44,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write
+from .checks import check_choice, check_int
 from .distributed import DistInfo, all_gather_objects, broadcast_parameters, rank_seed, sync_gradients
+from .image_grid import make_grid, save_png, to_uint8
 from .losses import get_loss
 from .models.unet import UNET_PRESETS, build_unet
-from .train import CKPT_NAME, TrainConfig, Trainer, _check_choice, _check_int, ema_decay_at, ema_update, load_for_resume
+from .sampling import generate_images
+from .train import CKPT_NAME, TrainConfig, Trainer, ema_decay_at, ema_update, load_for_resume
 
 __all__ = ["ImageTrainConfig", "ImageTrainer", "ImageStream", "CONFIGS", "IMAGE_DATA", "AMP_MODES", "image_config",
-           "image_dataset", "build_image_model", "generate_images", "to_uint8", "make_grid", "save_png",
-           "measure_throughput", "plan_steps", "loss_uses_jvp", "peak_memory"]
+           "image_dataset", "build_image_model", "loss_uses_jvp", "peak_memory"]
 
 IMAGE_DATA = ("faces", "celeba")
 AMP_MODES = ("auto", "bf16", "off")
@@ -69,6 +72,9 @@ class ImageTrainConfig(TrainConfig):
     preset / image_size / dropout / time_condition: the UNet (fmlab.models.unet.UNET_PRESETS).
     crop / flip: CelebA preprocessing (fmlab.data.celeba.CROPS) and random horizontal flips.
     n_faces: size of the procedural training set.
+    attribute: None (unconditional) or a binary attribute to condition on ('smiling', 'glasses' for the faces; a
+    CelebA name such as 'Smiling', 'Eyeglasses'): the UNet becomes a 2-class model (n_classes is set to 2) trained
+    with label dropout p_uncond, and its grids alternate the two classes (0: without, 1: with the attribute).
     amp: 'auto' (bf16 on capable GPUs unless the loss takes JVPs), 'bf16' (always, also on the CPU), 'off'.
     channels_last: 'auto' (on CUDA, unless the loss takes JVPs), 'on', 'off'.
     compile: torch.compile backend for the UNet, 'off' (default), 'inductor', 'aot_eager', 'eager'.
@@ -99,22 +105,33 @@ class ImageTrainConfig(TrainConfig):
     sample_every: int = 5000
     sample_n: int = 64
     sample_steps: int = 8
+    attribute: str | None = None
 
     def __post_init__(self) -> None:
+        if self.attribute is not None:
+            if not isinstance(self.attribute, str) or not self.attribute:
+                raise ValueError(f"attribute must be None or an attribute name, got {self.attribute!r}")
+            if self.n_classes not in (0, 2):
+                raise ValueError(f"attribute={self.attribute!r} is a 2-class label; n_classes must be 2 (or 0, "
+                                 f"set for you), got {self.n_classes}")
+            object.__setattr__(self, "n_classes", 2)
+        elif self.n_classes:
+            raise ValueError(f"n_classes={self.n_classes} needs attribute= (the label of each image), e.g. "
+                             f"'smiling' for the procedural faces or 'Smiling' for CelebA")
         super().__post_init__()
-        _check_choice(self.data, "data", IMAGE_DATA)
-        _check_choice(self.preset, "preset", tuple(UNET_PRESETS))
-        _check_choice(self.amp, "amp", AMP_MODES)
-        _check_choice(self.channels_last, "channels_last", SWITCHES)
-        _check_choice(self.compile, "compile", COMPILE_BACKENDS)
+        check_choice(self.data, "data", IMAGE_DATA)
+        check_choice(self.preset, "preset", tuple(UNET_PRESETS))
+        check_choice(self.amp, "amp", AMP_MODES)
+        check_choice(self.channels_last, "channels_last", SWITCHES)
+        check_choice(self.compile, "compile", COMPILE_BACKENDS)
         from .data.celeba import CROPS
 
-        _check_choice(self.crop, "crop", tuple(CROPS))
-        _check_int(self.image_size, "image_size", 8)
-        _check_int(self.n_faces, "n_faces", 1)
-        _check_int(self.sample_every, "sample_every", 0)
-        _check_int(self.sample_n, "sample_n", 1)
-        _check_int(self.sample_steps, "sample_steps", 1)
+        check_choice(self.crop, "crop", tuple(CROPS))
+        check_int(self.image_size, "image_size", 8)
+        check_int(self.n_faces, "n_faces", 1)
+        check_int(self.sample_every, "sample_every", 0)
+        check_int(self.sample_n, "sample_n", 1)
+        check_int(self.sample_steps, "sample_steps", 1)
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if not isinstance(self.flip, bool):
@@ -140,7 +157,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 def image_config(name: str = "celeba64", **overrides: Any) -> ImageTrainConfig:
     """A named image configuration (CONFIGS) with field overrides, e.g. image_config('faces32', loss='meanflow')."""
-    _check_choice(name, "config", tuple(CONFIGS))
+    check_choice(name, "config", tuple(CONFIGS))
     return ImageTrainConfig(**{**CONFIGS[name], **overrides})
 
 
@@ -148,7 +165,7 @@ def image_config(name: str = "celeba64", **overrides: Any) -> ImageTrainConfig:
 
 def image_dataset(config: ImageTrainConfig, split: str = "train", progress: bool = True):
     """The data set a config names: fmlab.data.faces.Faces or fmlab.data.celeba.CelebA64 (`.images` uint8
-    [N, H, W, 3], `.name`)."""
+    [N, H, W, 3], `.name`, `.attribute(name)` -> 0/1 labels [N])."""
     if config.data == "faces":
         from .data.faces import Faces
 
@@ -166,10 +183,11 @@ class ImageStream:
     torch.utils.data.DistributedSampler(shuffle=True, seed=seed) at set_epoch(e) (all ranks together cover every
     image once per epoch). A batch may straddle two epochs. Each image is flipped left-right with probability 1/2
     when `flip`, decided by `generator` (the trainer's seeded generator). `state_dict()` / `load_state_dict()`
-    hold the position (epoch, index) for exact resume.
+    hold the position (epoch, index) for exact resume. With `labels` (int [N]) it returns (x1, labels [n]) instead.
     """
 
-    def __init__(self, images: np.ndarray, seed: int = 0, rank: int = 0, world_size: int = 1, flip: bool = True):
+    def __init__(self, images: np.ndarray, seed: int = 0, rank: int = 0, world_size: int = 1, flip: bool = True,
+                 labels: np.ndarray | None = None):
         from torch.utils.data import DistributedSampler
 
         if images.ndim != 4 or images.dtype != np.uint8 or images.shape[-1] not in (1, 3):
@@ -177,7 +195,10 @@ class ImageStream:
                              f"{tuple(images.shape)}")
         if len(images) < world_size:
             raise ValueError(f"the data set has {len(images)} images, fewer than the {world_size} ranks")
+        if labels is not None and np.shape(labels) != (len(images),):
+            raise ValueError(f"labels must have one entry per image ({len(images)}), got shape {np.shape(labels)}")
         self.images, self.flip = images, flip
+        self.labels = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
         self.sampler = DistributedSampler(range(len(images)), num_replicas=world_size, rank=rank, shuffle=True,
                                           seed=seed)
         self.epoch, self.pos = 0, 0
@@ -200,7 +221,7 @@ class ImageStream:
                 self.epoch, self.pos, self._order = self.epoch + 1, 0, None
         return out
 
-    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, Tensor]:
         idx = np.asarray(self.indices(n))
         order = np.argsort(idx, kind="stable")  # read a memory-mapped cache in ascending order
         batch = np.empty((n, *self.images.shape[1:]), np.uint8)
@@ -209,6 +230,8 @@ class ImageStream:
         if self.flip:
             mirror = torch.rand(n, generator=generator) < 0.5
             x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        if self.labels is not None:
+            return x.contiguous(), self.labels[torch.from_numpy(idx)]  # flips keep the attribute
         return x.contiguous()
 
     def state_dict(self) -> dict[str, int]:
@@ -265,8 +288,9 @@ class ImageTrainer(Trainer):
         if data_fn is None:
             dataset = image_dataset(config, "train", progress=progress_data and self.dist.is_main)
             self.dataset_name = dataset.name
+            labels = dataset.attribute(config.attribute) if config.attribute is not None else None
             data_fn = ImageStream(dataset.images, seed=config.seed, rank=self.dist.rank,
-                                  world_size=self.dist.world_size, flip=config.flip)
+                                  world_size=self.dist.world_size, flip=config.flip, labels=labels)
         else:
             self.dataset_name = getattr(data_fn, "name", "custom data")
         self.on_grid = on_grid
@@ -281,7 +305,8 @@ class ImageTrainer(Trainer):
     def _build_model(self) -> nn.Module:
         cfg = self.config
         return build_unet(cfg.preset, image_size=cfg.image_size, prediction=cfg.head,
-                          time_inputs=self.spec.time_inputs, dropout=cfg.dropout, time_condition=cfg.time_condition)
+                          time_inputs=self.spec.time_inputs, dropout=cfg.dropout, time_condition=cfg.time_condition,
+                          n_classes=cfg.n_classes)
 
     def _setup_parallel(self) -> None:
         if self.dist.world_size == 1:
@@ -365,13 +390,19 @@ class ImageTrainer(Trainer):
 
     @torch.no_grad()
     def sample_grid(self) -> np.ndarray:
-        """sample_n images from the EMA model with fixed noise (seed config.seed), as one uint8 grid [H, W, 3]."""
+        """sample_n images from the EMA model with fixed noise (seed config.seed), as one uint8 grid [H, W, 3]; a
+        conditional model draws the classes in turn (labels 0, 1, 0, 1, ...) at guidance 1 (the conditional model)."""
         cfg = self.config
         if self._grid_noise is None:
             g = torch.Generator().manual_seed(cfg.seed)
             c = self.model.config.get("in_channels", 3)
             self._grid_noise = torch.randn(cfg.sample_n, c, cfg.image_size, cfg.image_size, generator=g)
-        x = generate_images(self.ema, self._grid_noise.to(self.device), cfg.sample_steps)
+        labels = None
+        if cfg.n_classes:
+            from .guidance import cycle_labels
+
+            labels = cycle_labels(cfg.sample_n, cfg.n_classes).to(self.device)
+        x = generate_images(self.ema, self._grid_noise.to(self.device), cfg.sample_steps, loss=cfg.loss, labels=labels)
         grid = make_grid(to_uint8(x))
         self.grids[self.step] = grid
         for old in sorted(self.grids)[:-20]:  # keep the last 20 in memory
@@ -481,90 +512,3 @@ def peak_memory(device: torch.device) -> dict[str, float]:
         return {"peak_mem_mb": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
     except ImportError:  # Windows
         return {}
-
-
-# --- images from a model -------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def generate_images(model: nn.Module, x0: Tensor, steps: int, method: str | None = None) -> Tensor:
-    """Noise x0 [n, C, H, W] (t = 0) carried to images (t = 1): `steps` Euler steps of the velocity, or, for a
-    two-time model, `steps` flow-map jumps (method=None picks). Output clamped to [-1, 1]."""
-    from .train import generate
-
-    if method is None:
-        method = "flowmap" if getattr(model, "prediction", "") == "average_velocity" else "euler"
-    was_training = model.training
-    model.eval()
-    try:
-        return generate(model, x0, steps, method).clamp(-1.0, 1.0)
-    finally:
-        model.train(was_training)
-
-
-def to_uint8(x: Tensor) -> np.ndarray:
-    """[-1, 1] images [n, C, H, W] -> uint8 [n, H, W, C] (round half to even after mapping to [0, 255])."""
-    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
-
-
-def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 1) -> np.ndarray:
-    """uint8 [n, H, W, C] -> one uint8 image [rows (H + pad) + pad, nrow (W + pad) + pad, C] on a white ground."""
-    n, h, w, c = images.shape
-    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
-    rows = math.ceil(n / nrow)
-    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, np.uint8)
-    for i in range(n):
-        r, k = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = images[i]
-    return grid
-
-
-def save_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write a uint8 [H, W, 3] array as a PNG, atomically."""
-    from PIL import Image
-
-    def write(f):
-        Image.fromarray(image).save(f, format="PNG")
-
-    return atomic_write(path, write)
-
-
-# --- sizing a run ----------------------------------------------------------------------------------------------------
-
-def measure_throughput(config: ImageTrainConfig, steps: int = 3, warmup: int = 1, model: nn.Module | None = None,
-                       data_fn: Callable | None = None, runtime_settings: dict[str, Any] | None = None
-                       ) -> dict[str, float]:
-    """Time `steps` training steps (after `warmup` untimed ones) of `config` on its device, from a fresh trainer
-    with no files. Returns images_per_s, step_ms and peak_mem_mb (see ImageTrainer._record)."""
-    _check_int(steps, "steps", 1)
-    cfg = dataclasses.replace(config, steps=steps + warmup, out=None, sample_every=0, warmup=0)
-    trainer = ImageTrainer(cfg, model=model, data_fn=data_fn, runtime_settings=runtime_settings)
-    trainer._grid_due = lambda: False  # timing only
-    for _ in range(warmup):
-        trainer.train_step()
-    _sync(trainer.device)
-    if trainer.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(trainer.device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        trainer.train_step()
-    _sync(trainer.device)
-    seconds = time.perf_counter() - start
-    return {"images_per_s": steps * cfg.batch_size / seconds, "step_ms": 1000 * seconds / steps,
-            **peak_memory(trainer.device)}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def plan_steps(images_per_s: float, budget_s: float, batch_size: int, min_steps: int = 1,
-               max_steps: int | None = None) -> int:
-    """Training steps that fit a time budget: floor(budget_s x images_per_s / batch_size), clipped to
-    [min_steps, max_steps]."""
-    if not images_per_s > 0 or not budget_s > 0:
-        raise ValueError(f"images_per_s and budget_s must be > 0, got {images_per_s}, {budget_s}")
-    steps = int(budget_s * images_per_s / batch_size)
-    steps = max(min_steps, steps)
-    return min(steps, max_steps) if max_steps is not None else steps

@@ -12,8 +12,8 @@ the code cells, since nbval fails a cell that has outputs but no count); cell an
 matters (tags, source hiding, kernelspec, language name). `--execute` runs the notebook first with nbclient
 under FMLAB_FAST=1 (in the notebook's folder) so the kept outputs are fresh.
 
-Generator scripts (labs/_src/NN_topic.py) build notebooks with `md(...)`, `code(...)` and `write_notebook(...)`
-from this module, which gives cells stable ids so that regenerating an unchanged lab changes nothing.
+Notebooks are built from their percent-format sources (labs/NN_name.py) by scripts/build_labs.py, which strips
+them with `strip` from this module.
 """
 
 from __future__ import annotations
@@ -75,7 +75,10 @@ def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             if cell["cell_type"] == "markdown":
                 cell.pop("attachments", None)
     lang = nb.metadata.get("language_info", {}).get("name", "python")
+    pairing = nb.metadata.get("jupytext", {}).get("formats")
     nb.metadata = {"kernelspec": dict(nb.metadata.get("kernelspec") or KERNELSPEC), "language_info": {"name": lang}}
+    if pairing:  # the lab's jupytext pairing with its percent-format source (scripts/build_labs.py)
+        nb.metadata["jupytext"] = {"formats": pairing}
     nb.nbformat, nb.nbformat_minor = 4, 5
     return nb
 
@@ -101,51 +104,6 @@ def execute(path: Path, timeout: int = 600) -> nbformat.NotebookNode:
         else:
             os.environ["FMLAB_FAST"] = old
     return nb
-
-
-# --- building notebooks from generator scripts ----------------------------------------------------------------
-
-def md(text: str) -> nbformat.NotebookNode:
-    """A markdown cell (leading/trailing blank lines trimmed)."""
-    return nbformat.v4.new_markdown_cell(text.strip("\n"))
-
-
-def code(text: str, hidden: bool = False) -> nbformat.NotebookNode:
-    """A code cell; `hidden=True` collapses its source in JupyterLab (e.g. long plotting helpers)."""
-    cell = nbformat.v4.new_code_cell(text.strip("\n"))
-    if hidden:
-        cell.metadata["jupyter"] = {"source_hidden": True}
-    return cell
-
-
-def solution(text: str) -> nbformat.NotebookNode:
-    """A markdown cell holding a collapsed solution: <details><summary>Solution</summary> ... </details>."""
-    return md(f"<details><summary><b>Solution</b> (click to open)</summary>\n\n{text.strip()}\n\n</details>")
-
-
-def write_notebook(path: str | Path, cells: list[nbformat.NotebookNode]) -> Path:
-    """Write `cells` as a stripped notebook with stable cell ids (`<stem>-<index>`); returns the path.
-
-    Outputs of NBVAL_CHECK_OUTPUT cells already in the file at `path` are kept when the cell's source is
-    unchanged, so regenerating a lab does not throw away what `--execute` recorded.
-    """
-    path = Path(path)
-    old = {}
-    if path.exists():
-        for cell in nbformat.read(path, as_version=4).cells:
-            if is_checked(cell):
-                old[cell.source] = cell.get("outputs", [])
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
-    stem = path.stem.replace("_", "-")
-    for i, cell in enumerate(cells):
-        cell["id"] = f"{stem}-{i:02d}"
-        if is_checked(cell) and cell.source in old:
-            cell["outputs"] = old[cell.source]
-    nb.cells = cells
-    nbformat.validate(nb)
-    path.write_text(dumps(strip(nb)), encoding="utf-8")
-    return path
 
 
 # --- command line ------------------------------------------------------------------------------------------------

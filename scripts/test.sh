@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install fmlab with its test extras into .venv and run everything: lint, unit tests, the labs under
-# nbval (FMLAB_FAST=1) and the browser tests (JupyterLab in headless Chromium).
+# nbval (FMLAB_FAST=1) and the browser tests (JupyterLab in headless Chromium). Arguments select tests
+# (`bash scripts/test.sh tests/test_paths.py`); without them everything runs.
 FMLAB_EXTRAS="[test]" source "$(dirname "$0")/env.sh"
-ruff check fmlab tests benchmarks
+ruff check fmlab tests benchmarks labs scripts
 # The browser tests (tests/browser) drive Debian's chromium through Playwright (no browser downloads): install it
 # with apt-get when it is missing and we may (root, apt-get present); otherwise those tests skip and say what to install.
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${FMLAB_CHROMIUM:-}" ]; then
@@ -15,4 +16,11 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${FMLAB_CHROMIUM:-}" ]; then
   fi
 fi
 export FMLAB_FAST=1 MPLBACKEND=Agg
-python -m pytest -q "$@"
+if [ "$#" -gt 0 ]; then  # a selection of tests: run just that
+  python -m pytest -q "$@"
+  exit
+fi
+# Everything but the browser tests on every core (pytest-xdist; one worker per test file, at most 4 workers), then
+# the browser tests alone: they share one JupyterLab server and Chromium, and time the kernel's answers.
+python -m pytest -q -m "not browser" -n auto --maxprocesses 4 --dist loadfile --durations 15
+python -m pytest -q -m browser --durations 5

@@ -1,5 +1,7 @@
 """Shared test fixtures."""
 
+import os
+
 import pytest
 import torch
 
@@ -12,3 +14,19 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread (and OMP_NUM_THREADS=1, which the trainer reads for its default) for a module of small
+    models: faster on tiny tensors, and the 2-core CI machine runs two test workers. Restored afterwards.
+    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    yield
+    torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = env

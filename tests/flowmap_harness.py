@@ -33,7 +33,7 @@ from fmlab.data.gaussian import Gaussian, GaussianMixture, gmm_2d
 from fmlab.flowmaps import GaussianMixtureTeacher, flow_map
 from fmlab.losses.batch import Batch
 from fmlab.losses.registry import LossSpec
-from fmlab.models import AffineFlowMapModel, ExactFlowMapModel
+from fmlab.models import AffineFlowMapModel, ExactFlowMapModel, FlowMapModel
 
 F64 = torch.float64
 DIM = 2
@@ -299,3 +299,223 @@ def check_contract(spec: LossSpec, n: int = 64) -> dict[str, Any]:
     for key in ("n_forward", "n_jvp", "n_backward"):
         assert key in diag, f"{spec.name}: diagnostics lack {key}"
     return diag
+
+
+# --- (d) stationarity of the update field on a Gaussian mixture ----------------------------------------------
+#
+# On a Gaussian the flow map is affine and a conditional target has a symmetric (Gaussian) noise, so a loss whose
+# update is biased only where the target is multimodal (an adaptive weight correlated with the noise, a cosine or a
+# clip of a noisy residual) still looks stationary there. On a mixture the exact map is not available in closed
+# form, so the "model" below integrates the closed-form velocity with fixed-step RK4 (differentiable in x, s and t)
+# and adds a zero-initialised perturbation; the expected update w.r.t. the perturbation coefficients must vanish
+# up to a Monte-Carlo error that is estimated from the per-chunk spread of the gradient.
+
+def stationarity_mixture() -> GaussianMixture:
+    """The test mixture: two isotropic components, unequal weights 0.65 / 0.35, means (-1.5, -0.3) and (1.5, 0.6),
+    standard deviations 0.45 and 0.6. The modes overlap under the noise for t < ~0.6, so the conditional velocity
+    x1 - x0 given x_t is bimodal there: where a mode-seeking weighting moves the fixed point."""
+    return GaussianMixture(torch.tensor([[-1.5, -0.3], [1.5, 0.6]], dtype=F64), stds=torch.tensor([0.45, 0.6]),
+                           weights=torch.tensor([0.65, 0.35]))
+
+
+def isotropic_mixture_velocity(target: GaussianMixture, x: Tensor, t: Tensor, dx: Tensor | None = None,
+                               dt: Tensor | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    """The marginal velocity of an isotropic mixture on the linear path in plain operations, valid slightly outside
+    [0, 1] (no time check; the finite-difference losses step past t = 1), and, given tangents (dx, dt), also its
+    directional derivative dv (hand-derived forward mode; torch's forward mode is slow here):
+
+        v(x, t) = sum_k pi_k v_k,   v_k = mu_k + g_k z_k,   z_k = x - t mu_k,   g_k = (t lam_k - (1 - t)) / c_k,
+        c_k = t^2 lam_k + (1 - t)^2,   pi = softmax_k(log w_k - |z_k|^2 / (2 c_k) - (d / 2) log c_k).
+
+    (GaussianMixture.velocity is the engine's version, checked equal in the test, as is dv against autograd.)"""
+    if target.q is not None or target.lam.shape[-1] != 1:
+        raise ValueError("isotropic_mixture_velocity needs an isotropic mixture (GaussianMixture(..., stds=[K]))")
+    mu, lam, log_w = target.means, target.lam[:, 0], target.log_weights  # [K, d], [K], [K] (float64)
+    a = t.reshape(-1, 1)  # [B, 1]
+    c = a * a * lam + (1 - a) ** 2  # [B, K]
+    z = x[:, None, :] - a[:, :, None] * mu  # x - t mu_k, [B, K, d]
+    z2 = (z * z).sum(-1)
+    pi = torch.softmax(log_w - 0.5 * (z2 / c + x.shape[1] * torch.log(c)), dim=1)
+    g = (a * lam - (1 - a)) / c
+    v_k = mu + g[..., None] * z
+    v = (pi[..., None] * v_k).sum(1)
+    if dx is None:
+        return v
+    da = dt.reshape(-1, 1)
+    dc = 2 * (a * lam - (1 - a)) * da  # d c_k
+    dz = dx[:, None, :] - da[:, :, None] * mu
+    dg = ((lam + 1) * da - g * dc) / c
+    dlogit = -(z * dz).sum(-1) / c + 0.5 * z2 * dc / c**2 - 0.5 * x.shape[1] * dc / c
+    dpi = pi * (dlogit - (pi * dlogit).sum(1, keepdim=True))
+    dv_k = dg[..., None] * z + g[..., None] * dz
+    return v, (dpi[..., None] * v_k + pi[..., None] * dv_k).sum(1)
+
+
+def rk4_average_velocity(field: Callable[..., Any], x: Tensor, s: Tensor, t: Tensor, steps: int,
+                         tangents: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor | tuple[Tensor, Tensor]:
+    """(X(x, s, t) - x) / (t - s) for the ODE dx/dr = field(x, r), by `steps` RK4 steps, written as the mean of the
+    steps' stage averages (k1 + 2 k2 + 2 k3 + k4) / 6: no division by t - s, smooth across s = t, equal to
+    field(x, s) there; backward jumps (t < s) work the same. With `tangents` (dx, ds, dt) it also propagates the
+    directional derivative through every stage, field(y, r, dy, dr) -> (v, dv), and returns (u, du)."""
+    h = ((t - s) / steps).reshape(-1, 1)
+    if tangents is None:
+        y, r, total = x, s, torch.zeros_like(x)
+        for _ in range(steps):
+            k1 = field(y, r)
+            k2 = field(y + 0.5 * h * k1, r + 0.5 * h[:, 0])
+            k3 = field(y + 0.5 * h * k2, r + 0.5 * h[:, 0])
+            k4 = field(y + h * k3, r + h[:, 0])
+            incr = (k1 + 2 * k2 + 2 * k3 + k4) / 6  # the step's average velocity
+            y, r, total = y + h * incr, r + h[:, 0], total + incr
+        return total / steps
+    dx, ds, dt = tangents
+    dh = ((dt - ds) / steps).reshape(-1, 1)
+    y, dy, r, dr = x, dx, s, ds
+    total, dtotal = torch.zeros_like(x), torch.zeros_like(x)
+    for _ in range(steps):
+        k1, dk1 = field(y, r, dy, dr)
+        k2, dk2 = field(y + 0.5 * h * k1, r + 0.5 * h[:, 0], dy + 0.5 * (dh * k1 + h * dk1), dr + 0.5 * dh[:, 0])
+        k3, dk3 = field(y + 0.5 * h * k2, r + 0.5 * h[:, 0], dy + 0.5 * (dh * k2 + h * dk2), dr + 0.5 * dh[:, 0])
+        k4, dk4 = field(y + h * k3, r + h[:, 0], dy + dh * k3 + h * dk3, dr + dh[:, 0])
+        incr, dincr = (k1 + 2 * k2 + 2 * k3 + k4) / 6, (dk1 + 2 * dk2 + 2 * dk3 + dk4) / 6
+        y, dy = y + h * incr, dy + dh * incr + h * dincr
+        r, dr = r + h[:, 0], dr + dh[:, 0]
+        total, dtotal = total + incr, dtotal + dincr
+    return total / steps, dtotal / steps
+
+
+class _ExactAverageVelocity(torch.autograd.Function):
+    """u*(x, s, t) = fn(x, s, t) with a hand-written forward mode.
+
+    torch's forward-mode AD costs about a millisecond per operation here (it runs Python decompositions), and the
+    RK4 solve has about a thousand, so torch.func.jvp of the plain solve takes seconds. Under torch.func.jvp this
+    Function returns the tangent fn(x, s, t, tangents) computes (the same RK4 with the tangent propagated in plain
+    operations), which
+    stays differentiable in reverse mode through the inputs and the tangents; reverse mode through the output is
+    torch.func.vjp of fn. Both are checked against the plain solve in tests/test_losses_mixture_stationarity.py."""
+
+    @staticmethod
+    def forward(fn: Callable[..., Any], x: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        return fn(x, s, t)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.fn = inputs[0]
+        ctx.save_for_backward(*inputs[1:])
+        ctx.save_for_forward(*inputs[1:])
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple:
+        _, pullback = torch.func.vjp(ctx.fn, *ctx.saved_tensors)
+        return (None, *pullback(grad_out))
+
+    @staticmethod
+    def jvp(ctx: Any, _: Any, dx: Tensor, ds: Tensor, dt: Tensor) -> Tensor:
+        x, s, t = ctx.saved_tensors
+        zero = lambda d, like: torch.zeros_like(like) if d is None else d  # noqa: E731
+        return ctx.fn(x, s, t, (zero(dx, x), zero(ds, s), zero(dt, t)))[1]
+
+
+class MixtureAverageVelocity(torch.nn.Module):
+    """u(x, s, t) = u*(x, s, t) + sum_{a, b, j} eps[a, b, j] tau_a(s, t) f_b(x) e_j, with u* the RK4 average
+    velocity of the mixture's exact velocity, tau = (1, s, t), f = (1, x_1, x_2) and e_j the unit vectors:
+    18 perturbation coefficients eps (an nn.Parameter, zero: the exact map). `fast_jvp=False` runs the solve
+    through torch's forward mode directly (slow; the reference for _ExactAverageVelocity)."""
+
+    def __init__(self, target: GaussianMixture, steps: int = 16, fast_jvp: bool = True):
+        super().__init__()
+        if target.dim != 2:
+            raise ValueError(f"the perturbation basis is written for d = 2, got d = {target.dim}")
+        self.target, self.steps, self.fast_jvp = target, steps, fast_jvp
+        self.eps = torch.nn.Parameter(torch.zeros(3, 3, 2, dtype=F64))
+
+    def exact(self, x: Tensor, s: Tensor, t: Tensor, tangents: tuple[Tensor, Tensor, Tensor] | None = None) -> Any:
+        """u*(x, s, t) by RK4 on the closed-form velocity (and its directional derivative along `tangents`)."""
+        field = lambda *a: isotropic_mixture_velocity(self.target, *a)  # noqa: E731
+        return rk4_average_velocity(field, x, s, t, self.steps, tangents)
+
+    def forward(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        s, t = (torch.as_tensor(r, dtype=x.dtype).expand(len(x)) for r in (s, t))  # floats or [B]
+        u = _ExactAverageVelocity.apply(self.exact, x, s, t) if self.fast_jvp else self.exact(x, s, t)
+        tau = torch.stack([torch.ones_like(s), s, t], dim=1)  # [B, 3]
+        f = torch.cat([torch.ones_like(x[:, :1]), x], dim=1)  # [B, 3]
+        return u + torch.einsum("ba,bc,acj->bj", tau, f, self.eps)
+
+
+class MixtureFlowMapModel(FlowMapModel):
+    """The exact flow map of an isotropic Gaussian mixture (RK4, `steps` steps) as a float64 two-time model, with
+    the 18 zero-initialised perturbation coefficients of MixtureAverageVelocity (`.eps`)."""
+
+    def __init__(self, target: GaussianMixture | None = None, steps: int = 16, fast_jvp: bool = True):
+        super().__init__(MixtureAverageVelocity(target or stationarity_mixture(), steps, fast_jvp))
+
+    @property
+    def eps(self) -> torch.nn.Parameter:
+        return self.backbone.eps
+
+
+@dataclass(frozen=True)
+class UpdateField:
+    """The expected update d loss / d eps at eps = 0, estimated from `chunks` equal chunks of one batch:
+    mean [P] and its standard error se [P] (spread of the chunk gradients / sqrt(chunks)); `scale` is the norm of
+    the update at a perturbed model (eps ~ 0.1 N(0, 1)); a numerical floor rel_floor * scale / sqrt(P) is added to
+    the standard error (RK4 and finite-difference errors of a noise-free loss)."""
+
+    mean: Tensor
+    se: Tensor
+    scale: float
+    rel_floor: float = 1e-4
+
+    @property
+    def z(self) -> Tensor:
+        floor = self.rel_floor * self.scale / math.sqrt(self.mean.numel())
+        return self.mean.abs() / torch.sqrt(self.se**2 + floor**2)
+
+    @property
+    def max_z(self) -> float:
+        return self.z.max().item()
+
+    @property
+    def relative(self) -> float:
+        """|mean| / scale: the size of the update at the exact map against that at a perturbed one."""
+        return self.mean.norm().item() / max(self.scale, 1e-300)
+
+    def __str__(self) -> str:
+        return f"max |mean| / SE = {self.max_z:.2f}, |mean| / scale = {self.relative:.2e}"
+
+
+def _rows(batch: Batch, idx: slice) -> Batch:
+    pick = lambda v: None if v is None else v[idx]  # noqa: E731
+    return Batch(x0=batch.x0[idx], x1=batch.x1[idx], t=batch.t[idx], s=pick(batch.s), r=pick(batch.r),
+                 z=pick(batch.z), labels=pick(batch.labels))
+
+
+def mixture_update_field(spec: LossSpec, settings: dict[str, Any] | None = None, n: int = 2048, chunks: int = 32,
+                         seed: int = 0, model: MixtureFlowMapModel | None = None,
+                         target: GaussianMixture | None = None, rel_floor: float = 1e-4) -> UpdateField:
+    """The expected update of `spec` (with `settings`: the spec's defaults merged with these; pass a teacher
+    explicitly) at the exact mixture map, per chunk of one batch of n independent pairs (x0 ~ N(0, I), x1 ~ the
+    mixture), and its scale at a perturbed model (one chunk)."""
+    target = target or stationarity_mixture()
+    model = model or MixtureFlowMapModel(target)
+    settings = spec.settings(settings)
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, target.dim, generator=g, dtype=F64)
+    x1 = target.sample(n, generator=g).to(F64)
+    batch = spec.make_batch(x0, x1, g, **settings)
+    size = n // chunks
+
+    def grad(rows: Batch) -> Tensor:
+        loss, _ = spec.fn(model, rows, **settings)
+        return torch.autograd.grad(loss, model.eps)[0].flatten()
+
+    with torch.no_grad():
+        model.eps.zero_()
+    grads = torch.stack([grad(_rows(batch, slice(i * size, (i + 1) * size))) for i in range(chunks)])
+    with torch.no_grad():
+        model.eps.copy_(0.1 * torch.randn(model.eps.shape, generator=torch.Generator().manual_seed(seed + 1),
+                                          dtype=F64))
+    scale = grad(_rows(batch, slice(0, size))).norm().item()
+    with torch.no_grad():
+        model.eps.zero_()
+    return UpdateField(mean=grads.mean(0), se=grads.std(0) / math.sqrt(chunks), scale=scale, rel_floor=rel_floor)

@@ -21,13 +21,7 @@ def _f64(g: GaussianMixture) -> GaussianMixture:
     return GaussianMixture(g.means, covs=g.covs, weights=g.weights)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small float64 tensors: one thread is faster, and the CI machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,17 @@ from fmlab.diagnostics import (
     grad_norm,
     grad_norms_at_levels,
     kstep_decomposition,
+    per_call_gradients,
     posterior_variance_power,
     transition_jacobians,
+    variant_gradients,
+    wtfm_gradient_split,
 )
 from fmlab.losses import Batch, get_loss
-from fmlab.losses.unrolled import window_batch, wtfm_loss
+from fmlab.losses.unrolled import anchored_consistency_loss, window_batch, wtfm_loss
 from fmlab.models import MLP, build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one thread is fastest and keeps a shared 2-core machine responsive."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model(prediction="velocity", seed=0):
@@ -96,6 +92,84 @@ def test_decomposition_of_a_constant_error_is_all_cross_terms_but_one_in_l():
     c2 = (1.0 + 4.0) / 2  # ||c||^2 / d
     assert torch.allclose(d.single, torch.full((3,), 0.01 * c2, dtype=torch.float64))
     assert torch.allclose(d.cross_total, torch.tensor(6 * 0.01 * c2, dtype=torch.float64))
+
+
+# --- the k-step gradient, call by call ---------------------------------------------------------------------------
+
+def _flat_grad(model, loss):
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(model.parameters()))])
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "x1"])
+def test_per_call_gradients_sum_to_the_gradient_and_skip_calls_without_a_graph(prediction):
+    model, b = _model(prediction), _batch(window=3)
+    rows = per_call_gradients(model, lambda m: wtfm_loss(m, b, window=3, steps=16)[0])
+    assert rows.shape == (3, sum(p.numel() for p in model.parameters()))
+    assert torch.allclose(rows.sum(0), _flat_grad(model, wtfm_loss(model, b, window=3, steps=16)[0]))
+    assert all(p.grad is None for p in model.parameters())
+    rows = per_call_gradients(model, lambda m: anchored_consistency_loss(m, b, window=3, detach=True)[0])
+    assert rows[0].norm() > 0 and torch.equal(rows[1:], torch.zeros_like(rows[1:]))  # the teacher is not trained
+    with pytest.raises(ValueError, match="never called the model"):
+        per_call_gradients(model, lambda m: torch.zeros((), requires_grad=True))
+
+
+def test_detached_gradient_split_matches_a_reference_with_explicit_detach():
+    # call k, states frozen: single part (2 / L^2) J_k^T e_k, cross part (2 / L^2) J_k^T sum_{j != k} e_j (per coord.)
+    model, b, window, steps = _model(), _batch(window=4), 4, 16
+    split = wtfm_gradient_split(model, b, window, steps, detach=True)
+    dt, u = 1 / steps, b.x1 - b.x0
+    with torch.no_grad():
+        z, t, states = (1 - b.t[:, None]) * b.x0 + b.t[:, None] * b.x1, b.t.clone(), []
+        for _ in range(window):
+            states.append((z, t))
+            z, t = z + dt * model(z, t), t + dt
+        errors = torch.stack([model(z, t) - u for z, t in states])  # e_k [L, B, d]
+    for k, (z, t) in enumerate(states):
+        single = ((model(z.detach(), t) - u) ** 2).sum(1).mean() / (2 * window**2)
+        others = (errors.sum(0) - errors[k]).detach()  # sum_{j != k} e_j, no gradient
+        cross = 2 * ((model(z.detach(), t) - u) * others).sum(1).mean() / (2 * window**2)
+        assert torch.allclose(split.single[k], _flat_grad(model, single))
+        assert torch.allclose(split.cross[k], _flat_grad(model, cross))
+    assert torch.allclose(split.total, _flat_grad(model, wtfm_loss(model, b, window=window, steps=steps,
+                                                                   detach=True)[0]))
+
+
+def test_bptt_split_sums_to_the_bptt_gradient_and_dropping_zeroes_the_cross_part():
+    model, b = _model(), _batch(window=4)
+    full = wtfm_gradient_split(model, b, 4, 16, detach=False)
+    assert torch.allclose(full.total, _flat_grad(model, wtfm_loss(model, b, window=4, steps=16)[0]))
+    single_only = _flat_grad(model, wtfm_loss(model, b, window=4, steps=16, cross_terms=False)[0])
+    assert torch.allclose(full.single.sum(0), single_only)
+    dropped = wtfm_gradient_split(model, b, 4, 16, detach=True, cross_terms=False)
+    assert torch.equal(dropped.cross, torch.zeros_like(dropped.cross)) and dropped.cross_share == 0.0
+    assert full.per_call.shape == (4,) and bool((full.per_call > 0).all())
+
+
+@pytest.mark.parametrize("window", [2, 4, 8])
+def test_equal_step_errors_give_the_cross_terms_a_share_of_one_minus_one_over_L(window):
+    # v = A z with A = 0: every step has the error e_k = -u and the same Jacobian, so g_cross = (L - 1) g_single
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    b = Batch(x0=x0, x1=x0 + torch.tensor([1.0, -2.0], dtype=torch.float64),
+              t=torch.full((16,), 0.2, dtype=torch.float64))
+    split = wtfm_gradient_split(Linear(torch.zeros(2, 2)), b, window, 16, detach=True)
+    assert split.cross_share == pytest.approx(1 - 1 / window)
+    assert torch.allclose(split.cross, (window - 1) * split.single)
+
+
+def test_variant_gradients_side_by_side():
+    model, b = _model(), _batch(window=4)
+    rows = variant_gradients(model, b, 4, 16)
+    assert list(rows) == ["full BPTT", "states detached", "cross-terms dropped"]
+    assert rows["full BPTT"]["cosine_to_bptt"] == pytest.approx(1.0)
+    assert rows["full BPTT"]["loss"] == pytest.approx(rows["states detached"]["loss"])  # detaching keeps the value
+    assert rows["cross-terms dropped"]["loss"] < rows["states detached"]["loss"]
+    assert rows["cross-terms dropped"]["cross_share"] == 0.0
+    assert 0 < rows["states detached"]["cross_share"] < 1 and rows["states detached"]["cosine_to_bptt"] < 1
+    grad = _flat_grad(model, wtfm_loss(model, b, window=4, steps=16, detach=True, cross_terms=False)[0])
+    assert rows["cross-terms dropped"]["grad_norm"] == pytest.approx(float(grad.norm()))
+    one = variant_gradients(model, _batch(window=1), 1, 16)  # L = 1: no cross-terms, every variant is FM
+    assert all(r["cross_share"] == 0.0 and r["cosine_to_bptt"] == pytest.approx(1.0) for r in one.values())
 
 
 # --- gradient norms -----------------------------------------------------------------------------------------------
@@ -185,6 +259,29 @@ def test_cross_term_gradient_variance_compounds_faster_where_the_posterior_varia
     # larger Var(x1 | x_t) (4.5 against 0.24 per dimension): larger variance and faster growth with L
     assert at_two[3.0] > 5 * at_two[0.5]
     assert growth[3.0] > 1.5 * growth[0.5]
+
+
+def test_the_closed_form_flips_with_the_data_scale_but_the_measured_variance_does_not():
+    # Var(x1 | x_t)^L has units (data units)^(2L): rescaling the data turns its growth with L into decay.
+    # The measured cross-term gradient variance grows from L = 2 to L = 4 at both scales.
+    for std, closed_grows in ((2.0, True), (0.5, False)):
+        target, sampler = _gaussian_sampler(std)
+        vbar, curve = posterior_variance_power(target, 0.25, (2, 4))
+        assert (vbar > 1) == closed_grows and bool(curve[1] > curve[0]) == closed_grows
+        r = cross_term_grad_variance(ExactPlusResidual(std**2).float(), sampler, (2, 4), steps=16, t0=0.25,
+                                     n_batches=12, batch_size=64)
+        assert float(r.variance[1] / r.variance[0]) > 1.5, (std, r.variance)
+    assert float(curve[1] / curve[0]) < 0.1  # std 0.5: the closed form predicts a 17-fold decay per doubling of L
+
+
+def test_unnormalised_variance_is_the_normalised_one_times_L_dt_to_the_fourth():
+    # normalise=True divides the cross-terms by (L dt)^2 as the WT-FM loss does: the variance by (L dt)^4
+    _, sampler = _gaussian_sampler(1.0)
+    model = ExactPlusResidual(1.0).float()
+    kw = dict(windows=(2, 4, 8), steps=16, t0=0.25, n_batches=4, batch_size=32)
+    scaled = cross_term_grad_variance(model, sampler, **kw).variance
+    raw = cross_term_grad_variance(model, sampler, normalise=False, **kw).variance
+    assert torch.allclose(raw, scaled * torch.tensor([(w / 16) ** 4 for w in (2, 4, 8)]), rtol=1e-4)
 
 
 def test_cross_term_variance_checks_its_arguments():

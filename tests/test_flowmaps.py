@@ -31,10 +31,10 @@ from fmlab.flowmaps import (
     partial_t,
     sample_consistency,
     sample_flow_map,
-    two_time_batch,
 )
+from fmlab.losses.batch import two_time_batch
 from fmlab.losses.flow_matching import per_sample_mse
-from fmlab.losses.registry import LossSpec
+from fmlab.losses.registry import EULERIAN, LossSpec
 from fmlab.models import AffineFlowMapModel, ExactFlowMapModel, build_model
 from fmlab.solvers import solve
 
@@ -247,7 +247,7 @@ def _exact_target_fm(model, batch, **_):
     return err.mean(), {"n_forward": 1, "n_jvp": 0, "n_backward": 1}
 
 
-_SPEC = dict(family="test", setting="test", paper="-", convention="ours", time_inputs=2,
+_SPEC = dict(family=EULERIAN, setting="test", paper="-", convention="ours", time_inputs=2,
              make_batch=two_time_batch, defaults={"diagonal_fraction": 1.0, "scale": 1.0})
 
 

@@ -44,11 +44,15 @@ def test_exact_map_zero_residual_and_flow_matching_floor(name):
     settings = loss_settings(spec)
     batch = draw_batch(spec, settings, 20000, seed=1)
     _, diag = spec.fn(exact_model(), batch, **settings)
-    assert diag[RESIDUAL[name]].item() < 1e-20
+    # shortcut: the finest level's target is two Euler half-steps (d = 1/128) of the velocity, the paper's anchor
+    assert diag[RESIDUAL[name]].item() < (1e-4 if name == "shortcut" else 1e-20)
     if name in FLOOR:
         key, rows = FLOOR[name]
         mask = (batch.s == batch.t) if rows == "diag" else None
-        floor = fm_floor(batch, batch.t, mask)
+        time = batch.t
+        if name == "fmm":  # unordered pairs: the tangent sits at the round trip's start a (s on every second row)
+            time = torch.where(torch.arange(len(batch.t)) % 2 == 1, batch.s, batch.t)
+        floor = fm_floor(batch, time, mask)
         assert abs(diag[key].item() / floor - 1) < 0.06, (diag[key].item(), floor)
 
 
@@ -112,3 +116,42 @@ def test_pfmm_with_a_velocity_teacher_and_a_missing_teacher():
     assert 0 < diag["distill"].item() < 1e-5  # Heun discretisation error only
     with pytest.raises(ValueError, match="teacher"):
         spec.fn(exact_model(), draw_batch(spec, settings, 8), teacher=None)
+
+
+def test_shortcut_finest_level_is_anchored_to_the_velocity():
+    """With one level every self-consistency row is the finest: its target is the mean of two Euler half-steps of
+    the velocity u(., r, r); the residual at the exact map is their O(d^2) error in X, so it shrinks ~16x in mean
+    square when the step halves (levels 7 -> 8)."""
+    spec = get_loss("shortcut")
+    model = exact_model()
+    settings = loss_settings(spec, diagonal_fraction=0.0, levels=1)
+    batch = draw_batch(spec, settings, 64, seed=0)
+    loss, _ = spec.fn(model, batch, **settings)
+    s, r, t = batch.s, batch.r, batch.t
+    x = (1 - s[:, None]) * batch.x0 + s[:, None] * batch.x1
+    with torch.no_grad():
+        v1 = model(x, s, s)
+        target = 0.5 * (v1 + model(x + (r - s)[:, None] * v1, r, r))
+        ref = (model(x, s, t) - target).pow(2).mean(1).mean()
+    assert abs(loss.item() - ref.item()) < 1e-12
+    res = {}
+    for levels in (7, 8):
+        settings = loss_settings(spec, diagonal_fraction=0.0, levels=levels)
+        _, diag = spec.fn(model, draw_batch(spec, settings, 20000, seed=1), **settings)
+        res[levels] = diag["self_consistency"].item()
+    assert 0 < res[8] < res[7] / 4  # finest share 1/levels, error per finest row ~ d^2: ratio ~ 16 x 8/7
+
+
+def test_fmm_runs_half_the_round_trips_the_other_way():
+    spec = get_loss("fmm")
+    model = exact_model().perturb(0.3, torch.Generator().manual_seed(0))
+    settings = loss_settings(spec)
+    batch = draw_batch(spec, settings, 256, seed=0)
+    both, _ = spec.fn(model, batch, **settings)
+    forward, _ = spec.fn(model, batch, **{**settings, "unordered": False})
+    assert abs(both.item() - forward.item()) > 1e-4 * forward.item()
+    odd = torch.arange(256) % 2 == 1
+    flipped = type(batch)(x0=batch.x0, x1=batch.x1, s=torch.where(odd, batch.t, batch.s),
+                          t=torch.where(odd, batch.s, batch.t), r=batch.r)  # swap the odd rows by hand
+    by_hand, _ = spec.fn(model, flipped, **{**settings, "unordered": False})
+    assert abs(both.item() - by_hand.item()) < 1e-12

@@ -140,6 +140,11 @@ def test_adaptive_weight():
     assert torch.equal(adaptive_weight(err, 0.0, 1e-3), torch.ones(3))
     w = adaptive_weight(err, 1.0, 1.0)
     assert torch.allclose(w, torch.tensor([1.0, 0.5, 0.25])) and not w.requires_grad
+    assert torch.allclose(adaptive_weight(err, 0.5, 1.0), torch.tensor([1.0, 0.5**0.5, 0.5]))
+    with pytest.raises(ValueError, match="norm_p"):
+        adaptive_weight(err, -1.0, 1e-3)
+    with pytest.raises(ValueError, match="norm_c"):
+        adaptive_weight(err, 1.0, 0.0)  # an error of exactly 0 would get an infinite weight
 
 
 @pytest.mark.parametrize(("name", "tol"), [("emd", 0.1), ("esd", 0.25), ("ayf_emd", 0.25)])

@@ -42,7 +42,7 @@ def test_registered_with_documented_contract(name):
 @pytest.mark.parametrize("name", LOSSES)
 def test_exact_map_zero_residual_and_flow_matching_floor(name):
     spec = get_loss(name)
-    settings = loss_settings(spec)
+    settings = loss_settings(spec, **({"derivative": "jvp"} if name == "freeflow" else {}))  # fd: test below
     batch = draw_batch(spec, settings, 20000, seed=1)
     _, diag = spec.fn(exact_model(), batch, **settings)
     limit = 1e-8 if name == "pid" else 1e-20  # PID: O(h^4) finite-difference error of the squared residual
@@ -55,8 +55,59 @@ def test_exact_map_zero_residual_and_flow_matching_floor(name):
 @pytest.mark.parametrize("name", LOSSES)
 def test_expected_update_vanishes_at_the_exact_map(name):
     res = stationarity(get_loss(name))
-    limit = {"lsd": 0.1, "tvm": 0.1, "pid": 1e-3}.get(name, 1e-10)  # pid: finite-difference bias O(h^2)
+    # pid, freeflow: finite-difference bias O(h^2) (h = 1e-2 and 1e-3)
+    limit = {"lsd": 0.1, "tvm": 0.1, "pid": 1e-3, "freeflow": 1e-5}.get(name, 1e-10)
     assert res.ratio < limit, res
+
+
+def test_freeflow_predictor_with_a_jvp_is_exactly_stationary_and_its_fd_converges():
+    spec = get_loss("freeflow")
+    assert stationarity(spec, derivative="jvp").ratio < 1e-10
+    model = exact_model()
+    residual = {}
+    for h in (2e-3, 1e-3):
+        settings = loss_settings(spec, h=h)
+        _, diag = spec.fn(model, draw_batch(spec, settings, 4096, seed=0), **settings)
+        residual[h] = diag["predictor"].item() ** 0.5
+    assert 3.0 < residual[2e-3] / residual[1e-3] < 5.0 and residual[1e-3] < 1e-6  # central difference: O(h^2)
+    with pytest.raises(ValueError, match="derivative"):
+        spec.fn(model, draw_batch(spec, loss_settings(spec), 8), **{**loss_settings(spec), "derivative": "euler"})
+
+
+def test_freeflow_predictor_value_is_the_lagrangian_residual_but_its_gradient_is_not():
+    """||u - sg[v_T(X, t) - t du/dt]||^2 has the value ||d/dt X - v_T(X, t)||^2; only u carries the gradient."""
+    from fmlab.flowmaps import flow_map_X_jvp
+
+    spec = get_loss("freeflow")
+    settings = loss_settings(spec, derivative="jvp")
+    batch = draw_batch(spec, settings, 512, seed=0)
+    model = exact_model().perturb(0.3, torch.Generator().manual_seed(0))
+    loss, _ = spec.fn(model, batch, **settings)
+    zero = torch.zeros_like(batch.t)
+    X, dX = flow_map_X_jvp(model, batch.x0, zero, batch.t, dt=torch.ones_like(batch.t))
+    old = (dX - settings["teacher"](X.detach(), batch.t)).pow(2).mean(1).mean()  # the previous, PID-style form
+    assert abs(loss.item() - old.item()) < 1e-12 * old.item()
+    g_new = torch.autograd.grad(loss, model.backbone.dA)[0]
+    g_old = torch.autograd.grad(old, model.backbone.dA)[0]
+    assert (g_new - g_old).abs().max() > 1e-3 * g_old.abs().max()
+
+
+def test_tvm_uses_the_ema_model_for_the_terminal_velocity():
+    import copy
+
+    spec = get_loss("tvm")
+    settings = loss_settings(spec)
+    batch = draw_batch(spec, settings, 256, seed=0)
+    model = exact_model().perturb(0.3, torch.Generator().manual_seed(0))
+    same = copy.deepcopy(model).requires_grad_(False)
+    other = copy.deepcopy(model).perturb(0.3, torch.Generator().manual_seed(1)).requires_grad_(False)
+    loss, _ = spec.fn(model, batch, **settings)
+    loss_same, _ = spec.fn(model, batch, **{**settings, "ema": same})
+    loss_other, _ = spec.fn(model, batch, **{**settings, "ema": other})
+    assert abs(loss.item() - loss_same.item()) < 1e-12 and abs(loss.item() - loss_other.item()) > 1e-4
+    g, g_same = (torch.autograd.grad(v, model.backbone.dA)[0] for v in (loss, loss_same))
+    assert torch.allclose(g, g_same, atol=1e-12)  # same weights: the EMA call's gradient still flows through X
+    assert all(p.grad is None for p in other.parameters())
 
 
 @pytest.mark.slow
@@ -139,16 +190,16 @@ def test_freeflow_corrector_vanishes_when_the_fake_model_equals_the_teacher():
     spec = get_loss("freeflow")
     target = gaussian_target()
     teacher = GaussianMixtureTeacher(target)
-    settings = loss_settings(spec, teacher=teacher, fake=teacher.field)
+    settings = loss_settings(spec, teacher=teacher, fake=teacher.field, derivative="jvp")  # fd: an O(h^2) push
     batch = draw_batch(spec, settings, 1024, seed=0)
     model = exact_model(target)
     loss, diag = spec.fn(model, batch, **settings)
-    assert diag["corrector_gap"].item() < 1e-20 and diag["n_forward"] == 5
+    assert diag["corrector_gap"].item() < 1e-20 and diag["n_forward"] == 5  # 2 predictor (jvp) + 3 corrector
     g = torch.autograd.grad(loss, model.backbone.db)[0]
     assert g.abs().max() < 1e-12
     # a wrong fake model gives a non-zero corrector push
     wrong = lambda x, t: teacher(x, t) + 0.3  # noqa: E731
-    loss, diag = spec.fn(model, batch, teacher=teacher, fake=wrong, corrector_weight=1.0)
+    loss, diag = spec.fn(model, batch, **{**settings, "fake": wrong})
     assert diag["corrector_gap"].item() > 1e-3
 
 

@@ -18,7 +18,7 @@ from flowmap_harness import (
 
 from fmlab.flowmaps import fm_error
 from fmlab.losses import get_loss
-from fmlab.losses.registry import LossSpec
+from fmlab.losses.registry import EULERIAN, LossSpec
 
 SPEC = get_loss("sgflow")
 
@@ -45,7 +45,7 @@ def test_expected_update_vanishes_but_the_naive_conditional_eulerian_loss_is_bia
     def naive(model, batch, **_):  # ||a||^2 only: the Eulerian residual with the conditional velocity
         return _eulerian_cond(model, batch), {}
 
-    bad = stationarity(LossSpec(name="naive", fn=naive, family="test", setting="test", paper="-", convention="-",
+    bad = stationarity(LossSpec(name="naive", fn=naive, family=EULERIAN, setting="test", paper="-", convention="-",
                                 time_inputs=2, make_batch=SPEC.make_batch, defaults=dict(SPEC.defaults)))
     assert bad.ratio > 3 * good.ratio, (good, bad)
 

@@ -68,7 +68,8 @@ def test_build_model_config_round_trip():
 
 
 def test_checkpoints_without_time_freq_max_rebuild_the_old_embedding(tmp_path):
-    from fmlab.train import LEGACY_TIME_FREQ_MAX, TrainConfig, Trainer, load_run
+    from fmlab.runs import load_run
+    from fmlab.train import LEGACY_TIME_FREQ_MAX, TrainConfig, Trainer
 
     trainer = Trainer(TrainConfig(steps=1, hidden=8, depth=1, batch_size=8, threads=1, out=str(tmp_path)),
                       model=build_model(hidden=8, depth=1, time_freq_max=LEGACY_TIME_FREQ_MAX))

@@ -25,7 +25,7 @@ def test_prefetched_training_is_bitwise_the_sequential_one(coupling, loss):
     sequential.fit(progress=False)
     ahead = Trainer(cfg, prefetch=3, coupling_workers=2)
     ahead.fit(progress=False)
-    assert ahead._batches.prefetching  # it did prepare ahead (no fallback)
+    assert ahead.batches.source.prefetching  # it did prepare ahead (no fallback)
     assert _same(_state(sequential), _state(ahead))
     assert [r["loss"] for r in sequential.log] == [r["loss"] for r in ahead.log]
 

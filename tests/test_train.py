@@ -8,6 +8,7 @@ import torch
 from fmlab.checkpoint import load_checkpoint
 from fmlab.data import sample_toy
 from fmlab.models import build_model
+from fmlab.runs import load_run, sample_run
 from fmlab.train import (
     CKPT_NAME,
     METRICS_NAME,
@@ -15,10 +16,7 @@ from fmlab.train import (
     Trainer,
     ema_decay_at,
     ema_update,
-    generate,
-    load_run,
     lr_schedule,
-    sample_run,
 )
 
 TINY = dict(hidden=16, depth=2, batch_size=32, threads=1, log_every=3, ckpt_every=10)
@@ -111,6 +109,14 @@ def test_trainer_ema_after_one_step():
     for e, i, p in zip(tr.ema.parameters(), init, tr.model.parameters(), strict=True):
         assert torch.allclose(e, d * i + (1 - d) * p)
         assert not torch.equal(p, i)
+
+
+def test_trainer_gives_its_ema_to_losses_that_take_one(tmp_path):
+    # TVM evaluates its terminal velocity with EMA weights: the trainer passes its own EMA model, which resume restores
+    tr = Trainer(TrainConfig(loss="tvm", steps=2, out=str(tmp_path / "run"), **TINY))
+    assert tr.settings["ema"] is tr.ema
+    tr.fit(progress=False)
+    assert Trainer(TrainConfig(steps=1, **TINY)).settings.get("ema") is None  # cfm takes no EMA
 
 
 # --- files, exact resume ------------------------------------------------------------------------------------
@@ -221,18 +227,3 @@ def test_short_run_learns_moons():
     from fmlab.solvers import solve
 
     assert wasserstein(solve(tr.ema, x0, steps=20), x1) < 0.5 * wasserstein(x0, x1)
-
-
-def test_generate_methods(tmp_path):
-    model = build_model(dim=2, hidden=8, depth=1)
-    x0 = torch.randn(7, 2, generator=torch.Generator().manual_seed(0))
-    from fmlab.solvers import solve
-
-    assert torch.equal(generate(model, x0, 3, "heun"), solve(model, x0, steps=3, method="heun"))
-    with pytest.raises(ValueError, match="method must be one of .*flowmap"):
-        generate(model, x0, 3, "rk45")
-    with pytest.raises(ValueError, match="two-time"):
-        generate(model, x0, 3, "flowmap")
-    flowmaps = pytest.importorskip("fmlab.flowmaps")
-    two = build_model(dim=2, hidden=8, depth=1, time_inputs=2, prediction="average_velocity")
-    assert torch.equal(generate(two, x0, 2, "flowmap"), flowmaps.sample_flow_map(two, x0, steps=2))

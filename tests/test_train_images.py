@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from fmlab.image_grid import make_grid, to_uint8
+from fmlab.image_sizing import measure_throughput, plan_steps
 from fmlab.train_images import (
     CONFIGS,
     ImageStream,
@@ -14,10 +16,6 @@ from fmlab.train_images import (
     ImageTrainer,
     image_config,
     loss_uses_jvp,
-    make_grid,
-    measure_throughput,
-    plan_steps,
-    to_uint8,
 )
 
 torch.set_num_threads(1)

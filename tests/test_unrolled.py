@@ -7,8 +7,10 @@ from torch import nn
 
 from fmlab.losses import Batch, get_loss, list_losses
 from fmlab.losses.unrolled import (
+    WTFM_VARIANTS,
     anchored_consistency_loss,
     consistency_weights,
+    difference_bound_weight,
     head_velocity,
     unroll_window,
     window_batch,
@@ -18,14 +20,7 @@ from fmlab.models import build_model
 from fmlab.paths import sample_path
 from fmlab.train import TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one thread is fastest and keeps a shared 2-core machine responsive."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class Scale(nn.Module):
@@ -86,7 +81,8 @@ def test_registry_has_both_unrolled_losses_with_their_conventions():
     for name in names:
         spec = get_loss(name)
         assert "t -> 1 - t" in spec.convention and "unrolling" in spec.paper
-    assert get_loss("wtfm").defaults["detach"] is False
+    assert get_loss("wtfm").defaults["detach"] is False and get_loss("wtfm").defaults["cross_terms"] is True
+    assert WTFM_VARIANTS["cross-terms dropped"] == {"detach": True, "cross_terms": False}
     assert get_loss("anchored_consistency").defaults["detach"] is True
     assert (get_loss("anchored_consistency").defaults["anchor_weight"],
             get_loss("anchored_consistency").defaults["consistency_weight"]) == (0.8, 0.2)
@@ -195,6 +191,87 @@ def test_detached_wtfm_keeps_the_loss_value_but_cuts_gradients_through_states():
     target = sample_path(b.x0, b.x1, b.t + 4 / 16).x_t
     manual = ((x_end - target) ** 2).mean(1).mean() / (4 / 16) ** 2
     assert torch.allclose(g_det, _grads(model, manual))
+
+
+@pytest.mark.parametrize("prediction", ["velocity", "x1"])
+@pytest.mark.parametrize("window", [1, 3])
+def test_dropping_the_cross_terms_leaves_a_sum_of_single_step_losses_on_detached_states(prediction, window):
+    model, b, steps = _model(prediction), _batch(window=3), 16
+    dt, u = 1 / steps, b.x1 - b.x0
+    loss, diag = wtfm_loss(model, b, window=window, steps=steps, detach=True, cross_terms=False)
+    # reference: the model's own states, computed without a graph, then one single-step FM loss per state
+    with torch.no_grad():
+        z, t, states = (1 - b.t[:, None]) * b.x0 + b.t[:, None] * b.x1, b.t.clone(), []
+        for _ in range(window):
+            states.append((z, t))
+            v = model(z, t) if prediction == "velocity" else (model.predict(z, t) - z) / (1 - t[:, None])
+            z, t = z + dt * v, t + dt
+    singles = []
+    for z, t in states:
+        v = model(z, t) if prediction == "velocity" else (model.predict(z, t) - z) / (1 - t[:, None])
+        singles.append(((v - u) ** 2).mean())  # single-step FM loss ||vhat_k - u||^2 / d, batch mean
+    assert torch.allclose(loss, sum(singles) / window**2)  # dt^2 sum_k ||e_k||^2 / (L dt)^2
+    assert torch.allclose(loss, diag["single"] / (window * dt) ** 2)
+    grad_sum = sum(_grads(model, s) for s in singles) / window**2  # the sum of the single-step gradients
+    assert torch.allclose(_grads(model, loss), grad_sum)
+    full, _ = wtfm_loss(model, b, window=window, steps=steps, detach=True)
+    assert torch.allclose(full - loss, diag["cross"] / (window * dt) ** 2)  # what was dropped: the cross-terms
+    with pytest.raises(ValueError, match="cross_terms must be True or False"):
+        wtfm_loss(model, b, window=window, steps=steps, cross_terms="no")
+
+
+def test_dropping_the_cross_terms_matches_a_closed_form_on_a_linear_field():
+    # v = theta x, states frozen: d/dtheta sum_k ||theta z_k - u||^2 / (d L^2) = 2 sum_k (theta z_k - u) . z_k / (d L^2)
+    theta, dt, window, b = 0.7, 1 / 8, 3, _batch(window=4, steps=8)
+    x = sample_path(b.x0, b.x1, b.t).x_t
+    zs = [(1 + dt * theta) ** k * x for k in range(window)]
+    expected = sum(2 * ((theta * z - (b.x1 - b.x0)) * z).sum() for z in zs) / (2 * len(x) * window**2)
+    model = Scale(theta)
+    loss, _ = wtfm_loss(model, b, window=window, steps=8, detach=True, cross_terms=False)
+    (grad,) = torch.autograd.grad(loss, [model.theta])
+    assert torch.allclose(grad, expected)
+    detached, _ = wtfm_loss(model, b, window=window, steps=8, detach=True)
+    (grad_detached,) = torch.autograd.grad(detached, [model.theta])
+    assert not torch.allclose(grad, grad_detached, rtol=1e-2)  # detaching alone keeps the cross-terms
+
+
+@pytest.mark.parametrize("window", [2, 3, 5])
+def test_wtfm_loss_is_anchor_plus_taylor_consistency_minus_their_cross_term(window):
+    # mean_k vhat_k = vhat_0 / L + c teacher, c = (L - 1) / L: ||mean_k e_k||^2 = ||e_0 - c (vhat_0 - teacher)||^2
+    model, b, steps = _model(), _batch(window=5), 16
+    wt, _ = wtfm_loss(model, b, window=window, steps=steps)
+    taylor, diag = anchored_consistency_loss(model, b, window=window, steps=steps, weighting="taylor")
+    c = (window - 1) / window
+    assert diag["w_anchor"] == 1.0 and diag["w_consistency"] == pytest.approx(c**2)
+    dt, x, t, vs = 1 / steps, (1 - b.t[:, None]) * b.x0 + b.t[:, None] * b.x1, b.t.clone(), []
+    with torch.no_grad():
+        for _ in range(window):
+            vs.append(model(x, t))
+            x, t = x + dt * vs[-1], t + dt
+    e0, gap = vs[0] - (b.x1 - b.x0), vs[0] - torch.stack(vs[1:]).mean(0)
+    cross = -2 * c * (e0 * gap).sum(1).mean() / 2  # the anchor-consistency cross-term (per coordinate)
+    assert torch.allclose(wt, taylor + cross)
+    fixed, _ = anchored_consistency_loss(model, b, window=window, steps=steps)  # 0.8 / 0.2: taylor x 0.8 at L = 2 only
+    assert torch.allclose(fixed, 0.8 * taylor) == (window == 2)
+
+
+def test_difference_bound_weight_is_tight_and_exceeds_the_manuscripts_weight_beyond_two_steps():
+    # mean_k e_k = e_0 + sum_{i=1}^{L-1} c_i d_i, c_i = (L - i) / L, d_i = vhat_i - vhat_{i-1} (summation by parts)
+    g = torch.Generator().manual_seed(0)
+    for window in (2, 3, 4, 8):
+        c = torch.tensor([(window - i) / window for i in range(1, window)], dtype=torch.float64)
+        w = difference_bound_weight(window)
+        vs = torch.randn(window, 2, generator=g, dtype=torch.float64)
+        d = vs[1:] - vs[:-1]
+        assert torch.allclose(vs.mean(0), vs[0] + (c[:, None] * d).sum(0))  # the identity (e_k = vhat_k - u)
+        random = torch.randn(window - 1, 2, generator=g, dtype=torch.float64)
+        assert (c[:, None] * random).sum(0).pow(2).sum() <= w * random.pow(2).sum(1).mean() + 1e-12
+        tight = c[:, None] * torch.tensor([1.0, -2.0], dtype=torch.float64)  # d_i proportional to c_i
+        lhs, mean_sq = (c[:, None] * tight).sum(0).pow(2).sum(), tight.pow(2).sum(1).mean()
+        assert torch.allclose(lhs, w * mean_sq)  # Cauchy-Schwarz holds with equality
+        manuscript = ((window - 1) / window) ** 2
+        assert (lhs <= manuscript * mean_sq + 1e-12) == (window == 2)  # ((L-1)/L)^2 bounds it at L = 2 only
+    assert difference_bound_weight(2) == 0.25 and difference_bound_weight(4) == pytest.approx(2.625)
 
 
 @pytest.mark.parametrize("prediction", ["velocity", "x1"])

@@ -1,4 +1,4 @@
-"""Lab 08 figures and checkers: the exact flow map they draw against the adaptive reference, the three rules in
+"""Lab 11 figures and checkers: the exact flow map they draw against the adaptive reference, the three rules in
 numbers, render functions responding to their parameters, widgets wiring, and the exercise checkers."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_trajectories_are_exact_jumps_between_grid_times():
 
 
 def test_rule_defects_vanish_for_the_exact_map_only():
-    table = F._defects_table("asymmetric", 0.2, 0.5, 0.8)
+    table = F.defects_table("asymmetric", 0.2, 0.5, 0.8)
     assert max(table["exact"].values()) < 1e-4
     for kind in ("euler", "midpoint"):
         assert min(table[kind].values()) > 0.1, (kind, table[kind])

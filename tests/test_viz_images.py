@@ -1,4 +1,4 @@
-"""Lab 10 figures and widgets: image traces decode to the pixels given, titles and data follow the controls, the crop
+"""Lab 13 figures and widgets: image traces decode to the pixels given, titles and data follow the controls, the crop
 figure draws the documented boxes, the score figure and table follow the rows; exercise checkers; the lab plan."""
 
 import base64

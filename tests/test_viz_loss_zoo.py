@@ -1,4 +1,4 @@
-"""Lab 09 (the loss zoo): samplers, the precomputed view, figures, the landscape table, the widget, the exercise
+"""Lab 12 (the loss zoo): samplers, the precomputed view, figures, the landscape table, the widget, the exercise
 checkers, and a tiny smoke run of benchmarks/flowmaps.py."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fmlab.data.gaussian import Gaussian
 from fmlab.exercises import loss_zoo as ex
 from fmlab.models import ExactFlowMapModel, build_model
 from fmlab.viz import loss_zoo as Z
+from fmlab.viz import loss_zoo_results as ZR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,9 @@ def test_every_flow_map_loss_has_a_sampler_a_rule_and_a_name():
     assert Z.sampler_of("cfm") == "ode" and Z.sampler_of("cd") == "consistency" and Z.sampler_of("pid") == "noise_only"
     assert Z.needs_teacher("cd") and not Z.needs_teacher("meanflow")
     assert Z.PAPER_MEMORY["cfm"] == 1.0 and Z.PAPER_MEMORY["sgflow"] == pytest.approx(43.2 / 16.8)
+    # the SGFlow paper's 69.8 GB "Lagrange (L-FMM)" is Lagrangian flow map matching (our FMM), not LSD
+    assert Z.PAPER_MEMORY["fmm"] == pytest.approx(69.8 / 16.8) and "lsd" not in Z.PAPER_MEMORY
+    assert [n for n in names if ZR.one_nfe(n)] == ["pid", "freeflow"]
 
 
 def test_flow_map_sampler_of_the_exact_map_lands_on_the_exact_endpoint_for_any_step_count():
@@ -101,63 +105,84 @@ def test_render_quality(view):
 
 
 def _fake_results():
+    """Two seeds per run: seed 0 and seed 1 differ by +-0.01 around the means quoted in the comments."""
     losses = {n: {"name": Z.DISPLAY_NAMES[n], "rule": r, "setting": "s", "survey_cost": c, "fwd_eq": f,
-                  "mem_rel_fm": m, "sampler": "flowmap"}
+                  "mem_rel_fm": m, "sampler": Z.sampler_of(n)}
               for n, r, c, f, m in (("cfm", "(velocity)", 3, 3.1, 1.0), ("meanflow", "Eulerian", 4, 9.0, 3.0),
-                                    ("lsd", "Lagrangian", 10, 20.0, 5.0))}
-    runs = []
-    for data in ("moons", "checkerboard"):
-        runs.append({"loss": "cfm", "data": data, "coupling": "independent",
-                     "w2": {"1": 0.9, "2": 0.5, "4": 0.3, "8": 0.2, "100": 0.16}})
-        runs.append({"loss": "meanflow", "data": data, "coupling": "independent",
-                     "w2": {"1": 0.4, "2": 0.3, "4": 0.25, "8": 0.2}})
-        runs.append({"loss": "lsd", "data": data, "coupling": "independent",
-                     "w2": {"1": 0.18, "2": 0.17, "4": 0.16, "8": 0.16}})
+                                    ("lsd", "Lagrangian", 10, 20.0, 5.0), ("pid", "Lagrangian", 7, 8.0, 4.0))}
+    means = {"cfm": {"1": 0.9, "2": 0.5, "4": 0.3, "8": 0.2, "100": 0.16},
+             "meanflow": {"1": 0.4, "2": 0.3, "4": 0.25, "8": 0.2}, "lsd": {"1": 0.18, "2": 0.17, "4": 0.16, "8": 0.16},
+             "pid": {"1": 0.2}}
+    runs = [{"loss": loss, "data": data, "coupling": "independent", "seed": seed, "sampler": Z.sampler_of(loss),
+             "w2": {k: v + (0.01 if seed else -0.01) for k, v in w2.items()}}
+            for seed in (0, 1) for data in ("moons", "checkerboard") for loss, w2 in means.items()]
     return {"config": {"datasets": ["moons", "checkerboard"], "steps": 2000, "fm_steps": 100, "n_eval": 1000},
-            "noise_floor": {"moons": {"mean": 0.06}, "checkerboard": {"mean": 0.2}}, "losses": losses, "runs": runs}
+            "noise_floor": {"moons": {"mean": 0.06, "std": 0.01}, "checkerboard": {"mean": 0.2, "std": 0.05}},
+            "losses": losses, "runs": runs}
+
+
+def test_w2_over_seeds_mean_std_and_divergence():
+    stats = ZR.w2_stats([0.2, 0.4, float("nan")])
+    assert stats == {"mean": pytest.approx(0.3), "std": pytest.approx(math.sqrt(0.02)), "n": 3, "n_diverged": 1}
+    assert ZR.format_w2_stats(stats) == "0.300 +- 0.141 (1/3 diverged)"
+    assert ZR.format_w2_stats(ZR.w2_stats([0.25])) == "0.250"
+    assert ZR.format_w2_stats(ZR.w2_stats([3e5, float("inf")])) == "diverged (2/2)"
+    assert ZR.format_w2_stats(ZR.w2_stats([0.1, 0.3]), sep="<br>") == "0.200<br>+- 0.141"
+    assert ZR.format_w2_stats(None) == "-"
+    with pytest.raises(ValueError, match="values"):
+        ZR.w2_stats([])
+    rows = ZR.summarise_runs(_fake_results()["runs"])
+    pid = next(r for r in rows if r["loss"] == "pid" and r["data"] == "moons")
+    assert pid["seeds"] == [0, 1] and set(pid["w2"]) == {"1"} and pid["w2"]["1"]["mean"] == pytest.approx(0.2)
 
 
 def test_landscape_table_colours_quality_against_flow_matching():
     res = _fake_results()
-    fig = Z.render_landscape(res, sort_by="moons")
+    fig = ZR.render_landscape(res, sort_by="moons")
     table = fig.data[0]
     names = list(table.cells.values[0])
-    assert names == ["flow matching", "LSD", "MeanFlow"]  # flow matching first, then by 1-step W2
+    assert names == ["flow matching", "LSD", "PID", "MeanFlow"]  # flow matching first, then by mean 1-step W2
     col = 6  # moons W2 at 1 step
     assert table.header.values[col] == "<b>moons<br>W2 1</b>"
+    assert table.cells.values[col][1] == "0.180<br>+- 0.014"  # mean +- std over the two seeds
     fills = table.cells.fill.color[col]
-    assert fills[1] == "#c7e9c0" and fills[2] == "#fcbba1"  # 0.18 / 0.16 <= 1.2 green; 0.4 / 0.16 > 2 red
-    assert Z.fm_reference(res, "moons") == 0.16
+    assert fills[1] == "#c7e9c0" and fills[3] == "#fcbba1"  # 0.18 / 0.16 <= 1.2 green; 0.4 / 0.16 > 2 red
+    # PID samples in one jump from the noise: 1 NFE at 1 step, n/a at more steps
+    assert table.cells.values[col][2].endswith("(1 NFE)") and table.cells.values[col + 1][2].startswith("n/a")
+    assert ZR.fm_reference(res, "moons")["mean"] == pytest.approx(0.16)
+    assert "2 seed(s)" in fig.layout.title.text
     with pytest.raises(ValueError, match="coupling"):
-        Z.render_landscape(res, coupling="ot")
+        ZR.render_landscape(res, coupling="ot")
     with pytest.raises(ValueError, match="sort_by"):
-        Z.render_landscape(res, sort_by="spirals")
-    bars = Z.render_costs(res)
-    assert list(bars.data[1].y) == [3.1, 9.0, 20.0]
+        ZR.render_landscape(res, sort_by="spirals")
+    bars = ZR.render_costs(res)
+    assert list(bars.data[1].y) == [3.1, 8.0, 9.0, 20.0]
 
 
 def test_diverged_runs_are_named_and_sorted_last():
     res = _fake_results()
-    res["runs"][1]["w2"]["1"] = 3.4e5  # meanflow on moons blew up
-    table = Z.render_landscape(res, sort_by="moons").data[0]
-    assert list(table.cells.values[0]) == ["flow matching", "LSD", "MeanFlow"]
-    assert table.cells.values[6][2] == "diverged" and table.cells.fill.color[6][2] == "#fcbba1"
-    assert [Z.format_w2(v) for v in (None, float("nan"), float("inf"), 0.1234)] == ["-", "diverged", "diverged",
+    for r in res["runs"]:
+        if r["loss"] == "lsd" and r["data"] == "moons":
+            r["w2"]["1"] = 3.4e5  # LSD on moons blew up on both seeds
+    table = ZR.render_landscape(res, sort_by="moons").data[0]
+    assert list(table.cells.values[0]) == ["flow matching", "PID", "MeanFlow", "LSD"]
+    assert table.cells.values[6][3] == "diverged (2/2)" and table.cells.fill.color[6][3] == "#fcbba1"
+    assert [ZR.format_w2(v) for v in (None, float("nan"), float("inf"), 0.1234)] == ["-", "diverged", "diverged",
                                                                                       "0.123"]
 
 
 def test_committed_benchmark_results_render():
     if not Z.RESULTS_PATH.exists():
         pytest.skip("benchmarks/results/flowmaps.json not written yet")
-    res = Z.load_results()
-    fig = Z.render_landscape(res)
+    res = ZR.load_results()
+    fig = ZR.render_landscape(res)
     assert len(fig.data[0].cells.values[0]) >= 22  # flow matching + every flow-map loss
     assert set(res["target"]) >= {"moons/independent", "checkerboard/independent"}
 
 
 def test_missing_results_file_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="benchmarks/flowmaps.py"):
-        Z.load_results(tmp_path / "nope.json")
+        ZR.load_results(tmp_path / "nope.json")
 
 
 def test_zoo_widget_trains_and_redraws():
@@ -179,17 +204,168 @@ def test_exercise_checkers():
     assert not ex.check_rule("lsd", "sideways", quiet=True)
 
 
-def test_benchmark_smoke_run(tmp_path):
+def _bench():
     spec = importlib.util.spec_from_file_location("bench_flowmaps", ROOT / "benchmarks" / "flowmaps.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_smoke_run(tmp_path):
+    bench = _bench()
     out = tmp_path / "fm.json"
-    res = bench.main(["--steps", "4", "--losses", "meanflow,cd", "--datasets", "moons", "--ot", "best:1",
-                      "--n-eval", "40", "--workers", "1", "--no-cost", "--out", str(out)])
+    res = bench.main(["--steps", "4", "--losses", "meanflow,pid", "--datasets", "moons", "--seeds", "0,1",
+                      "--all-seeds-for", "best:1", "--ot", "best:1", "--ot-seeds", "first", "--n-eval", "40",
+                      "--floor-draws", "3", "--workers", "1", "--no-cost", "--out", str(out)])
     saved = json.loads(out.read_text())
-    assert {(r["loss"], r["coupling"]) for r in saved["runs"]} == {
-        ("cfm", "independent"), ("meanflow", "independent"), ("cd", "independent"), ("cfm", "ot"),
-        (bench.best_losses(saved["runs"], 1)[0], "ot")}
-    assert set(saved["runs"][0]["w2"]) == {"1", "2", "4", "8", "100"}
-    assert "moons/independent" in res["target"] and out.with_suffix(".md").read_text().startswith("W2 (exact")
-    Z.render_landscape(saved)  # the lab can draw what the benchmark writes
+    leader = saved["config"]["leaders"]["moons"][0]  # the better 1-step W2 on seed 0 runs on seed 1 too
+    seed0 = {r["loss"]: r["w2"]["1"] for r in saved["runs"] if r["seed"] == 0 and r["coupling"] == "independent"}
+    assert seed0[leader] == min(seed0[n] for n in ("meanflow", "pid"))
+    best = bench.best_losses([r for r in saved["runs"] if r["seed"] == 0], 1)[0]
+    assert sorted((r["loss"], r["coupling"], r["seed"]) for r in saved["runs"]) == sorted(
+        [(n, "independent", 0) for n in ("cfm", "meanflow", "pid")] + [("cfm", "independent", 1),
+                                                                      (leader, "independent", 1),
+                                                                      ("cfm", "ot", 0), (best, "ot", 0)])
+    first = saved["runs"][0]
+    assert first["loss"] == "cfm" and set(first["w2"]) == {"1", "2", "4", "8", "100"}
+    assert all(set(r["w2"]) == {"1"} for r in saved["runs"] if r["loss"] == "pid")  # one jump from the noise only
+    row = next(r for r in saved["summary"] if (r["loss"], r["coupling"]) == (leader, "independent"))
+    values = [r["w2"]["1"] for r in saved["runs"] if (r["loss"], r["coupling"]) == (leader, "independent")]
+    assert row["w2"]["1"]["n"] == 2 and row["w2"]["1"]["mean"] == pytest.approx(sum(values) / 2)
+    assert saved["noise_floor"]["moons"]["draws"] == 3
+    target = res["target"]["moons/independent"]
+    assert target["best_loss"] == leader and target["n_seeds"] == 2  # among the losses run on every seed
+    assert [s["seed"] for s in target["selection"]] == [0, 1] and target["selection"][0]["n_losses"] == 2
+    assert target["vs_fm_100"]["verdict"] in ("lower", "higher", "within noise")
+    assert [r["loss"] for r in saved["headline"]["moons"]] == [leader]
+    md = out.with_suffix(".md").read_text()
+    assert md.startswith("W2 (exact") and "(1 NFE) | n/a |" in md
+    assert not out.with_suffix(".partial.jsonl").exists()  # the resume files are removed after a complete run
+    ZR.render_landscape(saved)  # the lab can draw and print what the benchmark writes
+    text = ZR.headline_text(saved)
+    assert text.startswith("moons: flow matching, 100 Euler steps") and "best of 2 on seed 0 alone" in text
+    assert "(1 seed) steps 1: " in ZR.steps_text(saved, ["pid" if leader == "meanflow" else "meanflow"])
+    with pytest.raises(ValueError, match="headline"):
+        ZR.headline_text({k: v for k, v in saved.items() if k != "headline"})
+    with pytest.raises(ValueError, match="--all-seeds-for"):
+        bench.parse_args(["--all-seeds-for", "top3"])
+
+
+def test_benchmark_resumes_finished_runs(tmp_path):
+    bench = _bench()
+    out = tmp_path / "fm.json"
+    store = bench.RunStore(out, resume=False)
+    store.add({"loss": "cfm", "data": "moons", "coupling": "independent", "seed": 0, "w2": {"1": 1.0},
+               "state": {"w": torch.ones(2)}})
+    store.add({"loss": "pid", "data": "moons", "coupling": "independent", "seed": 0, "w2": {"1": 0.5}})
+    again = bench.RunStore(out, resume=True)
+    assert set(again.done) == {"cfm/moons/independent/0", "pid/moons/independent/0"}
+    assert torch.equal(again.done["cfm/moons/independent/0"]["state"]["w"], torch.ones(2))
+    job = {"loss": "pid", "data": "moons", "coupling": "independent", "seed": 0}
+    assert bench.run_stored([job], 1, again) == [again.done["pid/moons/independent/0"]]  # not trained again
+    assert bench.RunStore(out, resume=False).done == {}  # a fresh run starts empty
+
+
+def test_benchmark_reuses_only_runs_it_would_reproduce(tmp_path):
+    bench = _bench()
+    run = {"data": "moons", "coupling": "independent", "steps": 2000, "w2": {"1": 0.2}, "seed": 1}
+    earlier = {"config": {"steps": 2000}, "runs": [
+        {**run, "loss": "cfm"},  # the teacher's weights are not in the file: trained again
+        {**run, "loss": "meanflow", "loss_settings": {"norm_p": 1.0}, "weighting": "p1"},  # not the default
+        {**run, "loss": "meanflow", "loss_settings": {"norm_p": 0.0}, "weighting": "p0"},  # the default
+        {**run, "loss": "lsd"}, {**run, "loss": "emd", "steps": 8000}]}
+    kept = bench.reusable_runs(earlier, steps=2000)
+    assert [(r["loss"], r["seed"]) for r in kept] == [("meanflow", 1), ("lsd", 1)]
+    assert "weighting" not in kept[0] and "loss_settings" not in kept[0]
+    assert [r["loss"] for r in bench.reusable_runs(earlier, steps=2000, losses=["lsd"])] == ["lsd"]
+    unseeded = {k: v for k, v in run.items() if k != "seed"} | {"loss": "ct"}
+    old = {"config": {"steps": 2000, "seed": 0}, "runs": [unseeded]}
+    assert bench.reusable_runs(old, steps=2000)[0]["seed"] == 0  # files from before --seeds held one seed
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    store = bench.RunStore(tmp_path / "fm.json", resume=False, reuse=[bench.parse_reuse(str(path))], steps=2000)
+    assert set(store.done) == {"meanflow/moons/independent/1", "lsd/moons/independent/1"}
+    assert bench.parse_reuse(f"{path}:lsd,ct") == (path, ["lsd", "ct"])
+    with pytest.raises(FileNotFoundError, match="--reuse"):
+        bench.parse_reuse(str(tmp_path / "none.json"))
+
+
+def test_time_gaps_count_the_samplers_gaps():
+    mf, lsd = Z.time_gaps("meanflow", n=20_000), Z.time_gaps("lsd", n=20_000)
+    assert mf["diagonal"] == pytest.approx(0.75) and lsd["diagonal"] == 0.0  # diagonal rows
+    # uniform on the triangle: P(t - s <= 1/8) = 1 - (7/8)^2 = 0.234, P(t - s >= 1/2) = 1/4
+    assert lsd["short"] == pytest.approx(1 - (7 / 8) ** 2, abs=0.02) and lsd["long"] == pytest.approx(0.25, abs=0.02)
+    assert mf["short"] > 0.3 and mf["long"] < 0.15  # MeanFlow's logit-normal pairs: short gaps more often
+    table = Z.time_gap_table(["meanflow", "lsd"], n=2000).splitlines()
+    assert len(table) == 4 and table[2].startswith("| MeanFlow | 0.750 |")
+    with pytest.raises(ValueError, match="flow-map loss"):
+        Z.time_gaps("cfm")
+
+
+def test_benchmark_job_carries_loss_settings():
+    bench = _bench()
+    job = {"loss": "meanflow", "data": "moons", "coupling": "independent", "steps": 3, "seed": 0, "n_eval": 30}
+    plain = bench.train_and_eval(job)
+    weighted = bench.train_and_eval({**job, "loss_settings": {"norm_p": 1.0, "norm_c": 1e-3}})
+    assert weighted["loss_settings"] == {"norm_p": 1.0, "norm_c": 1e-3} and "loss_settings" not in plain
+    assert weighted["w2"]["1"] != plain["w2"]["1"]  # the setting reached the loss
+    assert bench.train_and_eval(job)["w2"] == plain["w2"]  # a seed gives the same run
+
+
+def test_benchmark_compare_and_arguments(tmp_path):
+    bench = _bench()
+    a, b = {"mean": 0.20, "std": 0.01, "n": 3}, {"mean": 0.25, "std": 0.01, "n": 3}
+    assert bench.compare(a, b)["verdict"] == "lower" and bench.compare(b, a)["verdict"] == "higher"
+    assert bench.compare(a, {**b, "std": 0.1})["verdict"] == "within noise"
+    assert bench.compare(a, {**b, "n": 1})["verdict"] == "one seed"
+    assert bench.compare(a, b)["se"] == pytest.approx(math.sqrt(2 * 0.01**2 / 3))
+    with pytest.raises(ValueError, match="--seeds"):
+        bench.parse_seeds("0,0")
+    with pytest.raises(ValueError, match="--seeds"):
+        bench.parse_seeds("a")
+    with pytest.raises(FileNotFoundError, match="--cost-only"):
+        bench.main(["--cost-only", "--out", str(tmp_path / "none.json")])
+
+
+def _bench_ayf():
+    spec = importlib.util.spec_from_file_location("bench_flowmaps_ayf", ROOT / "benchmarks" / "flowmaps_ayf.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_ayf_variant_divides_the_update_by_the_gap():
+    """The diagnostic AYF-LMD variant (surrogate on u) has the zoo AYF-LMD gradient divided by h = t - s."""
+    from fmlab.data import gmm_2d
+    from fmlab.flowmaps import GaussianMixtureTeacher
+    from fmlab.losses import get_loss
+    from fmlab.losses.batch import Batch
+
+    bench = _bench_ayf()
+    torch.manual_seed(0)
+    model = build_model(time_inputs=2, hidden=16, depth=2)
+    g = torch.Generator().manual_seed(1)
+    x0, x1 = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    s = torch.rand(64, generator=g) * 0.6
+    batch = Batch(x0=x0, x1=x1, s=s, t=s + 0.4, r=s + 0.2)  # one gap h = 0.4 for every row
+    teacher = GaussianMixtureTeacher(gmm_2d("8modes"))
+    grads = []
+    for fn in (get_loss("ayf_lagrangian").fn, bench.ayf_lagrangian_u_loss):
+        model.zero_grad()
+        fn(model, batch, teacher=teacher)[0].backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert torch.allclose(grads[0], 0.4 * grads[1], rtol=1e-4, atol=1e-7)
+
+
+def test_ayf_benchmark_smoke_run_and_text(tmp_path):
+    bench = _bench_ayf()
+    out = tmp_path / "ayf.json"
+    res = bench.main(["--steps", "3", "--n-eval", "30", "--workers", "1", "--datasets", "moons", "--variants",
+                      "ayf,lmd", "--out", str(out)])
+    assert [r["variant"] for r in res["runs"]] == ["ayf", "lmd"]
+    assert set(res["runs"][0]["gap_error"]["path"]) == {"0.125", "0.25", "0.5", "1"}
+    assert all(math.isfinite(v) for r in res["runs"] for part in r["gap_error"].values() for v in part.values())
+    text = ZR.ayf_gap_text(json.loads(out.read_text()))
+    assert "AYF-LMD as in the zoo" in text and text.count("\n") == 2
+    with pytest.raises(ValueError, match="--variants"):
+        bench.main(["--variants", "ayf,nope", "--out", str(out)])

@@ -1,31 +1,21 @@
 """Lab 06 (parametrisation): the head conversions and loss identities it checks, the matched-loss comparison of
 fmlab.viz.unrolling, and the checkers of fmlab.exercises.parametrisation."""
 
-import os
 
 import pytest
 import torch
 from torch import nn
 
+from fmlab import experiments as E
+from fmlab import labkit
 from fmlab.diagnostics import DEFAULT_LEVELS, grad_norms_at_levels
 from fmlab.exercises import parametrisation as ex
 from fmlab.losses import Batch
 from fmlab.models import build_model
 from fmlab.models.parametrisation import Parametrised
-from fmlab.viz import unrolling as U
+from fmlab.viz import parametrisation as P
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(threads)
-    if env is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = env
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _batch(n=128, seed=0, t_max=0.98):
@@ -37,7 +27,7 @@ def _batch(n=128, seed=0, t_max=0.98):
 # --- conversions and loss identities -------------------------------------------------------------------------------
 
 def test_head_conversions_are_exact_and_their_gains_are_one_over_the_vanishing_coefficient():
-    rows = U.head_conversions(times=(0.05, 0.5, 0.95), delta=0.01, n=64)
+    rows = P.head_conversions(times=(0.05, 0.5, 0.95), delta=0.01, n=64)
     for t, row in rows.items():
         assert row["x1 exact"] < 1e-10 and row["eps exact"] < 1e-10  # the mixture's velocity, recovered
         assert row["x1 gain"] == pytest.approx(1 / (1 - t), rel=1e-6)  # v = (x1 - x_t) / (1 - t)
@@ -50,7 +40,7 @@ def test_x1_loss_identities_against_a_reference_with_explicit_detach():
     torch.manual_seed(0)
     model = build_model(prediction="x1", hidden=16, depth=2)
     batch = _batch()
-    out = U.x1_loss_identities(model, batch)
+    out = P.x1_loss_identities(model, batch)
     # reference: chain rule by hand. d/dtheta of mean ||v_hat - u||^2 with v_hat = (x1_hat - x_t) / (1 - t) is
     # mean 2 (v_hat - u) / (1 - t) / d * d x1_hat / dtheta, which we take as a vector-Jacobian product of x1_hat
     s = (1 - batch.t)[:, None]
@@ -88,10 +78,10 @@ def test_velocity_equivalent_loss_is_one_yardstick_for_both_heads():
     torch.manual_seed(0)
     field = build_model(hidden=16, depth=2)
     x1_head = Parametrised(_X1FromField(field), prediction="x1")
-    a = U.velocity_equivalent_loss(field, "moons", n=512)
-    b = U.velocity_equivalent_loss(x1_head, "moons", n=512)
+    a = P.velocity_equivalent_loss(field, "moons", n=512)
+    b = P.velocity_equivalent_loss(x1_head, "moons", n=512)
     assert a == pytest.approx(b, rel=1e-5)
-    assert U.velocity_equivalent_loss(field, "moons", n=512, seed=1) != a  # a different held-out set
+    assert P.velocity_equivalent_loss(field, "moons", n=512, seed=1) != a  # a different held-out set
     # the value: CFM error (1 - t)^2 ||v - u||^2 / ((1 - t)^2 + 1e-3), recomputed with the same draws
     g = torch.Generator().manual_seed(30_000)
     from fmlab.data import sample_toy
@@ -109,13 +99,13 @@ def test_velocity_equivalent_loss_is_one_yardstick_for_both_heads():
 # --- runs, matched loss ----------------------------------------------------------------------------------------------
 
 def _runs(steps=8):
-    configs = [U.lab_config("8gaussians", c.loss, prediction=c.prediction, train_steps=steps, log_every=2, threads=1)
-               for c in U.parametrisation_configs("8gaussians", steps)]
-    return [U.parametrisation_run(c, track_every=2, n_eval=50, progress=False) for c in configs]
+    configs = [E.lab_config("8gaussians", c.loss, prediction=c.prediction, train_steps=steps, log_every=2, threads=1)
+               for c in P.parametrisation_configs("8gaussians", steps)]
+    return [P.parametrisation_run(c, track_every=2, n_eval=50, progress=False) for c in configs]
 
 
 def test_parametrisation_run_records_the_loss_and_weights_at_every_tracked_step():
-    U.clear_runs()
+    labkit.clear_cache()
     field, x1 = _runs()
     for r in (field, x1):
         assert r.steps == [0, 2, 4, 6, 8] and len(r.losses) == len(r.states) == 5
@@ -123,24 +113,24 @@ def test_parametrisation_run_records_the_loss_and_weights_at_every_tracked_step(
         assert all(torch.equal(v, r.states[-1][k]) for k, v in model.state_dict().items())  # last = trained weights
         probe = build_model(**model.config)
         probe.load_state_dict(r.states[2])
-        assert r.losses[2] == pytest.approx(U.velocity_equivalent_loss(probe, "8gaussians"), rel=1e-6)
+        assert r.losses[2] == pytest.approx(P.velocity_equivalent_loss(probe, "8gaussians"), rel=1e-6)
     assert (field.label, x1.label) == ("field", "x1 prediction")
     assert _runs()[0] is field  # cached
 
 
 def test_parametrisation_run_records_even_when_run_had_cached_the_config():
-    U.clear_runs()
-    config = U.lab_config("8gaussians", "cfm", train_steps=4, log_every=2, threads=1)
-    U.run(config, levels=DEFAULT_LEVELS, track_every=2, eval_steps=(100,), n_eval=50, progress=False)
-    r = U.parametrisation_run(config, track_every=2, n_eval=50, progress=False)
+    labkit.clear_cache()
+    config = E.lab_config("8gaussians", "cfm", train_steps=4, log_every=2, threads=1)
+    E.run(config, levels=DEFAULT_LEVELS, track_every=2, eval_steps=(100,), n_eval=50, progress=False)
+    r = P.parametrisation_run(config, track_every=2, n_eval=50, progress=False)
     assert len(r.losses) == len(r.steps) == 3
 
 
 def test_gradients_at_averages_the_runs_own_loss_over_fresh_minibatches():
-    U.clear_runs()
+    labkit.clear_cache()
     field, x1 = _runs()
     for r in (field, x1):
-        got = U.gradients_at(r, len(r.steps) - 1, n_batches=2, batch_size=64, seed=3)
+        got = P.gradients_at(r, len(r.steps) - 1, n_batches=2, batch_size=64, seed=3)
         g = torch.Generator().manual_seed(40_000 + 3)
         from fmlab.data import sample_toy
 
@@ -154,19 +144,19 @@ def test_gradients_at_averages_the_runs_own_loss_over_fresh_minibatches():
 
 
 def test_matched_gradients_picks_the_lowest_common_loss_and_first_steps_reaching_it(monkeypatch):
-    U.clear_runs()
+    labkit.clear_cache()
     field, x1 = _runs()
     field.losses[:] = [5.0, 3.0, 1.0, 0.9, 0.95]
     x1.losses[:] = [5.0, 4.0, 2.0, 1.2, 1.1]
     calls = []
-    monkeypatch.setattr(U, "gradients_at", lambda r, i, n, seed=0: calls.append((r.label, i)) or torch.ones(4))
-    m = U.matched_gradients([x1, field])
+    monkeypatch.setattr(P, "gradients_at", lambda r, i, n, seed=0: calls.append((r.label, i)) or torch.ones(4))
+    m = P.matched_gradients([x1, field])
     assert m.target == pytest.approx(1.1)  # the x1 run's best; the field gets there first at step 4
     assert m.steps == {"x1 prediction": 8, "field": 4} and m.final_step == 8
     assert set(calls) == {("field", 2), ("field", 4), ("x1 prediction", 4)}
     assert torch.equal(m.matched_ratio, torch.ones(4)) and torch.equal(m.final_ratio, torch.ones(4))
     with pytest.raises(ValueError, match="one field run and one x1 prediction run"):
-        U.matched_gradients([field, field])
+        P.matched_gradients([field, field])
 
 
 # --- exercises -------------------------------------------------------------------------------------------------------
@@ -190,12 +180,12 @@ def test_eps_exercise_matches_the_conversion_in_fmlab_paths():
 
 
 def test_live_view_and_table_share_the_cached_runs():
-    U.clear_runs()
-    runs, view = U.parametrisation_live("moons", steps=4, track_every=2, n_eval=50, show=False)
+    labkit.clear_cache()
+    runs, view = P.parametrisation_live("moons", steps=4, track_every=2, n_eval=50, show=False)
     assert [r.label for r in runs] == ["field", "x1 prediction"] and view.steps == [0, 2, 4]
     assert len(view.figure.data) == 2 * len(DEFAULT_LEVELS)  # one curve per head and noise level
-    table = U.parametrisation_table(4, n_eval=50, track_every=2, datasets=("moons",))
+    table = P.parametrisation_table(4, n_eval=50, track_every=2, datasets=("moons",))
     assert table["moons"]["field"] is runs[0] and table["moons"]["x1 prediction"] is runs[1]
-    summary = U.summarise_gradients(runs)
+    summary = P.summarise_gradients(runs)
     assert set(summary) == {"field", "x1 prediction"} and summary["field"]["mean"].shape == (len(DEFAULT_LEVELS),)
-    assert set(U.__all__) >= {"matched_gradients", "parametrisation_run", "head_conversions"}
+    assert set(P.__all__) >= {"matched_gradients", "parametrisation_run", "head_conversions"}

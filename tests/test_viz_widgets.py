@@ -92,3 +92,16 @@ def test_view_modes():
     assert tuple(live.figure.data[0].y) == (0, 3.0, 6.0)
     with pytest.raises(ValueError, match="live"):
         W.interactive_view(_render, {"a": W.slider("a", 0, 3, 0.5, 1.0)}, live="canvas")
+
+
+def test_enable_when_greys_out_a_control_that_would_change_nothing():
+    from fmlab.viz.widgets import checkbox, dropdown, enable_when
+
+    loss = dropdown("loss", {"WT-FM": "wtfm", "anchored": "anchored_consistency"})
+    box = checkbox("keep the cross-terms", True)
+    enable_when(box, loss, lambda value: value == "wtfm")
+    assert not box.disabled
+    loss.value = "anchored_consistency"
+    assert box.disabled
+    loss.value = "wtfm"
+    assert not box.disabled

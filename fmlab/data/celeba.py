@@ -6,8 +6,15 @@ environment variable FMLAB_CELEBA. The folder holds the official files, as downl
 
     ROOT/img_align_celeba/000001.jpg ... 202599.jpg     (or ROOT/img_align_celeba.zip, unextracted)
     ROOT/list_eval_partition.txt                        ("000001.jpg 0" per line: 0 train, 1 valid, 2 test)
+    ROOT/list_attr_celeba.txt                           (optional: the 40 binary attributes, for conditioning)
 
-(also found: ROOT/celeba/..., and the Google Drive layout ROOT/Img/img_align_celeba.zip + ROOT/Eval/...).
+(also found: ROOT/celeba/..., and the Google Drive layout ROOT/Img/img_align_celeba.zip + ROOT/Eval/... +
+ROOT/Anno/list_attr_celeba.txt).
+
+Attributes: `CelebA64(...).attribute("Smiling")` reads list_attr_celeba.txt (a count line, a line of the 40 names,
+then "000001.jpg -1 1 ..." per image) and returns 0/1 labels (1 where the file says 1) aligned with `images`, for
+class-conditional training (fmlab.train_images, `attribute=`). Names are CelebA's (Smiling, Eyeglasses, Male, ...;
+matched without regard to case).
 
 Preprocessing (the aligned images are 178 wide x 218 high):
 
@@ -38,7 +45,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["CELEBA_ENV", "CROPS", "SPLITS", "IMAGE_SIZE", "CelebA64", "CelebASource", "CelebANotFoundError",
-           "locate_celeba", "read_partition", "preprocess", "celeba_available", "DOWNLOAD_HELP"]
+           "locate_celeba", "read_partition", "preprocess", "celeba_available", "DOWNLOAD_HELP", "ATTR_FILE",
+           "locate_attributes", "read_attributes"]
 
 CELEBA_ENV = "FMLAB_CELEBA"
 IMAGE_SIZE = (178, 218)  # width, height of img_align_celeba
@@ -49,6 +57,7 @@ CROPS = {  # PIL boxes (left, upper, right, lower), right/lower exclusive
 }
 SPLITS = {"train": 0, "valid": 1, "test": 2}
 _NAME = re.compile(r"^\d{6}\.jpg$")
+ATTR_FILE = "list_attr_celeba.txt"
 
 DOWNLOAD_HELP = f"""CelebA is not shipped with fmlab (its licence forbids redistribution). To use it:
   1. Download, from the official page https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (links to Google Drive /
@@ -131,6 +140,44 @@ def locate_celeba(root: str | os.PathLike | None = None) -> CelebASource:
     if missing:
         raise CelebANotFoundError(f"CelebA folder {str(base)!r} lacks {' and '.join(missing)}.\n" + DOWNLOAD_HELP)
     return CelebASource(images=images, partition=partition)
+
+
+def locate_attributes(root: str | os.PathLike | None = None) -> Path:
+    """The path of list_attr_celeba.txt under `root` (default $FMLAB_CELEBA), looked for where the images' folder
+    layouts put it; CelebANotFoundError naming the file and where to put it when it is missing."""
+    base = _root(root)
+    folders = (base, base / "Anno", base / "celeba", base / "celeba" / "Anno", base / "CelebA",
+               base / "CelebA" / "Anno")
+    for b in folders:
+        if (b / ATTR_FILE).is_file():
+            return b / ATTR_FILE
+    raise CelebANotFoundError(
+        f"CelebA attributes need {ATTR_FILE}, which is not in {str(base)!r}. Download it from the official page "
+        f"https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (Anno/{ATTR_FILE} in the Google Drive folder) and put it "
+        f"at {str(base / ATTR_FILE)!r} (or in {str(base / 'Anno')!r}). Without it, train unconditionally or on the "
+        f"procedural faces, whose attributes are built in (fmlab.data.faces.FACE_ATTRIBUTES).")
+
+
+def read_attributes(path: str | os.PathLike) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(the attribute names, {file name: int8 [n_attributes] of 0/1}) from list_attr_celeba.txt (1 -> 1, -1 -> 0).
+
+    Raises ValueError naming the file and line when the file is not in the official format."""
+    rows: dict[str, np.ndarray] = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        first, header = f.readline().split(), f.readline().split()
+        if len(first) != 1 or not first[0].isdigit() or not header:
+            raise ValueError(f"{str(path)!r} does not start with an image count and a line of attribute names: is "
+                             f"this the official {ATTR_FILE}?")
+        for number, line in enumerate(f, 3):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != len(header) + 1 or not _NAME.match(parts[0]) or any(v not in ("1", "-1") for v in
+                                                                                  parts[1:]):
+                raise ValueError(f"{str(path)!r} line {number} is not 'NNNNNN.jpg' followed by {len(header)} values "
+                                 f"of 1 or -1: is this the official {ATTR_FILE}?")
+            rows[parts[0]] = (np.array(parts[1:], dtype=np.int8) > 0).astype(np.int8)
+    return header, rows
 
 
 def celeba_available(root: str | os.PathLike | None = None) -> bool:
@@ -234,6 +281,7 @@ class CelebA64:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
         self.source = locate_celeba(root)
+        self.root = _root(root)
         parts = read_partition(self.source.partition)
         names = sum(parts.values(), []) if split == "all" else parts[split]
         if not names:
@@ -252,6 +300,20 @@ class CelebA64:
 
     def __repr__(self) -> str:
         return f"CelebA64({self.name})"
+
+    def attribute(self, name: str) -> np.ndarray:
+        """0/1 labels int64 [N] of the CelebA attribute `name` (e.g. 'Smiling', 'Eyeglasses'; any case), aligned
+        with `images`, from list_attr_celeba.txt next to the partition file (CelebANotFoundError if it is absent)."""
+        names, rows = read_attributes(locate_attributes(self.root))
+        index = {n.lower(): i for i, n in enumerate(names)}
+        if not isinstance(name, str) or name.lower() not in index:
+            raise ValueError(f"attribute must be one of CelebA's {names}, got {name!r}")
+        missing = [n for n in self.names if n not in rows]
+        if missing:
+            raise ValueError(f"{ATTR_FILE} lacks {len(missing)} of the {len(self.names)} images of split "
+                             f"{self.split!r} (first: {missing[:3]}): is it from the same release as the images?")
+        column = index[name.lower()]
+        return np.array([rows[n][column] for n in self.names], dtype=np.int64)
 
     def _meta(self) -> dict:
         return {"n": len(self.names), "crop": self.crop, "size": self.size, "split": self.split,

@@ -9,6 +9,11 @@ metrics, lab) runs with no download: in tests, in CI and in the final lab's fast
 The same seed gives the same images on every machine (NumPy's PCG64 generator, float32 rendering, rounding to
 uint8). Splits draw from independent streams: `make_faces(n, seed=s)` for 'train', seed s + 1 for 'valid', s + 2
 for 'test'.
+
+Attributes (labels for conditional generation, FACE_ATTRIBUTES), each drawn with the face and visible in it:
+'smiling' (probability 1/2): a wide open mouth with a row of teeth and upturned corners, against a closed, flat or
+slightly downturned mouth; 'glasses' (probability 0.15): dark rims around both eyes. `make_faces(...,
+return_attributes=True)` and `Faces.attribute(name)` give them as 0/1 labels.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import functools
 
 import numpy as np
 
-__all__ = ["make_faces", "Faces", "FACE_SPLITS"]
+__all__ = ["make_faces", "Faces", "FACE_SPLITS", "FACE_ATTRIBUTES"]
 
 FACE_SPLITS = {"train": 0, "valid": 1, "test": 2}
+FACE_ATTRIBUTES = ("smiling", "glasses")
 
 _SKIN = np.array([[255, 224, 196], [241, 194, 160], [224, 172, 130], [198, 134, 96], [141, 85, 54],
                   [96, 60, 40]], np.float32)
@@ -30,10 +36,15 @@ _CHUNK = 512
 
 
 def _ellipse(u: np.ndarray, v: np.ndarray, cx, cy, rx, ry, pix: float) -> np.ndarray:
-    """Anti-aliased coverage in [0, 1] of the ellipse ((u - cx)/rx)^2 + ((v - cy)/ry)^2 <= 1 (pix: pixel width)."""
-    r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
-    dist = (r - 1.0) * np.minimum(rx, ry)  # ~ signed distance to the boundary near it
-    return np.clip(0.5 - dist / pix, 0.0, 1.0)
+    """Anti-aliased coverage in [0, 1] of the ellipse ((u - cx)/rx)^2 + ((v - cy)/ry)^2 <= 1 (pix: pixel width), from
+    the signed distance (r - 1) / |grad r|, kept at least the distance to the bounding box (so a thin ellipse does
+    not smear along its long axis at low resolution)."""
+    du, dv = (u - cx) / rx, (v - cy) / ry
+    r = np.sqrt(du**2 + dv**2)
+    grad = np.sqrt((du / rx) ** 2 + (dv / ry) ** 2) / np.maximum(r, 1e-6)  # |grad r|, in [1/max(rx,ry), 1/min(rx,ry)]
+    dist = (r - 1.0) / np.maximum(grad, 1.0 / np.maximum(rx, ry))  # ~ signed distance to the boundary (first order)
+    box = np.maximum(np.abs(u - cx) - rx, np.abs(v - cy) - ry)  # distance to the bounding box: a lower bound outside
+    return np.clip(0.5 - np.maximum(dist, box) / pix, 0.0, 1.0)
 
 
 def _band(u, v, cx, cy, half_width, sag, thickness, pix: float) -> np.ndarray:
@@ -76,6 +87,13 @@ def _params(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     p.update(skin=pick(_SKIN), hair=pick(_HAIR), iris_c=pick(_IRIS), cloth=pick(
         rng.uniform(20, 235, (12, 3)).astype(np.float32)), bg=pick(rng.uniform(40, 230, (16, 3)).astype(np.float32)))
     p["glasses"] = (rng.uniform(0, 1, n) < 0.15).astype(np.float32)[:, None, None]
+    p["smiling"] = (rng.uniform(0, 1, n) < 0.5).astype(np.float32)[:, None, None]  # drawn last: the rest is as before
+    # the mouth follows the attribute: smiling -> upturned corners (sag 0.05..0.095) and open (0.04..0.07);
+    # not smiling -> flat or slightly downturned (sag -0.015..0.003) and closed; the draws above set where in the range
+    smile01 = (p["smile"] + 0.02) / 0.09
+    p["smile"] = np.where(p["smiling"] > 0, 0.05 + 0.045 * smile01, -0.015 + 0.018 * smile01).astype(np.float32)
+    p["mouth_open"] = (p["smiling"] * (0.04 + 0.6 * p["mouth_open"])).astype(np.float32)
+    p["mouth_w"] = (p["mouth_w"] * (1.0 + 0.25 * p["smiling"])).astype(np.float32)
     return p
 
 
@@ -122,15 +140,20 @@ def _render(p: dict[str, np.ndarray], size: int) -> np.ndarray:
     nose_y = eye_y + p["nose_len"]
     img = _paint(img, _ellipse(u, v, fx + p["yaw"] * 0.1, nose_y, 0.045, 0.025, pix) * 0.5, p["skin"] * 0.6)
     mouth_y = cy + p["mouth_y"] * ry * 1.6
-    img = _paint(img, _ellipse(u, v, fx, mouth_y + p["smile"] * 0.5, p["mouth_w"], p["mouth_open"] + 0.004, pix),
-                 np.array([60, 20, 25], np.float32))
+    mouth = _ellipse(u, v, fx, mouth_y + p["smile"] * 0.5, p["mouth_w"], p["mouth_open"] + 0.004, pix)
+    img = _paint(img, mouth, np.array([60, 20, 25], np.float32))
+    teeth = _ellipse(u, v, fx, mouth_y + p["smile"] * 0.5 - 0.4 * p["mouth_open"], p["mouth_w"] * 0.75,
+                     p["mouth_open"] * 0.5 + 1e-3, pix) * mouth * p["smiling"]
+    img = _paint(img, teeth, np.array([245, 240, 230], np.float32))
     lips = _band(u, v, fx, mouth_y - p["smile"] * 0.3, p["mouth_w"], p["smile"], 0.014, pix)
     img = _paint(img, lips, np.clip(p["skin"] * np.array([0.85, 0.5, 0.5], np.float32), 0, 255))
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def make_faces(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
-    """n procedural faces as uint8 [n, size, size, 3] (RGB, channels last), deterministic in (n, size, seed).
+def make_faces(n: int, size: int = 64, seed: int = 0,
+               return_attributes: bool = False) -> np.ndarray | tuple[np.ndarray, dict[str, np.ndarray]]:
+    """n procedural faces as uint8 [n, size, size, 3] (RGB, channels last), deterministic in (n, size, seed); with
+    return_attributes, also {name: int64 [n] of 0/1} for every name in FACE_ATTRIBUTES.
 
     The first k images of make_faces(n, ...) equal make_faces(k, ...) for k <= n, whatever n.
     """
@@ -139,34 +162,49 @@ def make_faces(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     rng = np.random.default_rng(seed)
     chunks, done = [], 0
+    labels: dict[str, list[np.ndarray]] = {name: [] for name in FACE_ATTRIBUTES}
     while done < n:
         m = min(_CHUNK, n - done)
         params = _params(_CHUNK, rng)  # always draw a full chunk: a prefix of a longer run gives the same images
         chunks.append(_render({k: v[:m] for k, v in params.items()}, size))
+        for name in FACE_ATTRIBUTES:
+            labels[name].append(params[name][:m, 0, 0].astype(np.int64))
         done += m
-    return np.concatenate(chunks)
+    images = np.concatenate(chunks)
+    if not return_attributes:
+        return images
+    return images, {name: np.concatenate(parts) for name, parts in labels.items()}
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_faces(n: int, size: int, seed: int) -> np.ndarray:
-    images = make_faces(n, size, seed)
+def _cached_faces(n: int, size: int, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    images, attributes = make_faces(n, size, seed, return_attributes=True)
     images.setflags(write=False)
-    return images
+    for labels in attributes.values():
+        labels.setflags(write=False)
+    return images, attributes
 
 
 class Faces:
     """The procedural face data set: `images` uint8 [n, size, size, 3] (read-only, cached per process).
 
     split: 'train', 'valid' or 'test' (independent seeds: seed, seed + 1, seed + 2). The interface matches
-    fmlab.data.celeba.CelebA64 (`images`, `len`, `name`), so trainers, metrics and labs take either.
+    fmlab.data.celeba.CelebA64 (`images`, `len`, `name`, `attribute(name)`), so trainers, metrics and labs take
+    either.
     """
 
     def __init__(self, n: int = 10000, size: int = 64, seed: int = 0, split: str = "train"):
         if split not in FACE_SPLITS:
             raise ValueError(f"split must be one of {list(FACE_SPLITS)}, got {split!r}")
         self.split, self.size, self.seed = split, size, seed
-        self.images = _cached_faces(n, size, seed + FACE_SPLITS[split])
+        self.images, self._attributes = _cached_faces(n, size, seed + FACE_SPLITS[split])
         self.name = f"procedural faces {size}x{size} ({split}, n={n})"
+
+    def attribute(self, name: str) -> np.ndarray:
+        """0/1 labels int64 [n] of the attribute `name` (one of FACE_ATTRIBUTES), aligned with `images`."""
+        if name not in FACE_ATTRIBUTES:
+            raise ValueError(f"attribute must be one of {list(FACE_ATTRIBUTES)} for the procedural faces, got {name!r}")
+        return self._attributes[name]
 
     def __len__(self) -> int:
         return len(self.images)

@@ -36,6 +36,8 @@ from torch import Tensor
 from fmlab.data.toy import EIGHT_GAUSSIANS_RADIUS, EIGHT_GAUSSIANS_STD
 from fmlab.paths import Schedule, check_time, get_schedule
 
+from ..checks import check_int
+
 __all__ = ["GaussianMixture", "Gaussian", "EmpiricalDistribution", "gmm_2d", "GMM_2D", "worked_example_1d"]
 
 _F64 = torch.float64
@@ -125,8 +127,7 @@ class GaussianMixture:
     def sample(self, n: int, generator: torch.Generator | None = None,
                return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """n draws x1 = mu_k + Q_k sqrt(lam_k) eps, k ~ w (on the CPU); labels are the components k."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        check_int(n, "n", 1)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         eps = torch.randn(n, self.dim, generator=generator, dtype=_F64) * self.lam[k].sqrt()
         x = self.means[k] + (eps if self.q is None else torch.einsum("nij,nj->ni", self.q[k], eps))
@@ -161,6 +162,14 @@ class GaussianMixture:
     def velocity(self, x: Tensor, t: Tensor | float, schedule: str | Schedule = "linear") -> Tensor:
         """Marginal velocity E[dx_t | x_t = x] = da E[x1 | x] + ds E[x0 | x] [B, d] (the flow matching optimum)."""
         return self._map(x, t, schedule, lambda st: st.mix(st.velocity()))
+
+    def component_velocities(self, x: Tensor, t: Tensor | float, schedule: str | Schedule = "linear"
+                             ) -> tuple[Tensor, Tensor]:
+        """(logits [B, K], v [B, K, d]): logits_k = log w_k N(x; a mu_k, C_k) and v_k = E[dx_t | x_t = x, k], each
+        component's own velocity. velocity() is sum_k softmax(logits)_k v_k; a sub-mixture (a class) re-weights
+        the same terms (fmlab.data.labelled)."""
+        both = self._map(x, t, schedule, lambda st: torch.cat([st.logits[..., None], st.velocity()], dim=-1))
+        return both[..., 0], both[..., 1:]
 
     def score(self, x: Tensor, t: Tensor | float, schedule: str | Schedule = "linear") -> Tensor:
         """grad_x log p_t(x) = -sum_k pi_k C_k^{-1} (x - a mu_k) [B, d]."""

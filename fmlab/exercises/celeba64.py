@@ -1,4 +1,4 @@
-"""Checkers for lab 10 (CelebA-64). Linear path x_t = (1 - t) x0 + t x1, noise at t = 0, data at t = 1.
+"""Checkers for lab 13 (CelebA-64). Linear path x_t = (1 - t) x0 + t x1, noise at t = 0, data at t = 1.
 
 An x1 (clean-image) head x1_hat gives the velocity v_hat = (x1_hat - x_t) / (1 - t), so an error delta in x1_hat
 is an error delta / (1 - t) in the velocity: plain MSE on x1 weighs the velocity error by (1 - t)^2.

@@ -1,4 +1,4 @@
-"""Checkers for lab 08 (flow maps). Noise at t = 0, data at t = 1; X(x, s, t) = x + (t - s) u(x, s, t).
+"""Checkers for lab 11 (flow maps). Noise at t = 0, data at t = 1; X(x, s, t) = x + (t - s) u(x, s, t).
 
 The exercises use one-dimensional Gaussian data x1 ~ N(M, SD^2) on the linear path x_r = (1 - r) x0 + r x1,
 whose marginals are N(r M, var_r) with var_r = r^2 SD^2 + (1 - r)^2, and whose flow map is affine in x:
@@ -12,11 +12,19 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+from torch.func import jvp
 
+from ..losses import Batch
+from ..losses.flowmap_compositional import convex_target
+from ..losses.meanflow import meanflow_loss
 from . import Verdict, check_choice, check_number, verdict
+from .code import diagnose, exercise_batch, gradient_of, run_student, run_student_loss
+from .training import loss_model
 
 __all__ = ["M", "SD", "gaussian_flow_map_1d", "gaussian_velocity_1d", "check_flow_map_1d", "check_velocity_limit",
-           "check_rule_for_loss", "RULES", "VELOCITY_POINT"]
+           "check_rule_for_loss", "RULES", "VELOCITY_POINT", "two_time_inputs", "reference_meanflow_loss",
+           "check_meanflow_loss", "reference_shortcut_target", "check_shortcut_target"]
 
 M, SD = 2.0, 0.5  # the data N(M, SD^2)
 VELOCITY_POINT = (0.0, 0.5)  # exercise 2: (x, s) at which u(x, s, t) is asked for as t -> s
@@ -83,3 +91,111 @@ def check_rule_for_loss(loss: str, answer: Any, quiet: bool = False) -> Verdict:
                         hint="Does it compare two jumps with one, differentiate in the destination time t, or in "
                              "the start time s (with a Jacobian-vector product along the velocity)?", quiet=quiet)
 
+
+
+# --- exercises 4 and 5 (code): the MeanFlow loss with torch.func.jvp, and a compositional target ----------------------
+
+def two_time_inputs(n: int = 32, seed: int = 8) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(x0, x1, s, r, t): a batch [n, 2] and times s < r < t in [0, 1] (r = s + 0.3 (t - s), not the midpoint)."""
+    x0, x1, _ = exercise_batch(n=n, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    s, t = torch.rand(2, n, generator=g, dtype=torch.float64).sort(dim=0).values
+    return x0, x1, s, s + 0.3 * (t - s), t
+
+
+def reference_meanflow_loss(model: nn.Module, x0: Tensor, x1: Tensor, s: Tensor, t: Tensor) -> Tensor:
+    """fmlab's registered `meanflow` loss (no adaptive weight) on the batch (x0, x1) at times (s, t)."""
+    return meanflow_loss(model, Batch(x0=x0, x1=x1, t=t, s=s))[0]
+
+
+def _meanflow_variant(model: nn.Module, x0: Tensor, x1: Tensor, s: Tensor, t: Tensor, ds: float = 1.0,
+                      dt: float = 0.0, sign: float = 1.0, detach: bool = True) -> Tensor:
+    """MeanFlow loss with the JVP tangent (v, ds, dt), the sign of the (t - s) term and the stop-gradient as given."""
+    x = (1 - s[:, None]) * x0 + s[:, None] * x1
+    v = x1 - x0
+    u, du = jvp(lambda a, b, c: model(a, b, c), (x, s, t), (v, torch.full_like(s, ds), torch.full_like(t, dt)))
+    target = v + sign * (t - s)[:, None] * du
+    return (u - (target.detach() if detach else target)).pow(2).mean()
+
+
+def check_meanflow_loss(fn: Callable[..., Tensor], quiet: bool = False) -> Verdict:
+    """Exercise 4: does fn(model, x0, x1, s, t) equal fmlab's MeanFlow loss on a fixed batch and seed, in value AND
+    in gradient? The gradient tells a forgotten stop-gradient apart (same value, different update)."""
+    model = loss_model(time_inputs=2)
+    x0, x1, s, _, t = two_time_inputs()
+    value, grad, problem = run_student_loss(fn, model, x0.clone(), x1.clone(), s.clone(), t.clone())
+    if problem:
+        return verdict(False, f"MeanFlow loss: {problem}", quiet)
+    expected = reference_meanflow_loss(model, x0, x1, s, t)
+    mistakes = {
+        "The JVP tangent is wrong: the total derivative d/ds u(x_s, s, t) moves x along v = x1 - x0 AND s by 1, "
+        "with t fixed: tangents (v, 1, 0). You differentiated in t instead of s.":
+            _meanflow_variant(model, x0, x1, s, t, ds=0.0, dt=1.0),
+        "The JVP tangent misses the time direction: use (v, ones_like(s), zeros_like(t)), not (v, 0, 0).":
+            _meanflow_variant(model, x0, x1, s, t, ds=0.0),
+        "The sign of the (t - s) term is flipped: in our time (data at t = 1) the target is v + (t - s) d/ds u. The "
+        "paper puts data at t = 0, where it reads v - (t - r) d/dt u.": _meanflow_variant(model, x0, x1, s, t, sign=-1),
+    }
+    first = diagnose("MeanFlow loss (value)", value, expected.detach(), {k: v.detach() for k, v in mistakes.items()},
+                     rtol=1e-6, quiet=True)
+    if not first:
+        return verdict(False, first.message, quiet)
+    no_sg = gradient_of(_meanflow_variant(model, x0, x1, s, t, detach=False), model)
+    return diagnose("MeanFlow loss (value and gradient)", grad, gradient_of(expected, model),
+                    {"The value is right but the gradient is not: you forgot the stop-gradient on the target. Detach "
+                     "the whole target v + (t - s) du (JVP included), so that only u(x_s, s, t) is trained.": no_sg},
+                    rtol=1e-6, atol=1e-10, hint="The value is right but the gradient is not: check what you detach.",
+                    quiet=quiet)
+
+
+def reference_shortcut_target(model: nn.Module, x: Tensor, s: Tensor, r: Tensor, t: Tensor) -> Tensor:
+    """sg[lam u(x, s, r) + (1 - lam) u(X(x, s, r), r, t)], lam = (r - s) / (t - s): fmlab's compositional target."""
+    return convex_target(model, x, s, r, t)[0]
+
+
+def check_shortcut_target(fn: Callable[..., Tensor], quiet: bool = False) -> Verdict:
+    """Exercise 5: does fn(model, x, s, r, t) return the two-jump target for u(x, s, t): jump s -> r, then r -> t
+    from where the first jump landed, the average velocity weighted by the time each jump takes, under
+    stop-gradient? Recognises the plain average, the second jump from the wrong point, swapped weights and a
+    target that still carries a gradient."""
+    model = loss_model(time_inputs=2)
+    x0, x1, s, r, t = two_time_inputs()
+    x = (1 - s[:, None]) * x0 + s[:, None] * x1
+    seen: dict[str, bool] = {}
+    if not callable(fn):
+        return verdict(False, f"compositional target: expected a function, got {type(fn).__name__}.", quiet)
+
+    def watched(*args: Any) -> Any:
+        out = fn(*args)
+        seen["grad"] = isinstance(out, Tensor) and out.requires_grad
+        return out
+
+    value, problem = run_student(watched, model, x.clone(), s.clone(), r.clone(), t.clone())
+    if problem:
+        return verdict(False, f"compositional target: {problem}", quiet)
+    expected = reference_shortcut_target(model, x, s, r, t)
+    lam = ((r - s) / (t - s))[:, None]
+    with torch.no_grad():
+        u1 = model(x, s, r)
+        x_r = x + (r - s)[:, None] * u1
+        mistakes = {
+            "You averaged the two velocities with equal weights: weight each by the time its jump takes, "
+            "(r - s) / (t - s) and (t - r) / (t - s) (equal only when r is the midpoint).":
+                0.5 * (u1 + model(x_r, r, t)),
+            "The second jump starts from x: it must start where the first one landed, X(x, s, r) = x + (r - s) "
+            "u(x, s, r).": lam * u1 + (1 - lam) * model(x, r, t),
+            "The weights are swapped: the first jump (s -> r) takes a fraction (r - s) / (t - s) of the time.":
+                (1 - lam) * u1 + lam * model(x_r, r, t),
+            "That is the landing point X(x, s, t), not an average velocity: divide the displacement by (t - s).":
+                x + (r - s)[:, None] * u1 + (t - r)[:, None] * model(x_r, r, t),
+        }
+    result = diagnose("compositional target", value, expected, mistakes, rtol=1e-6,
+                      shape_hint="Return one velocity per sample, shape [B, 2]; the times have shape [B], so write "
+                                 "(r - s)[:, None].", hint="X(x, s, t) = X(X(x, s, r), r, t): write both sides as "
+                                                           "x + (time) * (average velocity) and solve for u(x, s, t).",
+                      quiet=True)
+    if result and seen.get("grad"):
+        return verdict(False, "compositional target: the value is right, but it still carries a gradient: a target "
+                              "must sit under stop-gradient (compute it under torch.no_grad() or .detach() it), or "
+                              "the loss would train the two small jumps towards the big one too.", quiet)
+    return verdict(bool(result), result.message, quiet)

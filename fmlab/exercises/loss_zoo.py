@@ -1,4 +1,4 @@
-"""Checkers for lab 09 (the loss zoo). Time runs from noise at t = 0 to data at t = 1; a flow map
+"""Checkers for lab 12 (the loss zoo). Time runs from noise at t = 0 to data at t = 1; a flow map
 X(x, s, t) = x + (t - s) u(x, s, t) jumps from s to t, and u(x, t, t) is the velocity."""
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ from . import (
     meanflow,  # noqa: F401  (registers meanflow, imf, soflow)
     sgflow,  # noqa: F401  (registers sgflow)
 )
-from .batch import Batch, draw_times, one_time_batch
+from .batch import Batch, draw_times, one_time_batch, two_time_batch
 from .flow_matching import cfm_loss, per_sample_mse, reflow_pairs, x1_prediction_loss
 from .registry import LossSpec, get_loss, list_losses, register
 from .unrolled import anchored_consistency_loss, wtfm_loss  # noqa: F401  (registers wtfm, anchored_consistency)
 
-__all__ = ["Batch", "draw_times", "one_time_batch", "LossSpec", "get_loss", "list_losses", "register",
+__all__ = ["Batch", "draw_times", "one_time_batch", "two_time_batch", "LossSpec", "get_loss", "list_losses", "register",
            "cfm_loss", "x1_prediction_loss", "reflow_pairs", "per_sample_mse"]

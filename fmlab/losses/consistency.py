@@ -1,7 +1,8 @@
 """Consistency models as Eulerian flow-map losses: CT, CD (Song et al. 2023), CTM (Kim et al. 2024), FACM (Peng et al.
 2025).
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data, x_s = (1 - s) x0 + s x1, X(x, s, t) = x + (t - s) u(x, s, t).
+Convention (fmlab.conventions): t = 0 is noise, t = 1 is data, x_s = (1 - s) x0 + s x1,
+X(x, s, t) = x + (t - s) u(x, s, t).
 A consistency function f(x, s) (Song et al.: data at sigma = 0, f(x, sigma) -> clean data) is our flow map to the
 data, f(x, s) = X(x, s, 1), and its self-consistency "f is constant along each trajectory" is the Eulerian rule with
 the destination fixed at t = 1: d/ds X(x_s, s, 1) = 0 (fmlab.losses.flowmap_eulerian). CT and CD enforce it between
@@ -22,19 +23,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..flowmaps import as_teacher, flow_map, two_time_batch
+from ..flowmaps import as_teacher, flow_map
 from ..paths import expand_t
-from .batch import Batch, draw_times
+from .batch import Batch, draw_times, two_time_batch
 from .flow_matching import per_sample_mse
 from .flowmap_eulerian import (
-    EULERIAN,
     TWO_TIME_SETTINGS,
     adaptive_weight,
     diagonal_mask,
     eulerian_residual,
     path_point,
 )
-from .registry import LossSpec, register
+from .registry import EULERIAN, LossSpec, register
 
 __all__ = ["consistency_batch", "facm_batch", "ct_loss", "cd_loss", "ctm_loss", "facm_loss", "teacher_solve"]
 
@@ -228,8 +228,15 @@ def facm_loss(model: nn.Module, batch: Batch, teacher: Any = None, relax_p: floa
     velocity near zero makes the direction term stiff.)
 
     v is the teacher's velocity (distillation, the paper's main setting) or, with teacher None, the conditional
-    velocity x1 - x0 (FACM from scratch). Our two-time network holds both tasks, so the anchor sits on the diagonal
-    s = t (the official code's auxiliary-time option; its default instead shifts the anchor's time to 2 - t).
+    velocity x1 - x0 (FACM from scratch). When is the fixed point the exact map? With a teacher, at the exact map
+    E = 0 and u(x, s, s) = v for every sample, so each sample's update vanishes whatever the clip, the cosine term
+    and the weights: unbiased. From scratch, v = x1 - x0 is noisy given x_s and three pieces are nonlinear in it:
+    the cosine anchor (its minimiser is a mean direction, not the mean velocity), the clip of g (g is linear in v,
+    clip(g) is not) and the adaptive normaliser (q > 0 correlates the weight with the noise). FACM from scratch is
+    unbiased only with cos_weight = 0, clamp = None and norm_p = 0; the defaults (k = 1, clip 1, q = 0.5) move the
+    fixed point (measured in tests/test_losses_mixture_stationarity.py). Our two-time network holds both tasks, so
+    the anchor sits on the diagonal s = t (the official code's auxiliary-time option; its default instead shifts the
+    anchor's time to 2 - t).
     Stop-gradient: the whole CM target (JVP included) and the adaptive normaliser; the anchor is plain regression.
     Time sampling (defaults): s = 1 - (2/pi) arctan(exp(N(-0.8, 1.6))), destination t = 1; every sample gives both
     terms, so a fraction 1 of samples also yields a diagonal (s = t) anchor evaluation. Weighting: cos(pi s / 2) on
@@ -262,7 +269,8 @@ EDM_CONVENTION = ("paper: EDM time, data at sigma = 0, f(x, sigma) -> data; "
                   "ours: f(x, s) = X(x, s, 1), noisier = smaller s")
 
 register(LossSpec(
-    name="ct", fn=ct_loss, family=EULERIAN, setting="marginal-from-conditional",
+    name="ct",
+    display_name="CT", sampler="consistency", fn=ct_loss, family=EULERIAN, setting="marginal-from-conditional",
     paper="Song, Dhariwal, Chen & Sutskever 2023, Consistency models (CT); Song & Dhariwal 2023 (iCT); "
           "Geng et al. 2024 (ECT)",
     convention=EDM_CONVENTION, time_inputs=2, prediction="average_velocity", make_batch=consistency_batch,
@@ -270,14 +278,14 @@ register(LossSpec(
     summary="X(x_s, s, 1) vs sg X(x_{s+delta}, s+delta, 1) on the same noise-data segment"))
 
 register(LossSpec(
-    name="cd", fn=cd_loss, family=EULERIAN, setting="distillation",
+    name="cd", display_name="CD", sampler="consistency", fn=cd_loss, family=EULERIAN, setting="distillation",
     paper="Song, Dhariwal, Chen & Sutskever 2023, Consistency models (CD)",
     convention=EDM_CONVENTION, time_inputs=2, prediction="average_velocity", make_batch=consistency_batch,
     defaults={**CT_SETTINGS, "teacher": None, "teacher_method": "heun"},
     summary="X(x_s, s, 1) vs sg X(teacher step s -> s+delta, s+delta, 1)"))
 
 register(LossSpec(
-    name="ctm", fn=ctm_loss, family=EULERIAN, setting="distillation",
+    name="ctm", display_name="CTM", fn=ctm_loss, family=EULERIAN, setting="distillation",
     paper="Kim et al. 2024, Consistency trajectory models (CTM), soft consistency + DSM, no GAN",
     convention="paper: EDM time, G(x_t, t, s) jumps down to s < t; ours: start s, destination t, s <= r <= t",
     time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
@@ -285,7 +293,7 @@ register(LossSpec(
     summary="X(x_s, s, t) vs sg X(teacher solve s -> r, r, t), compared after the frozen jump to the data"))
 
 register(LossSpec(
-    name="facm", fn=facm_loss, family=EULERIAN, setting="distillation",
+    name="facm", display_name="FACM", sampler="consistency", fn=facm_loss, family=EULERIAN, setting="distillation",
     paper="Peng et al. 2025, Flow-anchored consistency models (FACM)",
     convention="paper: x_t = t x1 + (1 - t) x0 (noise -> data, like ours); F(x_t, t, 1) = u(x, s = t, 1)",
     time_inputs=2, prediction="average_velocity", make_batch=facm_batch,

@@ -4,6 +4,10 @@ All three regress the network onto the conditional velocity of the linear path
     x_t = (1 - t) x0 + t x1,   u_t(x_t | x0, x1) = x1 - x0,
 whose minimiser is the marginal velocity v*(x, t) = E[x1 - x0 | x_t = x] (Lipman et al. 2023).
 Errors are mean squared over the non-batch dimensions (per-sample MSE), then averaged over the batch.
+
+Labels: cfm, x1_prediction (and the trainer's conditional runs) pass `batch.labels` to a class-conditional model,
+`model(x_t, t, y)`, whose minimiser is then the class-conditional velocity E[x1 - x0 | x_t = x, y]; without labels
+they call `model(x_t, t)`. `LABEL_LOSSES` lists the losses that take labels; the others ignore them.
 """
 
 from __future__ import annotations
@@ -11,10 +15,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..models.conditioning import label_args
 from ..paths import convert_prediction, loss_weight, sample_path
 from .batch import Batch, one_time_batch
-from .registry import LossSpec, register
+from .registry import FLOW_MATCHING, LossSpec, register
 
+__all__ = [
+    "FM_SETTINGS", "per_sample_mse", "cfm_loss", "x1_prediction_loss", "reflow_pairs", "reflow_batch",
+    "CONVENTION_SAME",
+]
+
+
+LABEL_LOSSES = ("cfm", "x1_prediction")  # losses that pass batch.labels to the model (class-conditional training)
 FM_SETTINGS = {"time_sampler": "uniform", "mu": 0.0, "sigma": 1.0, "weighting": "none", "gamma": 5.0}
 
 
@@ -32,7 +44,7 @@ def cfm_loss(model: nn.Module, batch: Batch, weighting: str = "none", gamma: flo
     weight 1 / (1 - t)^2 on its x1 error.
     """
     path = sample_path(batch.x0, batch.x1, batch.t)
-    v = model(path.x_t, batch.t)
+    v = model(path.x_t, batch.t, *label_args(batch.labels))  # v(x_t, t) or, with labels, v(x_t, t, y)
     err = per_sample_mse(v, path.dx_t)
     w = loss_weight(batch.t, weighting, gamma=gamma, prediction="velocity")
     loss = (w * err).mean()
@@ -50,7 +62,8 @@ def x1_prediction_loss(model: nn.Module, batch: Batch, eps: float = 1e-3, **_) -
     """
     path = sample_path(batch.x0, batch.x1, batch.t)
     prediction = getattr(model, "prediction", "velocity")
-    x1_hat = convert_prediction(model.predict(path.x_t, batch.t), path.x_t, batch.t, prediction, "x1")
+    x1_hat = convert_prediction(model.predict(path.x_t, batch.t, *label_args(batch.labels)), path.x_t, batch.t,
+                                prediction, "x1")
     err = per_sample_mse(x1_hat, batch.x1)
     w = 1.0 / ((1 - batch.t).pow(2) + eps)
     loss = (w * err).mean()
@@ -79,20 +92,21 @@ def reflow_batch(x0: Tensor, x1: Tensor, generator: torch.Generator | None = Non
 CONVENTION_SAME = "noise at t=0, data at t=1 (as ours)"
 
 register(LossSpec(
-    name="cfm", fn=cfm_loss, family="flow matching", setting="marginal-from-conditional",
+    name="cfm", display_name="flow matching", fn=cfm_loss, family=FLOW_MATCHING, setting="marginal-from-conditional",
     paper="Lipman et al. 2023, Flow Matching for Generative Modeling; Liu et al. 2023; Tong et al. 2024 (OT-CFM)",
     convention=CONVENTION_SAME, defaults=dict(FM_SETTINGS),
     summary="regress v(x_t, t) on x1 - x0"))
 
 register(LossSpec(
-    name="x1_prediction", fn=x1_prediction_loss, family="flow matching", setting="marginal-from-conditional",
+    name="x1_prediction",
+    display_name="x1 prediction", fn=x1_prediction_loss, family=FLOW_MATCHING, setting="marginal-from-conditional",
     paper="unrolling manuscript: When does unrolling help flow matching? (x1 / clean-data head)",
     convention="paper: data at t=0, weight 1/(t^2+eps); ours: t -> 1 - t, weight 1/((1-t)^2+eps)",
     prediction="x1", defaults={**FM_SETTINGS, "eps": 1e-3},
     summary="regress x1_hat(x_t, t) on x1 with weight 1/((1-t)^2+eps)"))
 
 register(LossSpec(
-    name="reflow", fn=cfm_loss, family="flow matching", setting="distillation (generated pairs)",
+    name="reflow", display_name="Reflow", fn=cfm_loss, family=FLOW_MATCHING, setting="distillation (generated pairs)",
     paper="Liu et al. 2023, Flow Straight and Fast: rectified flow",
     convention=CONVENTION_SAME, make_batch=reflow_batch,
     defaults={**FM_SETTINGS, "teacher": None, "teacher_steps": 100, "teacher_method": "euler"},

@@ -1,6 +1,6 @@
 """Eulerian flow-map losses: the destination stays put while the start slides along its trajectory.
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data; x_s = (1 - s) x0 + s x1; a flow map
+Convention (fmlab.conventions): t = 0 is noise, t = 1 is data; x_s = (1 - s) x0 + s x1; a flow map
 X(x, s, t) = x + (t - s) u(x, s, t) moves from s to t (s <= t, toward the data). The Eulerian rule ("the bridge":
 a fixed destination seen from every point of a trajectory) says that X(x_s, s, t) does not change as x_s moves
 along dx/ds = v(x, s):
@@ -24,14 +24,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import as_teacher, partial_s, two_time_batch
+from ..flowmaps import as_teacher, flow_map_jvp, partial_s
 from ..paths import expand_t
-from .batch import Batch
+from .batch import Batch, two_time_batch
 from .flow_matching import per_sample_mse
-from .registry import LossSpec, register
+from .registry import EULERIAN, LossSpec, register
 
 __all__ = ["eulerian_residual", "adaptive_weight", "path_point", "gap_batch", "emd_loss", "esd_loss",
-           "ayf_emd_loss", "TWO_TIME_SETTINGS"]
+           "ayf_emd_loss", "TWO_TIME_SETTINGS", "diagonal_mask"]
 
 TWO_TIME_SETTINGS: dict[str, Any] = {"diagonal_fraction": 0.25, "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}
 
@@ -55,10 +55,22 @@ def eulerian_residual(model: nn.Module, x: Tensor, s: Tensor, t: Tensor, v: Tens
 
 
 def adaptive_weight(err: Tensor, p: float, c: float) -> Tensor:
-    """sg(1 / (err + c)^p): MeanFlow's adaptive weight (p = 0: none; p = 1/2: pseudo-Huber-like; p = 1: ~log)."""
+    """w = sg(1 / (err + c)^p), MeanFlow's adaptive loss weight, for a per-sample error err [B] (p = 0: w = 1).
+
+    err here is the MEAN of the squared error over the d dimensions (fmlab's per-sample MSE). The official MeanFlow
+    and iMF code weight the SUM over dimensions, w = 1 / (||Delta||^2 + c_paper)^p: that is d^-p / (err + c_paper /
+    d)^p, our weight with c = c_paper / d up to the constant d^-p. SoFlow's official code weights the mean, as here.
+    With p > 0 the weight depends on the noise of a conditional target, so the expected update no longer vanishes
+    at the conditional mean: the fixed point becomes E[w y | x] / E[w | x] (mode seeking when the target is
+    multimodal; benchmarks/meanflow_weighting.py, tests/test_losses_mixture_stationarity.py).
+    """
+    if p < 0 or c < 0:
+        raise ValueError(f"norm_p and norm_c must be >= 0, got p={p}, c={c}")
     if p == 0:
         return torch.ones_like(err)
-    return (err.detach() + c).pow(-p)  # w = 1 / (||Delta||^2 + c)^p, under stop-gradient
+    if c == 0 and bool((err.detach() == 0).any()):
+        raise ValueError("norm_c must be > 0 when norm_p > 0 and an error is exactly 0 (the weight would be infinite)")
+    return (err.detach() + c).pow(-p)  # w = 1 / (err + c)^p, under stop-gradient
 
 
 def diagonal_mask(batch: Batch) -> Tensor:
@@ -117,29 +129,41 @@ def emd_loss(model: nn.Module, batch: Batch, teacher: Any = None, **_: Any) -> t
 
 
 def esd_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
-    """Eulerian self-distillation, ESD (Boffi, Albergo & Vanden-Eijnden 2025, "How to build a consistency model").
+    """Eulerian self-distillation, ESD (Boffi, Albergo & Vanden-Eijnden 2025, "How to build a consistency model";
+    code github.com/nmboffi/flow-maps, `esd_term` with stopgrad_type "full", the setting of its ESD experiments).
 
-    Paper (time noise -> data, like ours): L = E |b_{t,t}(I_t) - dI_t/dt|^2 + E |d_s X_{s,t}(I_s) + grad X_{s,t}(I_s)
-    sg[b_{s,s}(I_s)]|^2: the velocity is the model's own diagonal b_{s,s} = u(., s, s), a self-teacher under
-    stop-gradient; the Eulerian residual itself is differentiated (through the JVP). Ours:
+    Paper (time noise -> data, like ours): L = E |b_{t,t}(I_t) - dI_t/dt|^2 + E |d_s X_{s,t}(I_s) + sg[grad X_{s,t}
+    (I_s) b_{s,s}(I_s)]|^2 with b_{s,s} = u(., s, s) the model's own velocity under stop-gradient; the code computes
+    d_s X by a JVP in s with gradient and the advective term grad X b by a JVP in x with tangent b, all under
+    stop-gradient ("avoid backpropagating through the spatial Jacobian"). With X = x + (t - s) u, d_s X = -u +
+    (t - s) d_s u and (grad X) b = b + (t - s)(du/dx) b, so ours reads
 
-        off-diagonal (s < t):  || sg[u(x_s, s, s)] - u(x_s, s, t) + (t - s) du_b ||^2,  du_b along sg[u(x_s, s, s)];
-        diagonal (s = t):      || (x1 - x0) - u(x_s, s, s) ||^2   (flow matching trains the diagonal).
+        off-diagonal (s < t):  || b - u(x_s, s, t) + (t - s) (d_s u + sg[(du/dx) b]) ||^2,   b = sg[u(x_s, s, s)];
+        diagonal (s = t):      || (x1 - x0) - u(x_s, s, s) ||^2   (flow matching trains the diagonal),
 
-    Both are the one formula E = b - u + (t - s) du_b with b = x1 - x0 on the diagonal samples.
-    Stop-gradient: on the self-teacher velocity only. Time sampling (defaults): (s, t) uniform on the triangle,
-    a fraction 0.25 on the diagonal (the paper applies the diagonal term to every sample at t instead).
+    both the one formula E = b - u + (t - s)(d_s u + sg[(du/dx) b]) with b = x1 - x0 on the diagonal rows.
+    d_s u: a JVP with tangent (0, 1, 0) whose output keeps its graph; (du/dx) b: a second JVP with tangent (b, 0, 0)
+    run without a graph. Stop-gradient: the self-teacher velocity b and the spatial JVP; the gradient flows through
+    u and through d_s u (second order in s only). The code evaluates the stop-gradient terms with `teacher_params`
+    (the online or an EMA copy); here they use the online parameters. Time sampling (defaults): (s, t) uniform on
+    the triangle, a fraction 0.25 on the diagonal (the paper's checker runs use 0.75 and a separate diagonal batch;
+    with 0.25 the self-teacher is trained too rarely and ESD diverges on the checkerboard, with 0.75 it does not:
+    benchmarks/esd_diagonal.py).
     Weighting: uniform (the paper's learned weights exp(-w_{s,t}) L + w_{s,t} are not used).
     """
     x = path_point(batch, batch.s)
-    with torch.no_grad():
-        b_self = model(x, batch.s, batch.s)  # the self-teacher b = u(x, s, s), sg
-    b = torch.where(diagonal_mask(batch).reshape(-1, *([1] * (x.ndim - 1))), batch.x1 - batch.x0, b_self)
-    res, _, _ = eulerian_residual(model, x, batch.s, batch.t, b)
-    err = per_sample_mse(res, torch.zeros_like(res))
+    s, t = batch.s, batch.t
     diag = diagonal_mask(batch)
+    with torch.no_grad():
+        b_self = model(x, s, s)  # the self-teacher b = u(x, s, s), sg
+    b = torch.where(diag.reshape(-1, *([1] * (x.ndim - 1))), batch.x1 - batch.x0, b_self)
+    u, du_s = flow_map_jvp(model, x, s, t, ds=torch.ones_like(s))  # d/ds u, differentiated
+    with torch.no_grad():
+        _, du_x = flow_map_jvp(model, x, s, t, dx=b)  # sg[(du/dx) b]: the spatial JVP, not differentiated
+    res = b - u + expand_t(t - s, x) * (du_s + du_x)  # E = b - u + (t - s)(d_s u + sg[(du/dx) b])
+    err = per_sample_mse(res, torch.zeros_like(res))
     return err.mean(), {"eulerian": _masked_mean(err, ~diag), "fm": _masked_mean(err, diag),
-                        "n_forward": 1, "n_jvp": 1, "n_backward": 1}
+                        "n_forward": 1, "n_jvp": 2, "n_backward": 1}
 
 
 def ayf_emd_loss(model: nn.Module, batch: Batch, teacher: Any = None, tangent_warmup: float = 1.0,
@@ -180,25 +204,24 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return values[mask].mean().detach() if bool(mask.any()) else torch.zeros((), dtype=values.dtype)
 
 
-EULERIAN = "flow map: Eulerian"
 CONVENTION_NOISE_TO_DATA = "time runs noise (0) -> data (1) like ours; X_{s,t} = X(x, s, t), b = v"
 
 register(LossSpec(
-    name="emd", fn=emd_loss, family=EULERIAN, setting="distillation",
+    name="emd", display_name="EMD", fn=emd_loss, family=EULERIAN, setting="distillation",
     paper="Boffi, Albergo & Vanden-Eijnden 2024, Flow map matching (EMD)", convention=CONVENTION_NOISE_TO_DATA,
     time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
     defaults={**TWO_TIME_SETTINGS, "teacher": None},
     summary="|| d/ds X(x_s, s, t) along the teacher's v ||^2, differentiated through the JVP"))
 
 register(LossSpec(
-    name="esd", fn=esd_loss, family=EULERIAN, setting="self-distillation",
+    name="esd", display_name="ESD", fn=esd_loss, family=EULERIAN, setting="self-distillation",
     paper="Boffi, Albergo & Vanden-Eijnden 2025, How to build a consistency model (ESD)",
     convention=CONVENTION_NOISE_TO_DATA, time_inputs=2, prediction="average_velocity", make_batch=two_time_batch,
     defaults=dict(TWO_TIME_SETTINGS),
-    summary="EMD with the model's own sg diagonal u(x, s, s) as teacher, plus flow matching on the diagonal"))
+    summary="EMD with the model's own sg velocity u(x, s, s), the spatial JVP under sg, plus flow matching"))
 
 register(LossSpec(
-    name="ayf_emd", fn=ayf_emd_loss, family=EULERIAN, setting="distillation",
+    name="ayf_emd", display_name="AYF (Eulerian)", fn=ayf_emd_loss, family=EULERIAN, setting="distillation",
     paper="Sabour, Fidler & Kreis 2025, Align Your Flow (AYF-EMD, Algorithm 1)",
     convention="paper: data at 0, f(x_t, t, s) with s < t; ours: tau = 1 - t, F = -u, tangent g = our residual E",
     time_inputs=2, prediction="average_velocity", make_batch=gap_batch,

@@ -7,7 +7,7 @@ d/dt X = u + (t - s) d/dt u, computed by one forward-mode JVP with tangent (0, 0
 finite differences (PID). The losses differ in where v comes from (a teacher: distillation; the model's own
 diagonal: self-distillation), where the stop-gradients sit, and how the residual is turned into an update.
 
-Our convention (DESIGN.md): t = 0 noise, t = 1 data, x_s = (1 - s) x0 + s x1, jumps from s to t >= s.
+Our convention (fmlab.conventions): t = 0 noise, t = 1 data, x_s = (1 - s) x0 + s x1, jumps from s to t >= s.
 Errors are per-sample squared norms divided by the dimension, averaged over the batch.
 """
 
@@ -19,10 +19,14 @@ import torch
 from torch import Tensor, nn
 
 from ..flowmaps import as_teacher, flow_map, flow_map_X_jvp, fm_error, frozen, path_point, per_sample_sq
-from ..flowmaps import two_time_batch as _two_time_batch
 from ..paths import expand_t
-from .batch import Batch
-from .registry import LossSpec, register
+from .batch import Batch, two_time_batch
+from .registry import LAGRANGIAN, LossSpec, register
+
+__all__ = [
+    "TWO_TIME", "lmd_loss", "lsd_loss", "ayf_tangent", "ayf_lagrangian_loss", "tvm_loss", "pid_batch", "pid_loss",
+]
+
 
 TWO_TIME = {"diagonal_fraction": 0.0, "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}
 
@@ -87,6 +91,22 @@ def lsd_loss(model: nn.Module, batch: Batch, rescale: bool = False, **_: Any) ->
 
 # --- Align Your Flow, Lagrangian form ---------------------------------------------------------------------------
 
+@torch.no_grad()
+def ayf_tangent(model: nn.Module, batch: Batch, teacher: Any, tangent_c: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(x_s, g_hat, ||g||^2 per sample): AYF's stop-gradient tangent at x_s = (1 - s) x0 + s x1, the Lagrangian
+    residual g = d/dt X(x_s, s, t) - v_T(X, t) normalised to g / (||g|| + c) (c = tangent_c; 0: not normalised)."""
+    if tangent_c < 0:
+        raise ValueError(f"tangent_c must be >= 0, got {tangent_c}")
+    field = as_teacher(teacher)
+    x_s = path_point(batch.x0, batch.x1, batch.s)
+    X, dX = flow_map_X_jvp(model, x_s, batch.s, batch.t, dt=torch.ones_like(batch.t))
+    g = dX - field(X, batch.t)
+    res = per_sample_sq(g)
+    if tangent_c > 0:
+        g = g / (g.flatten(1).norm(dim=1) + tangent_c).reshape(-1, *([1] * (g.ndim - 1)))
+    return x_s, g, res
+
+
 def ayf_lagrangian_loss(model: nn.Module, batch: Batch, teacher: Any = None, tangent_c: float = 0.1,
                         **_: Any) -> tuple[Tensor, dict]:
     """Align Your Flow, Lagrangian map distillation AYF-LMD (Sabour, Fidler, Kreis 2025, "Align Your Flow: scaling
@@ -103,16 +123,7 @@ def ayf_lagrangian_loss(model: nn.Module, batch: Batch, teacher: Any = None, tan
     tangent g (its JVP runs on the current parameters without a graph). Default time sampling: (s, t) uniform on
     the triangle, fraction of s = t rows 0. Weight w = 1; tangent normalisation c = `tangent_c` (0: none).
     """
-    if tangent_c < 0:
-        raise ValueError(f"tangent_c must be >= 0, got {tangent_c}")
-    field = as_teacher(teacher)
-    x_s = path_point(batch.x0, batch.x1, batch.s)
-    with torch.no_grad():
-        X_sg, dX = flow_map_X_jvp(model, x_s, batch.s, batch.t, dt=torch.ones_like(batch.t))
-        g = dX - field(X_sg, batch.t)
-        res = per_sample_sq(g)
-        if tangent_c > 0:
-            g = g / (g.flatten(1).norm(dim=1) + tangent_c).reshape(-1, *([1] * (g.ndim - 1)))
+    x_s, g, res = ayf_tangent(model, batch, teacher, tangent_c)
     X = flow_map(model, x_s, batch.s, batch.t)
     surrogate = (X * g).flatten(1).mean(1)
     return surrogate.mean(), _diag(3, 1, lagrangian=res)
@@ -120,7 +131,7 @@ def ayf_lagrangian_loss(model: nn.Module, batch: Batch, teacher: Any = None, tan
 
 # --- terminal velocity matching (TVM) ---------------------------------------------------------------------------
 
-def tvm_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
+def tvm_loss(model: nn.Module, batch: Batch, ema: nn.Module | None = None, **_: Any) -> tuple[Tensor, dict]:
     """Terminal velocity matching, TVM (Zhou, Parger, Haque, Song 2025, "Terminal Velocity Matching",
     arXiv 2511.19797).
 
@@ -133,12 +144,16 @@ def tvm_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
     gradient flows through the JVP d/dt X and through the arrival point X into the frozen terminal velocity. This
     is where TVM differs from LSD (which stops the gradient at X as well). Default time sampling: (s, t) uniform on
     the triangle, fraction of s = t rows 0 (the flow-matching term at time t trains the diagonal on every row).
-    Weight 1 on both terms. (The paper's W2 bound and its architecture changes for Lipschitz control are not
-    reproduced; its exact time sampling and weighting could not be checked offline.)
+    Weight 1 on both terms. EMA: the paper evaluates one call with EMA weights; `ema` (a model of the same
+    architecture holding the EMA parameters, e.g. fmlab.train.Trainer.ema, passed as a runtime setting) takes the
+    terminal velocity's place, u_ema(X, t, t), still differentiable in X; None (default) uses sg(theta). The paper's
+    training code is not public (github.com/lumalabs/tvm lists training scripts as to do), so which call uses the
+    EMA follows the survey's reading. (The paper's W2 bound and its architecture changes for Lipschitz control are
+    not reproduced; its exact time sampling and weighting could not be checked.)
     """
     fm = fm_error(model, batch.x0, batch.x1, batch.t)
     _, X, dX = _arrival(model, batch)
-    v = frozen(model)(X, batch.t, batch.t)  # u_{sg(theta)}(X, t, t), differentiable in X
+    v = frozen(model if ema is None else ema)(X, batch.t, batch.t)  # u_{sg(theta)}(X, t, t), differentiable in X
     term = per_sample_sq(dX, v)
     return (fm + term).mean(), _diag(3, 1, fm=fm, terminal=term)
 
@@ -189,37 +204,38 @@ def pid_loss(model: nn.Module, batch: Batch, teacher: Any = None, h: float = 1e-
 
 # --- registry -----------------------------------------------------------------------------------------------------
 
-FAMILY = "flow map: Lagrangian"
-_KW = dict(family=FAMILY, time_inputs=2, prediction="average_velocity")
+_KW = dict(family=LAGRANGIAN, time_inputs=2, prediction="average_velocity")
 _OURS = "noise at t=0, data at t=1 (as ours); X(x_s, s, t), s <= t"
 _FLIP = "paper: data at t=0, map from t down to s; ours: t -> 1 - t, jump from s up to t"
 
 register(LossSpec(
-    name="lmd", fn=lmd_loss, setting="distillation", make_batch=_two_time_batch,
+    name="lmd", display_name="LMD", fn=lmd_loss, setting="distillation", make_batch=two_time_batch,
     paper="Boffi, Albergo, Vanden-Eijnden 2024, Flow Map Matching (Lagrangian map distillation)",
     convention=_OURS, defaults={**TWO_TIME, "teacher": None},
     summary="d/dt X = v_teacher(X, t), differentiated through the JVP and the teacher's input", **_KW))
 
 register(LossSpec(
-    name="lsd", fn=lsd_loss, setting="self-distillation", make_batch=_two_time_batch,
+    name="lsd", display_name="LSD", fn=lsd_loss, setting="self-distillation", make_batch=two_time_batch,
     paper="Boffi, Albergo, Vanden-Eijnden 2025, How to build a consistency model (LSD)",
     convention=_OURS, defaults={**TWO_TIME, "rescale": False},
     summary="FM at t + d/dt X = sg[u(X, t, t)]", **_KW))
 
 register(LossSpec(
-    name="ayf_lagrangian", fn=ayf_lagrangian_loss, setting="distillation", make_batch=_two_time_batch,
+    name="ayf_lagrangian",
+    display_name="AYF (Lagrangian)", fn=ayf_lagrangian_loss, setting="distillation", make_batch=two_time_batch,
     paper="Sabour, Fidler, Kreis 2025, Align Your Flow (AYF-LMD)",
     convention=_FLIP, defaults={**TWO_TIME, "teacher": None, "tangent_c": 0.1},
     summary="<X, sg[normalised Lagrangian residual]> surrogate", **_KW))
 
 register(LossSpec(
-    name="tvm", fn=tvm_loss, setting="self-distillation", make_batch=_two_time_batch,
+    name="tvm", display_name="TVM", fn=tvm_loss, setting="self-distillation", make_batch=two_time_batch,
     paper="Zhou, Parger, Haque, Song 2025, Terminal Velocity Matching",
-    convention=_FLIP, defaults=dict(TWO_TIME),
+    convention=_FLIP, defaults={**TWO_TIME, "ema": None},
     summary="FM at t + d/dt X = u_{sg(theta)}(X, t, t), gradient through X", **_KW))
 
 register(LossSpec(
-    name="pid", fn=pid_loss, setting="data-free distillation", make_batch=pid_batch,
+    name="pid",
+    display_name="PID", sampler="noise_only", fn=pid_loss, setting="data-free distillation", make_batch=pid_batch,
     paper="Tee et al. 2024, Physics Informed Distillation for Diffusion Models",
     convention="paper: EDM sigma from sigma_max (noise) to 0; ours: X(x0, 0, t), t from 0 (noise) to 1",
     defaults={"teacher": None, "h": 1e-2, "central": True},

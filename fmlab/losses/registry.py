@@ -13,7 +13,38 @@ from typing import Any
 
 from .batch import one_time_batch
 
+__all__ = [
+    "FLOW_MATCHING", "UNROLLED", "COMPOSITIONAL", "LAGRANGIAN", "EULERIAN", "FAMILIES", "SAMPLERS",
+    "CONVENTION_OURS", "flipped_convention", "LossSpec", "register", "get_loss", "list_losses",
+]
+
+
 LossFn = Callable[..., tuple[Any, dict[str, Any]]]
+
+# The families a loss belongs to (LossSpec.family): what its target enforces.
+FLOW_MATCHING = "flow matching"
+UNROLLED = "unrolled"
+COMPOSITIONAL = "flow map: compositional"
+LAGRANGIAN = "flow map: Lagrangian"
+EULERIAN = "flow map: Eulerian"
+FAMILIES = (FLOW_MATCHING, UNROLLED, COMPOSITIONAL, LAGRANGIAN, EULERIAN)
+
+# How a model trained by the loss generates (LossSpec.sampler; fmlab.sampling.generate runs it):
+#   "ode": integrate the velocity model(x, t) from t = 0 to 1 (Euler by default, any fmlab.solvers method);
+#   "flowmap": jump x_{i+1} = X(x_i, t_i, t_{i+1}) on a uniform grid (the diagonal u(x, t, t) is a velocity too);
+#   "consistency": jump to the data X(x, t_i, 1), re-noise to t_{i+1} with fresh noise (CT, CD, FACM train only
+#       jumps that end at t = 1);
+#   "noise_only": X(x0, 0, 1) in one call from the noise (PID, FreeFlow train only jumps that start at t = 0).
+SAMPLERS = ("ode", "flowmap", "consistency", "noise_only")
+
+# Time conventions (LossSpec.convention): ours is noise at t = 0, data at t = 1 (fmlab.conventions).
+CONVENTION_OURS = "noise at t=0, data at t=1 (as ours)"
+
+
+def flipped_convention(paper: str, ours: str) -> str:
+    """The convention note of a loss whose paper puts the data at t = 0: what the paper writes, then how it reads
+    in our time (t -> 1 - t; fmlab.conventions converts)."""
+    return f"paper: data at t=0, {paper}; ours: t -> 1 - t, {ours}"
 
 
 @dataclass(frozen=True)
@@ -31,6 +62,20 @@ class LossSpec:
     make_batch: Callable[..., Any] = one_time_batch
     defaults: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    display_name: str = ""  # how labs and tables name it ("MeanFlow"); the registry name when empty
+    sampler: str = ""  # one of SAMPLERS; empty: "ode" for one time input, "flowmap" for two
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"loss {self.name!r}: family must be one of {FAMILIES}, got {self.family!r}")
+        if self.time_inputs not in (1, 2):
+            raise ValueError(f"loss {self.name!r}: time_inputs must be 1 or 2, got {self.time_inputs!r}")
+        sampler = self.sampler or ("ode" if self.time_inputs == 1 else "flowmap")
+        if sampler not in SAMPLERS or (sampler == "ode") != (self.time_inputs == 1):
+            allowed = ("ode",) if self.time_inputs == 1 else SAMPLERS[1:]
+            raise ValueError(f"loss {self.name!r}: sampler must be one of {allowed}, got {sampler!r}")
+        object.__setattr__(self, "sampler", sampler)  # frozen: fill the defaults once
+        object.__setattr__(self, "display_name", self.display_name or self.name)
 
     def settings(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defaults merged with overrides; an unknown key is an error that lists the known ones."""
@@ -45,6 +90,7 @@ _REGISTRY: dict[str, LossSpec] = {}
 
 
 def register(spec: LossSpec) -> LossSpec:
+    """Add `spec` to the registry (each name once)."""
     if spec.name in _REGISTRY:
         raise ValueError(f"loss {spec.name!r} is registered twice")
     _REGISTRY[spec.name] = spec
@@ -52,10 +98,12 @@ def register(spec: LossSpec) -> LossSpec:
 
 
 def get_loss(name: str) -> LossSpec:
+    """The registered loss called `name`."""
     if name not in _REGISTRY:
         raise ValueError(f"loss must be one of {sorted(_REGISTRY)}, got {name!r}")
     return _REGISTRY[name]
 
 
 def list_losses(family: str | None = None) -> list[LossSpec]:
+    """Every registered loss, in registration order, or those of one family."""
     return [s for s in _REGISTRY.values() if family is None or s.family == family]

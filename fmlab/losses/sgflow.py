@@ -1,7 +1,7 @@
 """SGFlow: a JVP-only Eulerian objective whose update is not the gradient of any loss (a non-gradient vector
 flow), with the true flow map as its unique stationary point.
 
-Our convention (DESIGN.md): t = 0 noise, t = 1 data; f(x, s, t) = X(x, s, t) = x + (t - s) u(x, s, t); the path
+Our convention (fmlab.conventions): t = 0 noise, t = 1 data; f(x, s, t) = X(x, s, t) = x + (t - s) u(x, s, t); the path
 point x_s = (1 - s) x0 + s x1 moves with the conditional velocity xdot = x1 - x0, whose conditional mean is the
 marginal velocity v(x_s, s) = E[xdot | x_s].
 """
@@ -13,9 +13,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..flowmaps import flow_map_X_jvp, path_point, per_sample_sq, two_time_batch
-from .batch import Batch
-from .registry import LossSpec, register
+from ..flowmaps import flow_map_X_jvp, path_point, per_sample_sq
+from .batch import Batch, two_time_batch
+from .registry import EULERIAN, LossSpec, register
+
+__all__ = [
+    "sgflow_loss",
+]
 
 
 def sgflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]:
@@ -58,7 +62,8 @@ def sgflow_loss(model: nn.Module, batch: Batch, **_: Any) -> tuple[Tensor, dict]
 
 
 register(LossSpec(
-    name="sgflow", fn=sgflow_loss, family="flow map: Eulerian", setting="self-distillation", make_batch=two_time_batch,
+    name="sgflow",
+    display_name="SGFlow", fn=sgflow_loss, family=EULERIAN, setting="self-distillation", make_batch=two_time_batch,
     paper="Flow Map Learning via Non-Gradient Vector Flow (SGFlow), ICLR 2026",
     convention="paper: f(t, u, x) from t to u, f = x + (u - t) f~; ours: X(x, s, t) = x + (t - s) u(x, s, t)",
     time_inputs=2, prediction="average_velocity",

@@ -1,36 +1,61 @@
-"""Unrolled flow matching: Windowed Trajectory FM (WT-FM) and its anchored-consistency reduction.
+"""Unrolled flow matching: Windowed Trajectory FM (WT-FM), its three gradient variants, and the anchored-consistency
+loss the manuscript derives from it.
 
 Source: "When does unrolling help flow matching?" (Q. Fruytier, manuscript and blog post, 2026). The paper puts
 data at t = 0 and noise at t = 1 (x_t = t x1 + (1 - t) x0 with x1 noise) and samples from t = 1 down to 0; its
 clean-data head x0_hat is our x1 head. Ours: t_ours = 1 - t_paper, the paper's x0 is our x1 and its x1 our x0,
 and a window of L Euler steps runs forward from t0 to t0 + L dt (toward the data).
 
-Window (our convention). From a true path point x_{t0} (t0 <= 1 - L dt) unroll L Euler steps of the model,
-each fed its own previous state:
+Window (our convention). From a true path point x_{t0} (t0 <= 1 - L dt) unroll L Euler steps of the model, each
+fed its own previous state. The window's states get their own letter z (x0 is noise, x1 data, x1hat the x1 head):
 
-    xhat_0 = x_{t0},   xhat_{k+1} = xhat_k + dt vhat_k,   vhat_k = v_theta(xhat_k, t_k),   t_k = t0 + k dt.
+    z_0 = x_{t0},   z_{k+1} = z_k + dt vhat_k,   vhat_k = v_theta(z_k, t_k),   t_k = t0 + k dt,   k = 0 .. L - 1.
 
 An x1 head predicts x1hat and moves with the velocity it implies on the linear path,
-vhat_k = (x1hat_k - xhat_k) / (1 - t_k), i.e. xhat_{k+1} = (1 - dt / (1 - t_k)) xhat_k + dt / (1 - t_k) x1hat_k.
+vhat_k = (x1hat_k - z_k) / (1 - t_k), i.e. z_{k+1} = (1 - dt / (1 - t_k)) z_k + dt / (1 - t_k) x1hat_k.
 
 WT-FM terminal loss. Against the true path point of the SAME pair (x0, x1), whose velocity u = x1 - x0 is constant,
 
-    E_L = xhat_L - x_{t0 + L dt} = dt sum_k (vhat_k - u) = dt sum_k e_k,
+    E_L = z_L - x_{t0 + L dt} = dt sum_k (vhat_k - u) = dt sum_k e_k,
     ||E_L||^2 = dt^2 [ sum_k ||e_k||^2  +  sum_{i != j} e_i . e_j ]      (single-step terms + cross-terms).
 
-The loss we minimise is ||E_L||^2 / (L dt)^2 (the manuscript's 1 / (K^2 dt^2) normalisation: the mean velocity
-error of the window), so L = 1 is exactly conditional flow matching. Full BPTT backpropagates through the
-generated states; `detach=True` feeds each network call a stop-gradient copy of its state, which keeps the loss
-value but removes every gradient path through the states (the transition-Jacobian chain).
+The loss we minimise is ||E_L||^2 / (L dt)^2 = ||mean_k e_k||^2 (the manuscript's 1 / (K^2 dt^2) normalisation,
+its K our L), so L = 1 is exactly conditional flow matching. (The manuscript weights the two sums with its own
+w_i, w_ij from a k-step ELBO; we do not derive that and use these plain dt^2 weights.)
+
+Three gradients of it (WTFM_VARIANTS). Writing J_k = d vhat_k / d theta for the parameter Jacobian of call k,
+
+- full BPTT (detach=False): the gradient also flows through the generated states z_k (the chain of transition
+  Jacobians I + dt d vhat / d z);
+- states detached (detach=True): each call gets a stop-gradient copy of its state. The loss value is unchanged and
+  the paths through the states are cut, but the cross-terms stay: the gradient is (2 / L^2) sum_k J_k^T sum_j e_j,
+  so call k is still pushed by the errors e_j of the other steps (j != k);
+- cross-terms dropped (detach=True, cross_terms=False): only the single-step part dt^2 sum_k ||e_k||^2 / (L dt)^2
+  = sum_k ||e_k||^2 / L^2 on the detached self-generated states, gradient (2 / L^2) sum_k J_k^T e_k: a sum of
+  single-step flow-matching gradients, each from a state the model reached itself. (cross_terms=False with
+  detach=False keeps the paths through the states.) It is the single-step part of the WT-FM loss, so its value is
+  the WT-FM loss minus the cross-terms, and detached WT-FM's gradient is its gradient plus the cross-terms'.
 
 Anchored consistency (the manuscript's Shortcut_BPTT_Loss, translated): with the window's predictions
 preds = [vhat_0, ..., vhat_{L-1}], anchor = MSE(vhat_0, u), teacher = mean(preds[1:]) (frozen when detach=True),
 
-    loss = w_a MSE(vhat_0, u) + w_c MSE(vhat_0, teacher),          (w_a, w_c) = (0.8, 0.2)  (the 4:1 Taylor weight)
+    loss = w_a MSE(vhat_0, u) + w_c MSE(vhat_0, teacher),          (w_a, w_c) = (0.8, 0.2)  (the manuscript's)
 
-or (w_a, w_c) = (1, ((K - 1) / K)^2) with K = L ("taylor", the summation-by-parts bound
-||E_K||^2 / (K dt)^2 <~ ||vhat_1 - v_1||^2 + ((K - 1) / K)^2 E_i ||vhat_i - vhat_{i-1}||^2).
-detach=True is the consistency / shortcut form (the later steps run without a graph); detach=False is full BPTT.
+Where it comes from. Since mean_k vhat_k = vhat_0 / L + c teacher with c = (L - 1) / L, exactly
+
+    ||E_L||^2 / (L dt)^2 = ||e_0 - c (vhat_0 - teacher)||^2
+                         = ||e_0||^2 + c^2 ||vhat_0 - teacher||^2 - 2 c e_0 . (vhat_0 - teacher).
+
+The WT-FM loss is the anchor, plus c^2 times this consistency term, plus one cross-term between them. Dropping that
+cross-term and detaching the teacher (what the manuscript calls "dropping the cross-terms") leaves the anchored loss
+with weights (1, ((L - 1) / L)^2): weighting="taylor". The default (0.8, 0.2) = 0.8 (1, 1/4) is that weighting at
+L = 2 only. The manuscript writes its bound with consecutive differences instead,
+||E_L||^2 / (L dt)^2 <~ ||e_0||^2 + ((L - 1) / L)^2 mean_i ||vhat_i - vhat_{i-1}||^2; summation by parts,
+mean_k e_k = e_0 + sum_{i=1}^{L-1} ((L - i) / L) (vhat_i - vhat_{i-1}), and Cauchy-Schwarz give that form the weight
+(L - 1)^2 (2 L - 1) / (6 L) (`difference_bound_weight`), which equals ((L - 1) / L)^2 only at L = 2 (both 1/4);
+at L = 4 it is 2.625 against 0.5625. (Both bounds carry a common factor 2, from ||a + b||^2 <= 2 ||a||^2 + 2 ||b||^2.)
+detach=True is the consistency / shortcut form (the later steps run without a graph, only the first call is
+trained); detach=False is full BPTT through the window.
 
 Errors are squared norms divided by the dimension (per-sample MSE, as in `flow_matching.per_sample_mse`), averaged
 over the batch. Only the linear path is supported: the identity x_{t0 + L dt} - x_{t0} = L dt (x1 - x0) needs it.
@@ -43,22 +68,30 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_int
 from ..paths import sample_path
 from .batch import Batch, draw_times
 from .flow_matching import per_sample_mse
-from .registry import LossSpec, register
+from .registry import UNROLLED, LossSpec, register
 
 __all__ = ["Window", "check_window", "head_velocity", "unroll_window", "unroll_batch", "error_terms", "window_batch",
-           "wtfm_loss", "anchored_consistency_loss", "consistency_weights", "WINDOW_SETTINGS"]
+           "wtfm_loss", "anchored_consistency_loss", "consistency_weights", "difference_bound_weight",
+           "WINDOW_SETTINGS", "WTFM_VARIANTS"]
 
 WINDOW_SETTINGS = {"window": 4, "steps": 16, "t0_grid": False,
                    "time_sampler": "uniform", "mu": 0.0, "sigma": 1.0}
 CONSISTENCY_WEIGHTINGS = ("fixed", "taylor")
+WTFM_VARIANTS = {  # the three gradients of the WT-FM loss (module docstring): name -> wtfm settings
+    "full BPTT": {"detach": False, "cross_terms": True},
+    "states detached": {"detach": True, "cross_terms": True},
+    "cross-terms dropped": {"detach": True, "cross_terms": False},
+}
 
 
 @dataclass(frozen=True)
 class Window:
-    """An unrolled window: states xs [L + 1, B, ...] (xs[0] = x_{t0}), times ts [L + 1, B], velocities vs [L, B, ...].
+    """An unrolled window: states z_k as xs [L + 1, B, ...] (xs[0] = x_{t0}), times ts [L + 1, B], velocities
+    vs [L, B, ...].
 
     vs[k] is the velocity the model used for step k (for an x1 head, the velocity its prediction implies)."""
 
@@ -74,8 +107,7 @@ class Window:
 def check_window(window: int, steps: int) -> None:
     """window (L) and steps (1 / dt) must be integers with 1 <= L <= steps, so that the window fits in [0, 1]."""
     for name, value in (("window", window), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(value, name, 1)
     if window > steps:
         raise ValueError(f"window must be <= steps (L dt <= 1 with dt = 1 / steps), got window={window}, steps={steps}")
 
@@ -95,7 +127,7 @@ def head_velocity(model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
 
 def unroll_window(model: nn.Module, x_start: Tensor, t_start: Tensor, dt: float, window: int,
                   detach_states: bool = False) -> Window:
-    """Unroll `window` Euler steps xhat_{k+1} = xhat_k + dt v(xhat_k, t_k) from x_start at per-sample times t_start.
+    """Unroll `window` Euler steps z_{k+1} = z_k + dt v(z_k, t_k) from x_start at per-sample times t_start.
 
     detach_states=True feeds each call a stop-gradient copy of its state: the states still accumulate the
     predictions (same values), but no gradient flows through them into earlier steps.
@@ -109,7 +141,7 @@ def unroll_window(model: nn.Module, x_start: Tensor, t_start: Tensor, dt: float,
     x, t = x_start, t_start
     for _ in range(window):
         v = head_velocity(model, x.detach() if detach_states else x, t)
-        x = x + dt * v  # xhat_{k+1} = xhat_k + dt vhat_k
+        x = x + dt * v  # z_{k+1} = z_k + dt vhat_k
         t = t + dt
         xs.append(x)
         ts.append(t)
@@ -156,19 +188,27 @@ def error_terms(errors: Tensor, dt: float) -> tuple[Tensor, Tensor]:
 
 
 def wtfm_loss(model: nn.Module, batch: Batch, window: int = 4, steps: int = 16, detach: bool = False,
-              **_) -> tuple[Tensor, dict]:
-    """Windowed Trajectory Flow Matching: ||xhat_L - x_{t0 + L dt}||^2 / (L dt)^2 over an unrolled window.
+              cross_terms: bool = True, **_) -> tuple[Tensor, dict]:
+    """Windowed Trajectory Flow Matching: ||z_L - x_{t0 + L dt}||^2 / (L dt)^2 over an unrolled window.
 
     batch.t holds the window starts t0 (see `window_batch`). detach=False: full BPTT through the generated states;
-    detach=True: stop-gradient between steps. Diagnostics: `terminal` (||E_L||^2 / d, state units), its split into
+    detach=True: stop-gradient between steps (the cross-terms stay in the gradient). cross_terms=False: only the
+    single-step part dt^2 sum_k ||e_k||^2 / (L dt)^2 (with detach=True: a sum of single-step FM losses on the
+    model's own states). Diagnostics: `terminal` (||E_L||^2 / d, state units), its split into
     `single` = dt^2 sum_k ||e_k||^2 / d and `cross` = dt^2 sum_{i != j} e_i . e_j / d (terminal = single + cross),
     and `first_step_fm` = ||e_0||^2 / d (single-step FM on the first prediction).
     """
+    if not isinstance(cross_terms, bool):
+        raise ValueError(f"cross_terms must be True or False, got {cross_terms!r}")
     dt = 1.0 / steps
     win, u = unroll_batch(model, batch, window, steps, detach)
     x_end = sample_path(batch.x0, batch.x1, batch.t + window * dt).x_t  # true x_{t0 + L dt}, same (x0, x1)
     terminal = per_sample_mse(win.xs[-1], x_end)  # ||E_L||^2 / d
-    loss = (terminal / (window * dt) ** 2).mean()  # mean velocity error of the window
+    if cross_terms:
+        loss = (terminal / (window * dt) ** 2).mean()  # ||mean_k e_k||^2: the mean velocity error of the window
+    else:
+        single_terms = (win.vs - u).pow(2).flatten(2).mean(2).sum(0)  # sum_k ||e_k||^2 / d
+        loss = (single_terms / window**2).mean()  # dt^2 sum_k ||e_k||^2 / (L dt)^2
     with torch.no_grad():
         errors = win.vs - u  # e_k = vhat_k - (x1 - x0)
         single, cross = error_terms(errors, dt)
@@ -180,15 +220,26 @@ def wtfm_loss(model: nn.Module, batch: Batch, window: int = 4, steps: int = 16, 
 
 def consistency_weights(window: int, weighting: str = "fixed", anchor_weight: float = 0.8,
                         consistency_weight: float = 0.2) -> tuple[float, float]:
-    """(w_a, w_c): 'fixed' gives the given pair (default 0.8, 0.2); 'taylor' gives (1, ((K - 1) / K)^2), K = window."""
+    """(w_a, w_c): 'fixed' gives the given pair (default 0.8, 0.2, the manuscript's); 'taylor' gives
+    (1, ((L - 1) / L)^2), L = window: the weights of the exact expansion of the WT-FM loss in the anchor and the
+    mean-teacher consistency term (module docstring), equal to 0.8 / 0.2 up to a factor only at L = 2."""
     if weighting not in CONSISTENCY_WEIGHTINGS:
         raise ValueError(f"weighting must be one of {CONSISTENCY_WEIGHTINGS}, got {weighting!r}")
     if weighting == "taylor":
-        return 1.0, ((window - 1) / window) ** 2  # summation-by-parts / Cauchy-Schwarz weight
+        return 1.0, ((window - 1) / window) ** 2  # ||mean e||^2 = ||e_0 - c (vhat_0 - teacher)||^2, c = (L-1)/L
     if anchor_weight < 0 or consistency_weight < 0:
         raise ValueError(f"anchor_weight and consistency_weight must be >= 0, got {anchor_weight}, "
                          f"{consistency_weight}")
     return float(anchor_weight), float(consistency_weight)
+
+
+def difference_bound_weight(window: int) -> float:
+    """The consistency weight of the manuscript's bound in its consecutive-difference form:
+    ||mean_k e_k||^2 <= 2 (||e_0||^2 + w mean_{i=1..L-1} ||vhat_i - vhat_{i-1}||^2) with
+    w = (L - 1) sum_{m=1}^{L-1} (m / L)^2 = (L - 1)^2 (2 L - 1) / (6 L) (summation by parts, then Cauchy-Schwarz;
+    tight when vhat_i - vhat_{i-1} is proportional to (L - i) / L). 1/4 at L = 2, 2.625 at L = 4."""
+    check_window(window, window)
+    return (window - 1) ** 2 * (2 * window - 1) / (6 * window)
 
 
 def anchored_consistency_loss(model: nn.Module, batch: Batch, window: int = 2, steps: int = 16, detach: bool = True,
@@ -227,13 +278,15 @@ _CONVENTION = ("paper: data at t=0, noise at t=1 (x_t = t x1 + (1-t) x0, x1 = no
 _PAPER = "Fruytier 2026, When does unrolling help flow matching? (manuscript and blog post)"
 
 register(LossSpec(
-    name="wtfm", fn=wtfm_loss, family="unrolled", setting="marginal-from-conditional (unrolled window)",
+    name="wtfm",
+    display_name="WT-FM", fn=wtfm_loss, family=UNROLLED, setting="marginal-from-conditional (unrolled window)",
     paper=_PAPER, convention=_CONVENTION, make_batch=window_batch,
-    defaults={**WINDOW_SETTINGS, "detach": False},
-    summary="unroll L Euler steps from x_t0, penalise ||xhat_L - x_{t0+L dt}||^2 / (L dt)^2 (BPTT or detached)"))
+    defaults={**WINDOW_SETTINGS, "detach": False, "cross_terms": True},
+    summary="unroll L Euler steps from x_t0, penalise ||z_L - x_{t0+L dt}||^2 / (L dt)^2 (BPTT or detached), or "
+            "with cross_terms=False only its single-step terms"))
 
 register(LossSpec(
-    name="anchored_consistency", fn=anchored_consistency_loss, family="unrolled",
+    name="anchored_consistency", display_name="anchored consistency", fn=anchored_consistency_loss, family=UNROLLED,
     setting="self-distillation (anchored consistency)", paper=_PAPER, convention=_CONVENTION,
     make_batch=window_batch,
     defaults={**WINDOW_SETTINGS, "window": 2, "detach": True, "anchor_weight": 0.8, "consistency_weight": 0.2,

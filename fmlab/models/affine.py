@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .mlp import _per_sample
+from ..paths import per_sample_time
 from .parametrisation import FlowMapModel
 
 __all__ = ["AffineAverageVelocity", "AffineFlowMapModel", "ExactAverageVelocity", "ExactFlowMapModel",
@@ -48,7 +48,7 @@ class AffineAverageVelocity(nn.Module):
         return out[:, : d * d].reshape(-1, d, d), out[:, d * d:]
 
     def forward(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        s, t = _per_sample(s, x), _per_sample(t, x)
+        s, t = per_sample_time(s, x), per_sample_time(t, x)
         a, b = self.coefficients(s, t)
         return torch.einsum("bij,bj->bi", a, x) + b  # u = A(s, t) x + b(s, t)
 
@@ -113,7 +113,7 @@ class ExactAverageVelocity(nn.Module):
         return torch.stack([s**i * t**j for i, j in self.powers], dim=-1)
 
     def forward(self, x: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        s, t = _per_sample(s, x), _per_sample(t, x)
+        s, t = per_sample_time(s, x), per_sample_time(t, x)
         u = exact_average_velocity(x, s, t, *(b.to(x.dtype) for b in (self.mean, self.lam, self.q)))
         phi = self.basis(s, t)
         return u + torch.einsum("bk,kij,bj->bi", phi, self.dA, x) + phi @ self.db  # + sum_k phi_k (dA_k x + db_k)

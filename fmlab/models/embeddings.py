@@ -7,6 +7,10 @@ import math
 import torch
 from torch import Tensor, nn
 
+__all__ = [
+    "DEFAULT_TIME_FREQ_MAX", "FourierTimeEmbedding",
+]
+
 DEFAULT_TIME_FREQ_MAX = 200.0  # the highest frequency w_max of the MLP's time embedding (benchmarks/time_embedding.py)
 
 

@@ -2,6 +2,8 @@
 
 One time input: `mlp(x, t)`. Two time inputs (flow maps): `mlp(x, s, t)`, conditioned either on
 both times ("st") or on the time and the interval length ("t_delta": (t, t - s), as in MeanFlow).
+With n_classes = C > 0 the network also takes a class label: `mlp(x, t, y)` (y = C or None: no label), its
+embedding added to each time's Fourier features (fmlab.models.conditioning).
 """
 
 from __future__ import annotations
@@ -9,20 +11,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..paths import per_sample_time
+from .conditioning import LabelEmbedding, check_n_classes, split_label
 from .embeddings import DEFAULT_TIME_FREQ_MAX, FourierTimeEmbedding
 from .tangent import fourier_jvp, sequential_jvp, supports_tangents
+
+__all__ = [
+    "TIME_CONDITIONS", "MLP",
+]
+
 
 TIME_CONDITIONS = ("st", "t_delta")
 
 
 class MLP(nn.Module):
-    """Plain MLP on [x, emb(t)] (or [x, emb(a), emb(b)] for two times) with SiLU activations.
+    """Plain MLP on [x, emb(t)] (or [x, emb(a), emb(b)] for two times) with SiLU activations; with n_classes > 0,
+    on [x, emb(t) + e(y)] (e: a LabelEmbedding).
 
     The time embedding (FourierTimeEmbedding) has `n_freqs` frequencies log-spaced from 1 to `time_freq_max`.
     """
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, time_inputs: int = 1,
-                 time_condition: str = "st", n_freqs: int = 16, time_freq_max: float = DEFAULT_TIME_FREQ_MAX):
+                 time_condition: str = "st", n_freqs: int = 16, n_classes: int = 0,
+                 time_freq_max: float = DEFAULT_TIME_FREQ_MAX):
         super().__init__()
         if dim < 1 or hidden < 1 or depth < 1:
             raise ValueError(f"dim, hidden and depth must be >= 1, got {dim}, {hidden}, {depth}")
@@ -38,28 +49,34 @@ class MLP(nn.Module):
             layers += [nn.Linear(width if i == 0 else hidden, hidden), nn.SiLU()]
         layers.append(nn.Linear(hidden, dim))
         self.net = nn.Sequential(*layers)
+        self.n_classes = check_n_classes(n_classes)
+        self.label = LabelEmbedding(n_classes, self.embed.dim) if n_classes else None
 
-    def forward(self, x: Tensor, *times: Tensor) -> Tensor:
-        if len(times) != self.time_inputs:
-            raise ValueError(f"this MLP takes {self.time_inputs} time input(s), got {len(times)}")
-        times = tuple(_per_sample(t, x) for t in times)
+    def forward(self, x: Tensor, *times: Tensor, y: Tensor | int | None = None) -> Tensor:
+        times, y = split_label(times, self.time_inputs, y, self.n_classes)
+        times = tuple(per_sample_time(t, x) for t in times)
         if self.time_inputs == 2 and self.time_condition == "t_delta":
             s, t = times
             times = (t, t - s)
-        return self.net(torch.cat([x, *(self.embed(t) for t in times)], dim=-1))
+        feats = [self.embed(t) for t in times]
+        if self.label is not None:
+            e = self.label(y, x.shape[0], x.device)  # e(y) [B, emb], added to each time's features
+            feats = [f + e.to(f.dtype) for f in feats]
+        return self.net(torch.cat([x, *feats], dim=-1))
 
     def jvp(self, primals: tuple, tangents: tuple) -> tuple[Tensor, Tensor]:
         """(mlp(x, *times), its derivative along (dx, *dtimes)) in one pass that carries the tangent beside the
         value (fmlab.models.tangent); None tangents are zero. Both outputs are differentiable in the parameters.
-        If a layer has no tangent rule (a replaced activation or embedding), torch.func.jvp does it instead."""
+        If a layer has no tangent rule (a replaced activation or embedding) or the MLP is class-conditional (its
+        jvp is then of the unlabelled model(x, *times)), torch.func.jvp does it instead."""
         if len(primals) != 1 + self.time_inputs or len(tangents) != len(primals):
             raise ValueError(f"this MLP takes x and {self.time_inputs} time(s), and one tangent for each; got "
                              f"{len(primals)} primals and {len(tangents)} tangents")
         x, *times = primals
         dx, *dtimes = tangents
-        times = [_per_sample(t, x) for t in times]
-        dtimes = [None if d is None else _per_sample(d, x) for d in dtimes]
-        if type(self.embed) is not FourierTimeEmbedding or not supports_tangents(self.net):
+        times = [per_sample_time(t, x) for t in times]
+        dtimes = [None if d is None else per_sample_time(d, x) for d in dtimes]
+        if type(self.embed) is not FourierTimeEmbedding or self.label is not None or not supports_tangents(self.net):
             filled = [torch.zeros_like(p) if d is None else d for p, d in zip([x, *times], [dx, *dtimes], strict=True)]
             return torch.func.jvp(self, (x, *times), tuple(filled))
         if self.time_inputs == 2 and self.time_condition == "t_delta":  # (s, t) -> (t, t - s)
@@ -76,9 +93,3 @@ class MLP(nn.Module):
         return sequential_jvp(self.net, torch.cat(parts, dim=-1), torch.cat(dparts, dim=-1))
 
 
-def _per_sample(t: Tensor | float, x: Tensor) -> Tensor:
-    """Accept a scalar or a [B] time and return a [B] tensor on x's device and dtype."""
-    if isinstance(t, Tensor) and t.ndim == 1 and t.dtype == x.dtype and t.device == x.device:
-        return t.reshape(x.shape[0])  # already per-sample: skip the conversion (a JVP calls this for every input)
-    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-    return t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])

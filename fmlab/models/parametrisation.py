@@ -1,8 +1,10 @@
 """Parametrisation wrappers: the same backbone trained as a velocity field, an x1 (clean-data)
 predictor, an eps (noise) predictor, or a two-time average-velocity / flow-map network.
 
-Contract (DESIGN.md): `model(x, t)` always returns the velocity, so every solver can use any model;
+Contract (ARCHITECTURE.md, "Models"): `model(x, t)` always returns the velocity, so every solver can use any model;
 `model.predict(x, t)` returns the head in its own parametrisation (what a loss on that head needs).
+A class-conditional backbone (n_classes > 0, fmlab.models.conditioning) is called `model(x, t, y)`; `model(x, t)` is
+its unconditional (null-label) field.
 A two-time model returns the average velocity u(x, s, t) from `model(x, s, t)` and, on its diagonal,
 the instantaneous velocity `model(x, t) = u(x, t, t)`.
 """
@@ -17,6 +19,11 @@ from torch import Tensor, nn
 from ..paths import PREDICTIONS, Schedule, convert_prediction, get_schedule
 from .embeddings import DEFAULT_TIME_FREQ_MAX
 from .mlp import MLP
+
+__all__ = [
+    "FLOW_MAP_PREDICTIONS", "Parametrised", "FlowMapModel", "build_model", "wrap_backbone",
+]
+
 
 FLOW_MAP_PREDICTIONS = ("average_velocity",)
 
@@ -34,12 +41,12 @@ class Parametrised(nn.Module):
         self.sigma_min = sigma_min  # keeps x1 -> velocity finite at t = 1, where 1 - t = 0
         self.config: dict[str, Any] = {}
 
-    def predict(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.backbone(x, t)
+    def predict(self, x: Tensor, t: Tensor, y: Tensor | int | None = None) -> Tensor:
+        return self.backbone(x, t) if y is None else self.backbone(x, t, y=y)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Velocity v(x, t); an x1 head gives v = (x1_hat - x) / (1 - t) on the linear path."""
-        return convert_prediction(self.predict(x, t), x, t, self.prediction, "velocity", self.schedule,
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | int | None = None) -> Tensor:
+        """Velocity v(x, t) (or v(x, t | y)); an x1 head gives v = (x1_hat - x) / (1 - t) on the linear path."""
+        return convert_prediction(self.predict(x, t, y), x, t, self.prediction, "velocity", self.schedule,
                                   eps=self.sigma_min if self.prediction != "velocity" else 0.0)
 
 
@@ -80,12 +87,18 @@ def _col(t: Tensor, x: Tensor) -> Tensor:
 
 
 def build_model(dim: int = 2, prediction: str = "velocity", time_inputs: int = 1, hidden: int = 256,
-                depth: int = 4, time_condition: str = "st", schedule: str = "linear",
+                depth: int = 4, time_condition: str = "st", schedule: str = "linear", n_classes: int = 0,
                 time_freq_max: float = DEFAULT_TIME_FREQ_MAX) -> nn.Module:
-    """Build an MLP model from a plain config dict (what checkpoints store to rebuild it)."""
+    """Build an MLP model from a plain config dict (what checkpoints store to rebuild it). n_classes > 0: a
+    class-conditional one-time model `model(x, t, y)` (fmlab.models.conditioning); time_freq_max: the highest
+    frequency of the time embedding (fmlab.models.FourierTimeEmbedding)."""
     config = dict(dim=dim, prediction=prediction, time_inputs=time_inputs, hidden=hidden, depth=depth,
                   time_condition=time_condition, schedule=schedule, time_freq_max=float(time_freq_max))
-    backbone = MLP(dim, hidden, depth, time_inputs, time_condition, time_freq_max=time_freq_max)
+    if n_classes:
+        if time_inputs != 1:
+            raise ValueError(f"n_classes > 0 needs a one-time model (time_inputs=1), got time_inputs={time_inputs}")
+        config["n_classes"] = n_classes  # only when conditional: unconditional configs stay as they were
+    backbone = MLP(dim, hidden, depth, time_inputs, time_condition, n_classes=n_classes, time_freq_max=time_freq_max)
     model = wrap_backbone(backbone, prediction, time_inputs, schedule)
     model.config = config
     return model

@@ -16,7 +16,9 @@ Dhariwal & Nichol 2021; Karras et al. 2022): no code is copied from the EDM/EDM2
 
 Time conditioning: each time t in [0, 1] goes through fmlab.models.FourierTimeEmbedding (smooth in t, so d/dt of
 the network is exact under forward-mode AD), then an MLP to the embedding e. Two-time networks (flow maps)
-embed (s, t) or (t, t - s) ("st" / "t_delta") and sum the two embeddings' projections.
+embed (s, t) or (t, t - s) ("st" / "t_delta") and sum the two embeddings' projections. A class-conditional UNet
+(n_classes = C > 0) adds a label embedding e(y) (fmlab.models.conditioning; y = C: no label) to that sum before the
+time MLP: `unet(x, t, y)`.
 
 Presets (parameters and forward cost measured with `unet_stats`, 3 x 64 x 64 input, one time input;
 GFLOPs = 2 x multiply-adds of one forward pass of one image, from torch.utils.flop_counter):
@@ -40,10 +42,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..checks import check_int
+from ..paths import per_sample_time
+from .conditioning import LabelEmbedding, check_n_classes, split_label
 from .embeddings import FourierTimeEmbedding
-from .mlp import TIME_CONDITIONS, _per_sample
+from .mlp import TIME_CONDITIONS
 
-__all__ = ["UNet", "UNET_PRESETS", "build_unet", "unet_stats"]
+__all__ = ["UNet", "UNET_PRESETS", "build_unet", "unet_stats", "ResBlock", "Attention", "Down", "Up"]
 
 UNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(channels=16, channel_mult=(1, 2, 2), num_blocks=1, attn_resolutions=(16,)),
@@ -127,7 +132,8 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    """Residual UNet `unet(x, t)` (or `unet(x, s, t)` with time_inputs=2) -> [B, C, H, W], same shape as x.
+    """Residual UNet `unet(x, t)` (or `unet(x, s, t)` with time_inputs=2; `unet(x, t, y)` with n_classes > 0)
+    -> [B, C, H, W], same shape as x.
 
     Times are per-sample tensors [B] (a scalar is broadcast) in [0, 1]; noise at t = 0, data at t = 1. The output is
     whatever head a wrapper (fmlab.models.Parametrised / FlowMapModel) makes of it. H and W must be divisible by
@@ -138,7 +144,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 3, channels: int = 64, channel_mult: tuple[int, ...] = (1, 2, 2, 2),
                  num_blocks: int = 2, attn_resolutions: tuple[int, ...] = (16,), dropout: float = 0.0,
                  image_size: int = 64, time_inputs: int = 1, time_condition: str = "st", head_dim: int = 64,
-                 n_freqs: int = 32):
+                 n_freqs: int = 32, n_classes: int = 0):
         super().__init__()
         _check_args(in_channels, channels, channel_mult, num_blocks, dropout, image_size, time_inputs,
                     time_condition)
@@ -175,22 +181,25 @@ class UNet(nn.Module):
                 res *= 2
         self.head = nn.Sequential(nn.GroupNorm(_groups(c), c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels, 3,
                                                                                           padding=1)))
+        self.n_classes = check_n_classes(n_classes)
+        self.label = LabelEmbedding(n_classes, emb_dim) if n_classes else None
 
-    def embedding(self, x: Tensor, times: tuple[Tensor | float, ...]) -> Tensor:
-        """e = MLP(sum_i W_i emb(time_i)); with 't_delta' the two times are (t, t - s) instead of (s, t)."""
-        times = tuple(_per_sample(t, x) for t in times)
+    def embedding(self, x: Tensor, times: tuple[Tensor | float, ...], y: Tensor | int | None = None) -> Tensor:
+        """e = MLP(sum_i W_i emb(time_i) [+ e(y)]); with 't_delta' the two times are (t, t - s) instead of (s, t)."""
+        times = tuple(per_sample_time(t, x) for t in times)
         if self.time_inputs == 2 and self.time_condition == "t_delta":
             s, t = times
             times = (t, t - s)
         e = sum(proj(self.embed(t)) for proj, t in zip(self.time_proj, times, strict=True))
+        if self.label is not None:
+            e = e + self.label(y, x.shape[0], x.device).to(e.dtype)  # the class embedding joins the time's
         return self.time_mlp(e)
 
-    def forward(self, x: Tensor, *times: Tensor | float) -> Tensor:
-        if len(times) != self.time_inputs:
-            raise ValueError(f"this UNet takes {self.time_inputs} time input(s), got {len(times)}")
+    def forward(self, x: Tensor, *times: Tensor | float, y: Tensor | int | None = None) -> Tensor:
+        times, y = split_label(times, self.time_inputs, y, self.n_classes)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must be [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
-        e = self.embedding(x, times)
+        e = self.embedding(x, times, y)
         h = self.stem(x)
         hs = [h]
         for block in self.down:
@@ -220,8 +229,7 @@ def _check_args(in_channels: int, channels: int, channel_mult: tuple[int, ...], 
                 image_size: int, time_inputs: int, time_condition: str) -> None:
     for name, value in (("in_channels", in_channels), ("channels", channels), ("num_blocks", num_blocks),
                         ("image_size", image_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(value, name, 1)
     if not channel_mult or any(not isinstance(m, int) or m < 1 for m in channel_mult):
         raise ValueError(f"channel_mult must be a non-empty tuple of integers >= 1, got {channel_mult!r}")
     factor = 2 ** (len(channel_mult) - 1)
@@ -237,13 +245,14 @@ def _check_args(in_channels: int, channels: int, channel_mult: tuple[int, ...], 
 
 def build_unet(preset: str = "small", image_size: int = 64, in_channels: int = 3, prediction: str = "velocity",
                time_inputs: int = 1, dropout: float = 0.0, time_condition: str = "st", schedule: str = "linear",
-               **overrides: Any) -> nn.Module:
+               n_classes: int = 0, **overrides: Any) -> nn.Module:
     """A UNet preset wrapped in its parametrisation: Parametrised (velocity / x1 / eps head, `model(x, t)`) or,
     with time_inputs=2, FlowMapModel (average velocity, `model(x, s, t)`). `overrides` replace preset entries
     (channels, channel_mult, num_blocks, attn_resolutions, head_dim). A preset's attention resolutions are those of a
     64 x 64 image and scale with image_size (attention at 16 px for 64 px images, 8 for 32, 4 for 16), so a smaller
     image keeps the same architecture, level for level. The wrapper's `.config` rebuilds it
-    (fmlab.train_images.build_image_model(**config))."""
+    (fmlab.train_images.build_image_model(**config)). n_classes > 0: a class-conditional one-time model
+    `model(x, t, y)` (fmlab.models.conditioning)."""
     from .parametrisation import wrap_backbone
 
     if preset not in UNET_PRESETS:
@@ -256,13 +265,17 @@ def build_unet(preset: str = "small", image_size: int = 64, in_channels: int = 3
     arch["attn_resolutions"] = tuple(max(1, r * image_size // 64) for r in arch["attn_resolutions"])  # scale with size
     arch.update(overrides)
     arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
+    if n_classes and time_inputs != 1:
+        raise ValueError(f"n_classes > 0 needs a one-time model (time_inputs=1), got time_inputs={time_inputs}")
     backbone = UNet(in_channels=in_channels, image_size=image_size, dropout=dropout, time_inputs=time_inputs,
-                    time_condition=time_condition, **arch)
+                    time_condition=time_condition, n_classes=n_classes, **arch)
     model = wrap_backbone(backbone, prediction, time_inputs, schedule)
     model.config = dict(arch="unet", preset=preset, image_size=image_size, in_channels=in_channels,
                         prediction=prediction, time_inputs=time_inputs, dropout=dropout,
                         time_condition=time_condition, schedule=schedule,
                         **{k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()})
+    if n_classes:
+        model.config["n_classes"] = n_classes  # only when conditional: unconditional configs stay as they were
     return model
 
 

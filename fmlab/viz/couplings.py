@@ -1,8 +1,8 @@
 """Figures and wiring for lab 05, couplings: independent against minibatch optimal-transport pairing, the
 coupling lines, the posterior variance Var(x1 | x_t) they leave, and what straighter paths buy (1-step samples).
 
-Convention (DESIGN.md): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1; x_t = (1 - t) x0 + t x1. Flow matching
-learns v*(x, t) = E[x1 - x0 | x_t = x]. On the linear path x1 - x0 = (x1 - x_t) / (1 - t), so
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1; x_t = (1 - t) x0 + t x1. Flow
+matching learns v*(x, t) = E[x1 - x0 | x_t = x]. On the linear path x1 - x0 = (x1 - x_t) / (1 - t), so
 
     E ||(x1 - x0) - v*(x_t, t)||^2 = tr Cov[x1 | x_t] / (1 - t)^2:
 
@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from ..checks import check_int
 from ..couplings import COUPLINGS, couple, pairing_cost
 from ..data import GaussianMixture
 from ..metrics import wasserstein
@@ -36,8 +37,7 @@ __all__ = ["minibatch_pairs", "crossing_fraction", "render_coupling", "coupling_
 
 def batch_sizes(n: int) -> list[int]:
     """Powers of two from 1 up to n (and n itself): the batch sizes a slider offers."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    check_int(n, "n", 1)
     sizes = [2**k for k in range(n.bit_length()) if 2**k <= n]
     return sizes if sizes[-1] == n else sizes + [n]
 
@@ -50,8 +50,7 @@ def minibatch_pairs(x0: Tensor, x1: Tensor, batch_size: int, method: str = "ot")
     """
     if x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_int(batch_size, "batch_size", 1)
     if method not in COUPLINGS:
         raise ValueError(f"method must be one of {COUPLINGS}, got {method!r}")
     parts = [couple(x0[i:i + batch_size], x1[i:i + batch_size], method).x1 for i in range(0, len(x0), batch_size)]

@@ -27,14 +27,16 @@ import torch
 from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
+from ..checks import check_int
 from ..data.gaussian import EmpiricalDistribution, GaussianMixture, gmm_2d, worked_example_1d
-from .paths import _np, segments
-from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
+from .paths import segments
+from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
 from .widgets import View, dropdown, interactive_view, t_slider
 
 __all__ = ["FIELD_DATA", "COMPONENT_COLORS", "field_data", "conditional_velocity", "quiver_xy", "posterior_colors",
            "render_fields", "render_marginalisation_1d", "fields_widget", "marginalisation_1d_widget",
-           "LossGap", "fm_losses", "loss_gap", "marginalisation_demo", "render_loss_gap", "T_MAX", "ARROW_DT"]
+           "LossGap", "fm_losses", "loss_gap", "marginalisation_demo", "render_loss_gap", "T_MAX", "ARROW_DT",
+           "MarginalisationDemo"]
 
 FIELD_DATA = ("three_points", "two_modes", "asymmetric", "8modes")
 T_MAX = 0.9  # the field views stop here: u_t(x | x1) grows like 1 / (1 - t)
@@ -158,8 +160,7 @@ def render_fields(t: float = 0.5, data: str = "three_points", point: int = 0, re
     Arrows: displacement over ARROW_DT, capped at 1.4 grid spacings."""
     t = _check_t(t)
     mix = _data(data) if data in FIELD_DATA else field_data(data)
-    if isinstance(point, bool) or not isinstance(point, int) or point < 0:
-        raise ValueError(f"point must be an integer >= 0, got {point!r}")
+    check_int(point, "point", 0)
     point = point % mix.n_components
     axis, pts = _grid(LIM - 0.4, res)
     cap = 1.4 * float(axis[1] - axis[0])
@@ -173,7 +174,7 @@ def render_fields(t: float = 0.5, data: str = "three_points", point: int = 0, re
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06, subplot_titles=(
         f"conditional u_t(x | x1) = (x1 - x) / (1 - t), x1 = component {point}",
         "marginal u_t(x) = E[u_t(x | x1) | x_t = x]; colour = p(k | x_t)"))
-    fig.add_trace(go.Scatter(x=_np(xt_cond[:, 0]), y=_np(xt_cond[:, 1]), mode="markers", opacity=0.5,
+    fig.add_trace(go.Scatter(x=to_numpy(xt_cond[:, 0]), y=to_numpy(xt_cond[:, 1]), mode="markers", opacity=0.5,
                              marker=dict(color=COLORS["highlight"], size=4), name="x_t ~ p_t(x | x1)"), row=1, col=1)
     qx, qy = quiver_xy(pts, ARROW_DT * u_cond, cap)
     fig.add_trace(go.Scatter(x=qx, y=qy, mode="lines", line=dict(color=color, width=1.6), name="u_t(x | x1)",
@@ -182,7 +183,7 @@ def render_fields(t: float = 0.5, data: str = "three_points", point: int = 0, re
                              marker=dict(color=color, size=18, symbol="star", line=dict(color="black", width=1))),
                   row=1, col=1)
     fig.add_trace(_background(data, t, 60), row=1, col=2)
-    fig.add_trace(go.Scatter(x=_np(xt_marg[:, 0]), y=_np(xt_marg[:, 1]), mode="markers", opacity=0.6,
+    fig.add_trace(go.Scatter(x=to_numpy(xt_marg[:, 0]), y=to_numpy(xt_marg[:, 1]), mode="markers", opacity=0.6,
                              marker=dict(color=COLORS["highlight"], size=4), name="x_t ~ p_t(x)"), row=1, col=2)
     qx, qy = quiver_xy(pts, ARROW_DT * u_marg, cap)
     fig.add_trace(go.Scatter(x=qx, y=qy, mode="lines", line=dict(color=COLORS["reference"], width=1.6),
@@ -211,12 +212,12 @@ def render_marginalisation_1d(t: float = 0.5) -> go.Figure:
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for x1 in (-3.0, 3.0):
         u = conditional_velocity(xs, torch.tensor([x1], dtype=torch.float64), t)[:, 0]
-        fig.add_trace(go.Scatter(x=_np(xs[:, 0]), y=_np(u), mode="lines", name=f"u_t(x | x1 = {x1:+.0f})",
+        fig.add_trace(go.Scatter(x=to_numpy(xs[:, 0]), y=to_numpy(u), mode="lines", name=f"u_t(x | x1 = {x1:+.0f})",
                                  line=dict(color=_component_color(0 if x1 < 0 else 1), width=3, dash="dash")),
                       secondary_y=False)
-    fig.add_trace(go.Scatter(x=_np(xs[:, 0]), y=_np(u_marg), mode="lines", name="marginal u_t(x)",
+    fig.add_trace(go.Scatter(x=to_numpy(xs[:, 0]), y=to_numpy(u_marg), mode="lines", name="marginal u_t(x)",
                              line=dict(color=COLORS["reference"], width=4)), secondary_y=False)
-    fig.add_trace(go.Scatter(x=_np(xs[:, 0]), y=_np(pi_plus), mode="lines", name="P(x1 = +3 | x_t = x)",
+    fig.add_trace(go.Scatter(x=to_numpy(xs[:, 0]), y=to_numpy(pi_plus), mode="lines", name="P(x1 = +3 | x_t = x)",
                              line=dict(color=COLORS["ot"], width=2)), secondary_y=True)
     apply_style(fig, f"Marginalisation trick, data at \u00b13, t = {t:.2f}: u_t = \u03c0\u208a u(\u00b7|+3) + "
                      f"\u03c0\u208b u(\u00b7|\u22123)", "position x")
@@ -326,8 +327,7 @@ def marginalisation_demo(data: str | GaussianMixture = "8modes", n: int = 100_00
     """
     from ..models import build_model
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 100:
-        raise ValueError(f"n must be an integer >= 100, got {n!r}")
+    check_int(n, "n", 100)
     mix = field_data(data) if isinstance(data, str) else data
     g = torch.Generator().manual_seed(seed)
     x1 = mix.sample(n, generator=g).float()

@@ -1,4 +1,4 @@
-"""Figures for lab 08 (flow maps): a jump along the path, the Lagrangian canoe and the Eulerian bridge, and two
+"""Figures for lab 11 (flow maps): a jump along the path, the Lagrangian canoe and the Eulerian bridge, and two
 jumps against one, all on a 2D Gaussian mixture whose exact flow map is computed from its closed-form velocity.
 
 Convention: t = 0 is noise, t = 1 is data. The flow map X(x, s, t) carries a point of the sampling path from
@@ -28,13 +28,13 @@ from ..data.gaussian import GaussianMixture, gmm_2d
 from ..paths import unit_time
 from ..solvers import solve_adaptive
 from .fields import quiver_xy
-from .paths import _np, segments
-from .style import COLORS, NOTEBOOK_WIDTH, apply_style
+from .paths import segments
+from .style import COLORS, NOTEBOOK_WIDTH, apply_style, to_numpy
 from .widgets import View, checkbox, dropdown, interactive_view, slider
 
-__all__ = ["MIXTURES", "MAPS", "GRID", "exact_flow_map", "approximate_flow_map", "flow_map_fn", "trajectories",
-           "rule_defects", "render_jump", "render_canoe_bridge", "render_composition", "render_rule_defects",
-           "jump_widget", "canoe_bridge_widget", "composition_widget"]
+__all__ = ["defects_table", "MIXTURES", "MAPS", "GRID", "exact_flow_map", "approximate_flow_map", "flow_map_fn",
+           "trajectories", "rule_defects", "render_jump", "render_canoe_bridge", "render_composition",
+           "render_rule_defects", "jump_widget", "canoe_bridge_widget", "composition_widget"]
 
 MIXTURES = ("asymmetric", "two_modes", "8modes")
 MAPS = {"exact": "exact flow map", "euler": "one Euler step x + (t - s) v(x, s)",
@@ -161,7 +161,7 @@ def rule_defects(X: Callable, v: Callable, x: Tensor, s: float, r: float, t: flo
 
 
 @functools.lru_cache(maxsize=8)
-def _defects_table(mixture: str, s: float, r: float, t: float, n: int = 40) -> dict:
+def defects_table(mixture: str, s: float, r: float, t: float, n: int = 40) -> dict:
     gmm = _mixture(mixture)
     x = trajectories(mixture, n)[1][_index(s)]
     return {kind: rule_defects(flow_map_fn(mixture, kind), gmm.velocity, x, s, r, t) for kind in MAPS}
@@ -174,7 +174,8 @@ def _density(mixture: str, t: float, res: int = 70) -> go.Contour:
     ax = torch.linspace(-LIM, LIM, res, dtype=F64)
     gx, gy = torch.meshgrid(ax, ax, indexing="xy")
     logp = _mixture(mixture).marginal_log_prob(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1), t).reshape(res, res)
-    return go.Contour(x=_np(ax), y=_np(ax), z=_np(logp.exp()), showscale=False, ncontours=8, hoverinfo="skip",
+    return go.Contour(x=to_numpy(ax), y=to_numpy(ax), z=to_numpy(logp.exp()), showscale=False, ncontours=8,
+                      hoverinfo="skip",
                       colorscale=[[0, "rgba(255,255,255,0)"], [1, "rgba(120,120,120,0.55)"]],
                       contours=dict(coloring="fill", showlines=False), name="p_t density", showlegend=False)
 
@@ -189,7 +190,7 @@ def _field(mixture: str, t: float, res: int = 13, scale: float = 0.12) -> go.Sca
 
 
 def _points(x: Tensor, name: str, color: str, size: int = 7, symbol: str = "circle", **kw) -> go.Scatter:
-    return go.Scatter(x=_np(x[:, 0]), y=_np(x[:, 1]), mode="markers", name=name,
+    return go.Scatter(x=to_numpy(x[:, 0]), y=to_numpy(x[:, 1]), mode="markers", name=name,
                       marker=dict(color=color, size=size, symbol=symbol, line=dict(color="white", width=0.5)), **kw)
 
 
@@ -197,7 +198,7 @@ def _paths(xs: Tensor, name: str, color: str = COLORS["path"], width: float = 1.
     """Polylines xs [T, n, 2] as one trace (NaN between particles)."""
     gap = torch.full((1, xs.shape[1], 2), float("nan"), dtype=xs.dtype)
     flat = torch.cat([xs, gap]).permute(1, 0, 2).reshape(-1, 2)
-    return go.Scatter(x=_np(flat[:, 0]), y=_np(flat[:, 1]), mode="lines", name=name, hoverinfo="skip",
+    return go.Scatter(x=to_numpy(flat[:, 0]), y=to_numpy(flat[:, 1]), mode="lines", name=name, hoverinfo="skip",
                       line=dict(color=color, width=width), **kw)
 
 
@@ -316,7 +317,8 @@ def render_canoe_bridge(t: float = 0.6, s: float = 0.3, s0: float = 0.2, t0: flo
     fig.add_trace(_field(mixture, s_eff), 1, 2)
     fig.add_trace(_paths(bridge[: _index(t0) + 1], "X(x, s, t0) as s runs from 0 to t0",
                          color="rgba(204,121,167,0.55)", width=1.5), 1, 2)
-    fig.add_trace(go.Scatter(x=_np(BRIDGE[:, 0]), y=_np(BRIDGE[:, 1]), mode="lines+markers", name="the bridge x",
+    fig.add_trace(go.Scatter(x=to_numpy(BRIDGE[:, 0]), y=to_numpy(BRIDGE[:, 1]), mode="lines+markers",
+                             name="the bridge x",
                              line=dict(color=COLORS["reference"], width=4), marker=dict(size=6)), 1, 2)
     dest = bridge[k]
     jx, jy = segments(BRIDGE, dest)
@@ -405,7 +407,7 @@ def composition_widget(mixture: str = "asymmetric") -> View:
 
 def render_rule_defects(mixture: str = "asymmetric", s: float = 0.2, r: float = 0.5, t: float = 0.8) -> go.Figure:
     """RMS defect of each rule (log scale) for the exact map and the two one-step maps, at particles x ~ p_s."""
-    table = _defects_table(mixture, float(s), float(r), float(t))
+    table = defects_table(mixture, float(s), float(r), float(t))
     rules = ["compositional", "Lagrangian", "Eulerian"]
     colors = {"exact": COLORS["reference"], "euler": COLORS["highlight"], "midpoint": COLORS["ot"]}
     fig = go.Figure([go.Bar(x=rules, y=[max(table[k][rule], 1e-12) for rule in rules], name=MAPS[k],

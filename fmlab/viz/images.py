@@ -1,4 +1,4 @@
-"""Figures and widgets for lab 10 (CelebA-64): image grids, the CelebA crops, live training (sample grid + loss),
+"""Figures and widgets for lab 13 (CelebA-64): image grids, the CelebA crops, live training (sample grid + loss),
 samples at 1, 2, 4 and 50 steps, loss curves and the score table.
 
 Images are uint8 [n, H, W, 3] arrays (fmlab.train_images.to_uint8). Plotly draws them as `go.Image` traces whose
@@ -21,7 +21,8 @@ from .style import COLORS, FONT_SIZE, SEQUENCE, apply_style
 
 __all__ = ["png_source", "grid_image", "render_image_grid", "aligned_face", "render_crops", "crop_widget",
            "render_training", "LiveTraining", "render_samples", "samples_widget", "render_sample_overview",
-           "render_loss_curves", "render_scores", "scores_table", "format_scores"]
+           "render_loss_curves", "render_scores", "scores_table", "format_scores", "render_guided_grid",
+           "guided_grid_widget"]
 
 
 def png_source(image: np.ndarray) -> str:
@@ -38,7 +39,7 @@ def png_source(image: np.ndarray) -> str:
 
 def grid_image(images: np.ndarray, nrow: int | None = None, scale: int = 1) -> np.ndarray:
     """uint8 [n, H, W, 3] -> one uint8 grid image (white 1-px gaps), each pixel repeated `scale` x `scale`."""
-    from ..train_images import make_grid
+    from ..image_grid import make_grid
 
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) == 0:
@@ -300,3 +301,28 @@ def format_scores(rows: Sequence[Mapping[str, Any]]) -> str:
             lines.append(f"{model:<{width}}{cells}")
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+# --- classifier-free guidance on the sample grid ------------------------------------------------------------------
+
+def render_guided_grid(trainer: Any, w: float = 1.0, label: int = 1, n: int = 16, steps: int = 8) -> go.Figure:
+    """The sample grid of a conditional lab run (fmlab.images.train_lab_guidance) for class `label` at guidance
+    scale w: v_w = v + w (v(. | label) - v), the same noise for every w and class."""
+    from ..images import guided_lab_samples
+
+    attribute = trainer.config.attribute
+    if label not in (0, 1):
+        raise ValueError(f"label must be 0 (without {attribute}) or 1 (with it), got {label!r}")
+    images = guided_lab_samples(trainer, label, w, n=n, steps=steps)
+    return render_image_grid(images, title=f"{'with' if label else 'without'} {attribute}, guidance w = {w:g} "
+                                           f"({steps} Euler steps)")
+
+
+def guided_grid_widget(trainer: Any, n: int = 16, steps: int = 8) -> Any:
+    """A guidance-scale slider (0 to 8, on release) and a class menu over `render_guided_grid`."""
+    from .widgets import dropdown, interactive_view, slider
+
+    attribute = trainer.config.attribute
+    controls = {"w": slider("guidance scale w", 0.0, 8.0, 0.5, 1.0, continuous_update=False),
+                "label": dropdown("class", {f"with {attribute}": 1, f"without {attribute}": 0})}
+    return interactive_view(render_guided_grid, controls, trainer=trainer, n=n, steps=steps)

@@ -1,13 +1,11 @@
-"""The loss zoo (lab 09): every flow-map loss trained on the same small MLP, sampled in 1..16 steps, drawn beside the
+"""The loss zoo (lab 12): every flow-map loss trained on the same small MLP, sampled in 1..16 steps, drawn beside the
 exact flow map of a Gaussian mixture, and the benchmark's landscape table (benchmarks/flowmaps.py).
 
-Convention (DESIGN.md): t = 0 is noise, t = 1 is data; a flow map X(x, s, t) = x + (t - s) u(x, s, t) jumps from s
-to t. A model is sampled the way its loss trained it (`SAMPLERS`):
-- 'flowmap': jumps x_{i+1} = X(x_i, t_i, t_{i+1}) on a uniform grid (losses that learn every pair s <= t);
-- 'consistency': jump to the data, re-noise onto the linear path with fresh noise, repeat (losses that learn only
-  X(x, s, 1): CT, CD, FACM; Song et al. 2023, Algorithm 1);
-- 'noise_only': X(x0, 0, t_k) from the noise (losses that learn only maps starting at t = 0: PID, FreeFlow); more
-  steps add nothing, so every step count gives the one-step sample.
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise, t = 1 is data; a flow map X(x, s, t) = x + (t - s) u(x, s, t)
+jumps from s to t. A model is sampled the way its loss trained it (`LossSpec.sampler`, run by fmlab.sampling):
+flow-map jumps on a uniform grid, consistency sampling (CT, CD, FACM: jump to the data, re-noise), or one jump from
+the noise (PID, FreeFlow: more steps add nothing, so the benchmark evaluates them at 1 step only and the tables show
+them as 1 NFE, `one_nfe`).
 
 This module holds the shared numbers (the model, the survey's cost estimates) and the pure functions; the widget
 layer at the end only wires controls to them. Training runs are cached per kernel (fmlab.labkit.train_cached).
@@ -15,7 +13,6 @@ layer at the end only wires controls to them. Training runs are cached per kerne
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,18 +20,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..flowmaps import flow_map, sample_consistency, sample_flow_map
+from .. import sampling
 from ..losses import get_loss, list_losses
 from ..solvers import Trajectory, solve
 
 __all__ = [
-    "ZOO_MODEL", "SURVEY_COST", "PAPER_MEMORY", "SAMPLERS", "RULES", "DISPLAY_NAMES", "RESULTS_PATH", "ZOO_TARGET",
-    "ZOO_DATA", "ZOO_TIME_FREQ_MAX", "TEACHERS", "MAX_STEPS", "flow_map_losses", "sampler_of", "rule_of",
-    "needs_teacher", "classification", "zoo_model", "zoo_config",
-    "generate", "trajectory", "load_results", "zoo_teacher", "train_zoo", "ZooView", "render_zoo", "render_quality",
-    "landscape_rows", "fm_reference", "DIVERGED_W2", "format_w2", "render_landscape", "render_costs", "ZooLab",
-    "zoo_widget",
+    "ZOO_MODEL", "ZOO_TIME_FREQ_MAX", "SURVEY_COST", "PAPER_MEMORY_GB", "PAPER_MEMORY", "RULES",
+    "DISPLAY_NAMES", "RESULTS_PATH", "flow_map_losses", "sampler_of", "rule_of", "needs_teacher",
+    "classification", "time_gaps", "time_gap_table", "zoo_model", "zoo_config", "trajectory", "generate",
+    "ZOO_TARGET", "ZOO_DATA", "TEACHERS", "zoo_teacher", "train_zoo", "MAX_STEPS", "ZooView", "render_zoo",
+    "render_quality", "ZooLab", "zoo_widget",
 ]
+
 
 # The one model of the zoo and the benchmark (the labs' MLP: 3 hidden layers of 128, batch 256, AdamW lr 2e-3, EMA),
 # with time-embedding frequencies up to ZOO_TIME_FREQ_MAX = 10 instead of fmlab's default 200. Continuous-time losses
@@ -54,24 +51,17 @@ SURVEY_COST: dict[str, float | None] = {
     "splitmeanflow": 9, "pfmm": 5, "freeflow": 12, "sgflow": None,
 }
 
-# Peak training memory reported by the SGFlow paper on its U-Net (GB): FM 16.8, MeanFlow 14.2, SGFlow 43.2,
-# Lagrangian 69.8 (we attach the Lagrangian figure to LSD, its Lagrangian self-distillation baseline).
-PAPER_MEMORY_GB: dict[str, float] = {"cfm": 16.8, "meanflow": 14.2, "sgflow": 43.2, "lsd": 69.8}
+# Peak training memory reported by the SGFlow paper on its U-Net (GB, its memory table): FM 16.8, MeanFlow 14.2,
+# SGFlow 43.2, "Lagrange" 69.8, "Euler" 69.8, "Progressive" 54.3. Its results table names the Lagrange baseline
+# "Lagrange (L-FMM)", Lagrangian flow map matching (Boffi et al. 2024): our 'fmm', not LSD. "Euler" and "Progressive"
+# are not attached: the review does not say which Boffi et al. losses they are.
+PAPER_MEMORY_GB: dict[str, float] = {"cfm": 16.8, "meanflow": 14.2, "sgflow": 43.2, "fmm": 69.8}
 PAPER_MEMORY: dict[str, float] = {k: v / PAPER_MEMORY_GB["cfm"] for k, v in PAPER_MEMORY_GB.items()}
-
-SAMPLERS: dict[str, str] = {"ct": "consistency", "cd": "consistency", "facm": "consistency",
-                            "pid": "noise_only", "freeflow": "noise_only"}
 
 RULES: dict[str, str] = {"flow map: compositional": "compositional", "flow map: Lagrangian": "Lagrangian",
                          "flow map: Eulerian": "Eulerian", "flow matching": "(velocity)"}
 
-DISPLAY_NAMES: dict[str, str] = {
-    "cfm": "flow matching", "meanflow": "MeanFlow", "imf": "iMF", "ct": "CT", "cd": "CD", "ctm": "CTM",
-    "facm": "FACM", "soflow": "SoFlow", "emd": "EMD", "esd": "ESD", "ayf_emd": "AYF (Eulerian)",
-    "ayf_lagrangian": "AYF (Lagrangian)", "lmd": "LMD", "lsd": "LSD", "tvm": "TVM", "pid": "PID",
-    "shortcut": "Shortcut", "psd": "PSD", "splitmeanflow": "SplitMeanFlow", "fmm": "FMM", "pfmm": "PFMM",
-    "freeflow": "FreeFlow", "sgflow": "SGFlow",
-}
+DISPLAY_NAMES: dict[str, str] = {spec.name: spec.display_name for spec in list_losses()}  # from the registry
 
 RESULTS_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "flowmaps.json"
 
@@ -84,11 +74,8 @@ def flow_map_losses() -> list[str]:
 
 
 def sampler_of(loss: str) -> str:
-    """'flowmap', 'consistency' or 'noise_only' (see the module docstring); 'ode' for one-time (velocity) losses."""
-    spec = get_loss(loss)
-    if spec.time_inputs == 1:
-        return "ode"
-    return SAMPLERS.get(loss, "flowmap")
+    """The sampler `loss` trained its model for (LossSpec.sampler: 'ode', 'flowmap', 'consistency', 'noise_only')."""
+    return get_loss(loss).sampler
 
 
 def rule_of(loss: str) -> str:
@@ -113,6 +100,34 @@ def classification(losses: Sequence[str] | None = None) -> str:
         cost = SURVEY_COST.get(n)
         lines.append(f"{DISPLAY_NAMES.get(n, n):18s} {rule_of(n):14s} {get_loss(n).setting:26s} {sampler_of(n):12s} "
                      f"{'-' if cost is None else cost}")
+    return "\n".join(lines)
+
+
+def time_gaps(loss: str, n: int = 100_000, seed: int = 0) -> dict[str, float]:
+    """How often `loss` trains each jump length: one batch of n rows from the loss's own batch sampler with its
+    default settings; the fraction of diagonal rows (s = t), and among the others the fraction with t - s <= 1/8
+    (the jump of 8-step sampling) and >= 1/2, and their median gap t - s."""
+    g = torch.Generator().manual_seed(seed)
+    x0, x1 = torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)
+    spec = get_loss(loss)
+    if spec.time_inputs != 2:
+        raise ValueError(f"loss must be a flow-map loss (two times), got {loss!r}")
+    settings = {k: v for k, v in spec.settings({}).items() if k not in ("teacher", "ema")}
+    batch = spec.make_batch(x0, x1, g, **settings)
+    gap = batch.t - batch.s
+    off = gap[gap > 0]
+    return {"diagonal": (gap == 0).float().mean().item(), "short": (off <= 0.125).float().mean().item(),
+            "long": (off >= 0.5).float().mean().item(), "median": off.median().item()}
+
+
+def time_gap_table(losses: Sequence[str], n: int = 100_000, seed: int = 0) -> str:
+    """`time_gaps` of each loss as a Markdown table."""
+    lines = ["| loss | diagonal rows (s = t) | off-diagonal gaps <= 1/8 | off-diagonal gaps >= 1/2 | median gap |",
+             "|---|---|---|---|---|"]
+    for loss in losses:
+        f = time_gaps(loss, n, seed)
+        lines.append(f"| {DISPLAY_NAMES.get(loss, loss)} | {f['diagonal']:.3f} | {f['short']:.3f} | {f['long']:.3f} | "
+                     f"{f['median']:.3f} |")
     return "\n".join(lines)
 
 
@@ -142,39 +157,14 @@ def zoo_config(loss: str, data: str = "moons", coupling: str = "independent", st
 
 @torch.no_grad()
 def trajectory(model: Any, loss: str, x0: Tensor, steps: int, generator: torch.Generator | None = None) -> Trajectory:
-    """The states of `steps`-step sampling from noise x0 (t = 0) to data (t = 1), the way `loss` trained the model.
-
-    'ode' (one-time velocity models): Euler steps; 'flowmap': jumps on the uniform grid; 'consistency': jump to
-    the data and re-noise (fresh noise from `generator`); 'noise_only': X(x0, 0, t_k) at the grid times.
-    """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    kind = sampler_of(loss)
-    if kind == "ode":
-        return solve(model, x0, steps=steps, method="euler", return_trajectory=True)
-    if kind == "flowmap":
-        return sample_flow_map(model, x0, steps=steps, return_trajectory=True)
-    if kind == "consistency":
-        return sample_consistency(model, x0, steps=steps, generator=generator, return_trajectory=True)
-    ts = torch.linspace(0, 1, steps + 1, dtype=x0.dtype, device=x0.device)
-    xs = [x0] + [flow_map(model, x0, 0.0, float(t)) for t in ts[1:]]  # X(x0, 0, t_k): every state from the noise
-    return Trajectory(xs=torch.stack(xs), ts=ts, nfe=1)
+    """The states of `steps`-step sampling from noise x0 (t = 0) to data (t = 1), the way `loss` trained the model
+    (fmlab.sampling.trajectory with the loss's sampler)."""
+    return sampling.trajectory(model, loss, x0, steps, generator=generator)
 
 
 def generate(model: Any, loss: str, x0: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
-    """Samples at t = 1 after `steps` steps (see `trajectory`)."""
-    return trajectory(model, loss, x0, steps, generator).x
-
-
-# --- the benchmark's results file -----------------------------------------------------------------------------
-
-def load_results(path: str | Path | None = None) -> dict[str, Any]:
-    """The results written by benchmarks/flowmaps.py (default benchmarks/results/flowmaps.json)."""
-    path = Path(path) if path is not None else RESULTS_PATH
-    if not path.exists():
-        raise FileNotFoundError(f"no benchmark results at {path}: run `python benchmarks/flowmaps.py` "
-                                f"(about 15 minutes on 2 cores) to create them")
-    return json.loads(path.read_text())
+    """Samples at t = 1 after `steps` steps of the loss's sampler (fmlab.sampling.generate)."""
+    return sampling.generate(model, loss, x0, steps, generator=generator)
 
 
 # --- training in the lab -------------------------------------------------------------------------------------
@@ -329,124 +319,6 @@ def render_quality(views: dict[str, ZooView], metric: str = "error") -> Any:
     return fig
 
 
-# --- the benchmark table ---------------------------------------------------------------------------------------
-
-def landscape_rows(results: dict[str, Any], coupling: str = "independent") -> list[dict[str, Any]]:
-    """One row per loss trained with `coupling`: name, rule, setting, survey cost, our cost, memory and W2 at each
-    step count per data set (keys 'w2/<data>/<k>')."""
-    rows = []
-    datasets = results["config"]["datasets"]
-    for loss, info in results["losses"].items():
-        runs = {r["data"]: r for r in results["runs"] if r["loss"] == loss and r["coupling"] == coupling}
-        if not runs:
-            continue
-        row = {"loss": loss, "name": info["name"], "rule": info["rule"], "setting": info["setting"],
-               "survey_cost": info.get("survey_cost"), "fwd_eq": info.get("fwd_eq"),
-               "mem_rel_fm": info.get("mem_rel_fm"), "sampler": info.get("sampler")}
-        for data in datasets:
-            for k, v in runs.get(data, {"w2": {}})["w2"].items():
-                row[f"w2/{data}/{k}"] = v
-        rows.append(row)
-    return rows
-
-
-def fm_reference(results: dict[str, Any], data: str, coupling: str = "independent") -> float:
-    """W2 of flow matching with the benchmark's many-step Euler sampler (100 steps)."""
-    for r in results["runs"]:
-        if r["loss"] == "cfm" and r["data"] == data and r["coupling"] == coupling:
-            return r["w2"][str(results["config"]["fm_steps"])]
-    raise ValueError(f"no flow-matching run for data={data!r}, coupling={coupling!r} in the results")
-
-
-TABLE_DATA_NAMES = {"checkerboard": "checker-<br>board"}  # narrow table columns: long names on two lines
-DIVERGED_W2 = 100.0  # W2 beyond this on the 2D sets (data within a few units of the origin): training diverged
-
-
-def format_w2(w2: float | None) -> str:
-    """A W2 for the tables: 3 decimals, '-' when missing, 'diverged' when non-finite or beyond DIVERGED_W2."""
-    if w2 is None:
-        return "-"
-    return "diverged" if not w2 <= DIVERGED_W2 else f"{w2:.3f}"
-
-
-def _cell_colour(w2: float | None, ref: float) -> str:
-    if w2 is None:
-        return "#eeeeee"
-    if not w2 <= DIVERGED_W2:
-        return "#fcbba1"
-    ratio = w2 / ref
-    return "#c7e9c0" if ratio <= 1.2 else "#fee391" if ratio <= 2.0 else "#fcbba1"
-
-
-def render_landscape(results: dict[str, Any], coupling: str = "independent", steps: Sequence[int] = (1, 2, 4, 8),
-                     sort_by: str | None = None) -> Any:
-    """The survey's landscape table with our measurements: rule, setting, the survey's cost estimate beside our
-    measured cost (forward-pass equivalents), peak memory relative to flow matching, and W2 at 1..8 steps per data
-    set, coloured by the ratio to 100-step flow matching (green <= 1.2x, yellow <= 2x, red beyond)."""
-    import plotly.graph_objects as go
-
-    from .style import NOTEBOOK_WIDTH, apply_style
-
-    rows = landscape_rows(results, coupling)
-    if not rows:
-        raise ValueError(f"no runs with coupling={coupling!r} in the results")
-    datasets = results["config"]["datasets"]
-    if sort_by is not None:
-        if sort_by not in datasets:
-            raise ValueError(f"sort_by must be None or one of {datasets}, got {sort_by!r}")
-        rows.sort(key=lambda r: (r["loss"] != "cfm", _nan_last(r.get(f"w2/{sort_by}/1"))))
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    header = ["method", "rule", "setting", "cost: survey", "cost: ours", "memory vs FM"]
-    columns = [[r["name"] for r in rows], [r["rule"] for r in rows], [r["setting"] for r in rows],
-               [fmt(r["survey_cost"], "g") for r in rows], [fmt(r["fwd_eq"], ".1f") for r in rows],
-               [fmt(r["mem_rel_fm"], ".2f") for r in rows]]
-    fills = [["white"] * len(rows)] * len(columns)
-    for data in datasets:
-        ref = fm_reference(results, data, coupling)
-        for k in steps:
-            header.append(f"{TABLE_DATA_NAMES.get(data, data)}<br>W2 {k}")
-            values = [r.get(f"w2/{data}/{k}") for r in rows]
-            columns.append([format_w2(v) for v in values])
-            fills.append([_cell_colour(v, ref) for v in values])
-    fig = go.Figure(go.Table(
-        columnwidth=[105, 85, 135, 50, 50, 55] + [66] * (len(header) - 6),
-        header=dict(values=[f"<b>{h}</b>" for h in header], fill_color="#f0f0f0", align="center",
-                    font=dict(size=11), height=48),
-        cells=dict(values=columns, fill_color=fills, align="center", font=dict(size=12), height=24)))
-    refs = ", ".join(f"{d} {fm_reference(results, d, coupling):.3f}" for d in datasets)
-    floors = ", ".join(f"{d} {results['noise_floor'][d]['mean']:.3f}" for d in datasets)
-    title = (f"Flow-map losses, {coupling} coupling, {results['config']['steps']} training steps<br>"
-             f"<sup>flow matching with {results['config']['fm_steps']} steps: {refs}; noise floor: {floors}</sup>")
-    apply_style(fig, title=title)
-    fig.update_layout(width=NOTEBOOK_WIDTH, height=156 + 26 * len(rows), title=dict(font=dict(size=15)),
-                      margin=dict(l=10, r=10, t=80, b=10))
-    return fig
-
-
-def _nan_last(value: float | None) -> float:
-    return float("inf") if value is None or not value <= DIVERGED_W2 else value
-
-
-def render_costs(results: dict[str, Any]) -> Any:
-    """Our measured cost per training step against the survey's estimate, in forward-pass equivalents."""
-    import plotly.graph_objects as go
-
-    from .style import COLORS, NOTEBOOK_WIDTH, apply_style
-
-    names = [n for n, info in results["losses"].items() if info.get("fwd_eq") is not None]
-    names.sort(key=lambda n: results["losses"][n]["fwd_eq"])
-    labels = [results["losses"][n]["name"] for n in names]
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=labels, y=[results["losses"][n].get("survey_cost") for n in names],
-                         name="survey's estimate", marker_color=COLORS["path"]))
-    fig.add_trace(go.Bar(x=labels, y=[results["losses"][n]["fwd_eq"] for n in names],
-                         name="measured here (3 x 128 MLP, CPU)", marker_color=COLORS["model"]))
-    apply_style(fig, title="Cost of one training step", y_title="forward-pass equivalents")
-    fig.update_layout(barmode="group", width=NOTEBOOK_WIDTH, height=520)
-    fig.update_xaxes(tickangle=-45)
-    return fig
-
-
 # --- the widget ---------------------------------------------------------------------------------------------------
 
 class ZooLab:
@@ -479,9 +351,10 @@ def zoo_widget(losses: Sequence[str] | None = None, loss: str = "meanflow", trai
 
     names = list(losses) if losses is not None else ["cfm"] + flow_map_losses()
     lab = ZooLab(train_steps, n, seed, max_steps=max_steps)
-    progress = W.Output()
-    with progress:
-        lab.view(loss)  # train the first one with its bar visible
+    # Train the first one now, its bar in the cell's own output: a bar displayed inside `progress` while the cell runs
+    # would make nbclient (nbconvert --execute) answer on the shell channel and can stall the cell (View._show).
+    lab.view(loss)
+    progress = W.Output()  # bars of later trainings (another loss picked in the menu) show here
     controls = {"loss": dropdown("loss", {DISPLAY_NAMES.get(n_, n_): n_ for n_ in names}, loss),
                 "teacher": dropdown("teacher (distillation)", TEACHERS, "exact"),
                 "steps": int_slider("sampling steps", 1, max_steps, 1),
@@ -495,3 +368,4 @@ def zoo_widget(losses: Sequence[str] | None = None, loss: str = "meanflow", trai
     view.children = (*view.children, progress)
     view.lab = lab
     return view
+

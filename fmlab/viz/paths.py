@@ -23,12 +23,12 @@ from torch import Tensor
 
 from ..data.gaussian import EmpiricalDistribution, gmm_2d, worked_example_1d
 from ..paths import SCHEDULES, get_schedule, unit_time
-from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
+from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
 from .widgets import View, dropdown, interactive_view, t_slider
 
 __all__ = ["SCHEDULE_LABELS", "MIXTURES", "schedule_values", "path_samples", "render_conditional_path",
            "render_marginal_path", "render_paths", "render_schedules", "render_worked_example",
-           "worked_example_check", "paths_widget", "schedules_widget", "worked_example_widget"]
+           "worked_example_check", "paths_widget", "schedules_widget", "worked_example_widget", "segments"]
 
 SCHEDULE_LABELS = {"linear": "linear / CondOT", "cosine": "cosine", "vp": "variance preserving (VP)"}
 MIXTURES = ("asymmetric", "two_modes", "8modes")
@@ -86,14 +86,11 @@ def _marginal_density(mixture: str, schedule: str, t: float, res: int) -> Tensor
 
 # --- trace builders ------------------------------------------------------------------------------------------
 
-def _np(x: Tensor) -> np.ndarray:
-    """Plotly validates numpy arrays far faster than lists: every trace gets arrays."""
-    return x.detach().cpu().double().numpy()
 
 
 def _circle(center: Tensor, radius: float, n: int = 80) -> tuple[np.ndarray, np.ndarray]:
     a = torch.linspace(0, 2 * math.pi, n, dtype=torch.float64)
-    return _np(center[0] + radius * a.cos()), _np(center[1] + radius * a.sin())
+    return to_numpy(center[0] + radius * a.cos()), to_numpy(center[1] + radius * a.sin())
 
 
 def segments(start: Tensor, end: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +98,7 @@ def segments(start: Tensor, end: Tensor) -> tuple[np.ndarray, np.ndarray]:
     gap = torch.full_like(start[:, :1], float("nan"))
     xs = torch.cat([start[:, :1], end[:, :1], gap], dim=1).reshape(-1)
     ys = torch.cat([start[:, 1:2], end[:, 1:2], gap], dim=1).reshape(-1)
-    return _np(xs), _np(ys)
+    return to_numpy(xs), to_numpy(ys)
 
 
 def _conditional_traces(t: float, x1: tuple[float, float], schedule: str, n: int, seed: int) -> list[go.Scatter]:
@@ -114,10 +111,10 @@ def _conditional_traces(t: float, x1: tuple[float, float], schedule: str, n: int
     traces = [
         go.Scatter(x=lx, y=ly, mode="lines", line=dict(color=COLORS["path"], width=1), opacity=0.5,
                    name="paths x0 -> x1", hoverinfo="skip"),
-        go.Scatter(x=_np(x0[:, 0]), y=_np(x0[:, 1]), mode="markers", name="noise x0 (t = 0)",
+        go.Scatter(x=to_numpy(x0[:, 0]), y=to_numpy(x0[:, 1]), mode="markers", name="noise x0 (t = 0)",
                    marker=dict(color=COLORS["noise"], size=4), opacity=0.25),
     ]
-    traces.append(go.Scatter(x=_np(xt[:, 0]), y=_np(xt[:, 1]), mode="markers", name="x_t ~ p_t(x | x1)",
+    traces.append(go.Scatter(x=to_numpy(xt[:, 0]), y=to_numpy(xt[:, 1]), mode="markers", name="x_t ~ p_t(x | x1)",
                              marker=dict(color=COLORS["highlight"], size=4), opacity=0.7))
     for r, dash in ((1.0, "solid"), (2.0, "dot")):
         cx, cy = _circle(a * target, r * s)
@@ -135,13 +132,13 @@ def _marginal_traces(t: float, mixture: str, schedule: str, n: int, seed: int, r
     axis, _ = _grid(LIM, res)
     dens = _marginal_density(mixture, schedule, round(t, 6), res)
     return [
-        go.Contour(x=_np(axis), y=_np(axis), z=_np(dens), name="p_t(x) (closed form)",
+        go.Contour(x=to_numpy(axis), y=to_numpy(axis), z=to_numpy(dens), name="p_t(x) (closed form)",
                    colorscale=[[0, "rgba(255,255,255,0)"], [1, "rgba(0,0,0,0.55)"]], showscale=False,
                    contours=dict(coloring="fill", showlines=True), line=dict(width=0.5, color="rgba(0,0,0,0.3)"),
                    ncontours=12, hoverinfo="skip", showlegend=True),
-        go.Scatter(x=_np(x1[:, 0]), y=_np(x1[:, 1]), mode="markers", name="data x1 (t = 1)",
+        go.Scatter(x=to_numpy(x1[:, 0]), y=to_numpy(x1[:, 1]), mode="markers", name="data x1 (t = 1)",
                    marker=dict(color=COLORS["data"], size=4), opacity=0.35),
-        go.Scatter(x=_np(xt[:, 0]), y=_np(xt[:, 1]), mode="markers", name="x_t ~ p_t(x)",
+        go.Scatter(x=to_numpy(xt[:, 0]), y=to_numpy(xt[:, 1]), mode="markers", name="x_t ~ p_t(x)",
                    marker=dict(color=COLORS["highlight"], size=4), opacity=0.7),
     ]
 
@@ -212,12 +209,12 @@ def render_schedules(t: float = 0.5, schedule: str = "linear") -> go.Figure:
         bold = name == schedule
         width, opacity = (4 if bold else 2), (1.0 if bold else 0.35)
         for values, role, sym in ((a, "data", "alpha"), (s, "noise", "sigma")):
-            fig.add_trace(go.Scatter(x=_np(ts), y=_np(values), mode="lines", name=f"{sym}_t {name}",
+            fig.add_trace(go.Scatter(x=to_numpy(ts), y=to_numpy(values), mode="lines", name=f"{sym}_t {name}",
                                      line=dict(color=COLORS[role], width=width, dash=dashes[name]), opacity=opacity,
                                      legendgroup=name), row=1, col=1)
         inner = slice(1, -1)  # log SNR is -inf at t = 0 (linear) and +inf at t = 1
-        snr = _np(2 * (a[inner].log() - s[inner].log()))
-        fig.add_trace(go.Scatter(x=_np(ts[inner]), y=snr, mode="lines", name=f"log SNR {name}", showlegend=False,
+        snr = to_numpy(2 * (a[inner].log() - s[inner].log()))
+        fig.add_trace(go.Scatter(x=to_numpy(ts[inner]), y=snr, mode="lines", name=f"log SNR {name}", showlegend=False,
                                  line=dict(color=COLORS["reference"], width=width, dash=dashes[name]),
                                  opacity=opacity, legendgroup=name), row=1, col=2)
     a_t, s_t = (float(v) for v in schedule_values(schedule, t))
@@ -263,14 +260,14 @@ def render_worked_example(t: float = 0.5, n: int = 4000, seed: int = 0) -> go.Fi
     xt = (1 - t) * x0 + t * x1  # x_t = (1 - t) x0 + t x1
     var = (1 - t) ** 2
     fig = go.Figure([
-        go.Histogram(x=_np(xt), histnorm="probability density", name=f"histogram of {n} samples x_t",
+        go.Histogram(x=to_numpy(xt), histnorm="probability density", name=f"histogram of {n} samples x_t",
                      marker=dict(color=COLORS["highlight"]), opacity=0.45, xbins=dict(start=-5, end=5, size=0.1)),
-        go.Scatter(x=_np(xs), y=_np(dens), mode="lines", name="p_t(x) from fmlab",
+        go.Scatter(x=to_numpy(xs), y=to_numpy(dens), mode="lines", name="p_t(x) from fmlab",
                    line=dict(color=COLORS["reference"], width=3)),
     ])
     for sign in (-1, 1):
         comp = 0.5 * _gauss(xs, sign * 3 * t, var)
-        fig.add_trace(go.Scatter(x=_np(xs), y=_np(comp), mode="lines", line=dict(color=COLORS["data"],
+        fig.add_trace(go.Scatter(x=to_numpy(xs), y=to_numpy(comp), mode="lines", line=dict(color=COLORS["data"],
                                  width=2, dash="dash"), name="0.5 N(\u00b13t, (1-t)\u00b2)", showlegend=sign == 1))
     apply_style(fig, f"Data at \u00b13, t = {t:.2f}: p_t = 0.5 N(\u00b1{3 * t:.2f}, {var:.4f})", "position x",
                 "density p_t(x)")

@@ -1,7 +1,7 @@
 """Figures and wiring for lab 04, solvers and step count: samples and trajectories against the number of steps,
 W2 against the number of function evaluations (NFE), the measured order of convergence, and straightness.
 
-Convention (DESIGN.md): sampling integrates dx/dt = v(x, t) forward from noise at t = 0 to data at t = 1.
+Convention (ARCHITECTURE.md, "Time"): sampling integrates dx/dt = v(x, t) forward from noise at t = 0 to data at t = 1.
 A method of global order p started from the same x0 has error ||x_N - x(1)|| ~ C N^(-p) with N steps, so on a
 log-log plot the error against N is a line of slope -p; `measured_order` fits that slope.
 """

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+__all__ = ["COLORS", "SEQUENCE", "FONT_SIZE", "TITLE_SIZE", "FIG_SIZE", "NOTEBOOK_WIDTH", "MPL_FIGSIZE", "apply_style",
+           "use_mpl_style", "to_numpy"]
+
 # Colour-blind-safe (Okabe-Ito) roles used across all labs.
 COLORS: dict[str, str] = {
     "noise": "#0072B2",  # blue: x0 ~ N(0, I), t = 0
@@ -51,3 +56,8 @@ def use_mpl_style() -> None:
         "axes.labelsize": FONT_SIZE - 2, "legend.fontsize": FONT_SIZE - 4, "axes.grid": True, "grid.alpha": 0.3,
         "axes.prop_cycle": mpl.cycler(color=SEQUENCE), "figure.dpi": 100, "savefig.dpi": 120,
     })
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A tensor as a float64 numpy array for a trace (plotly validates numpy arrays far faster than lists)."""
+    return x.detach().cpu().double().numpy()

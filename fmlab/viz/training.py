@@ -1,8 +1,8 @@
 """Figures and wiring for lab 03, training flow matching: a live loss curve, particles carried from noise to
 data, and the learned velocity field beside the closed-form one.
 
-Convention (DESIGN.md): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1; x_t = (1 - t) x0 + t x1 on the linear path.
-The conditional flow-matching loss (per-sample MSE, averaged over the d coordinates) splits as
+Convention (ARCHITECTURE.md, "Time"): t = 0 is noise x0 ~ N(0, I), t = 1 is data x1; x_t = (1 - t) x0 + t x1 on the
+linear path. The conditional flow-matching loss (per-sample MSE, averaged over the d coordinates) splits as
 
     L(theta) = E_{t, x0, x1} ||v_theta(x_t, t) - (x1 - x0)||^2 / d
              = L*  +  E_{t, x_t} ||v_theta(x_t, t) - v*(x_t, t)||^2 / d,          v* = E[x1 - x0 | x_t],
@@ -24,6 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from ..checks import check_int
 from ..data import GMM_2D, GaussianMixture, gmm_2d, sample_toy
 from ..labkit import cached
 from ..solvers import Field, solve
@@ -44,8 +45,7 @@ def grid(extent: float = EXTENT, n: int = 15) -> Tensor:
     """n * n points [n*n, 2] (float32) on a regular grid over [-extent, extent]^2, x varying fastest."""
     if not extent > 0:
         raise ValueError(f"extent must be > 0, got {extent}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    check_int(n, "n", 2)
     axis = torch.linspace(-extent, extent, n)
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)

@@ -15,10 +15,10 @@ import torch
 from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
+from ..checks import check_int
 from ..data import TOY_DATASETS, sample_toy
 from ..solvers import solve
-from .paths import _np
-from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
+from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
 from .widgets import View, int_slider, interactive_view, t_slider
 
 __all__ = ["toy_points", "render_interpolation", "interpolation_widget", "sample_model", "render_tour",
@@ -28,7 +28,7 @@ LIM = 3.0
 
 
 def _xy(x: Tensor) -> dict[str, Any]:
-    return dict(x=_np(x[:, 0]), y=_np(x[:, 1]))
+    return dict(x=to_numpy(x[:, 0]), y=to_numpy(x[:, 1]))
 
 
 @functools.lru_cache(maxsize=8)
@@ -83,8 +83,7 @@ def interpolation_widget(data: str = "moons") -> View:
 
 def sample_model(model: nn.Module, n: int = 1000, steps: int = 50, method: str = "euler", seed: int = 1) -> Tensor:
     """n samples [n, 2]: x0 ~ N(0, I) (seeded) carried from t = 0 to t = 1 by `steps` solver steps of dx/dt = v."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    check_int(steps, "steps", 1)
     x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
     device = next(model.parameters()).device
     return solve(model, x0.to(device), steps=steps, method=method).cpu()

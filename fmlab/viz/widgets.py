@@ -1,7 +1,7 @@
 """Shared widget wiring: every lab builds its controls and live figures the same way.
 
-The pattern (DESIGN.md 6): a pure render function `render_xxx(**params) -> go.Figure` that tests call directly,
-and a thin widget function that calls
+The pattern (ARCHITECTURE.md, "Render functions and widgets"): a pure render function `render_xxx(**params) ->
+go.Figure` that tests call directly, and a thin widget function that calls
 
     interactive_view(render_xxx, {"t": t_slider(0.5)}, fixed_param=...)
 
@@ -21,8 +21,9 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
-__all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "figure_widget", "update_figure",
-           "link", "controls_box", "interactive_view", "View", "LIVE_MODES"]
+__all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "enable_when", "figure_widget",
+           "update_figure", "link", "controls_box", "interactive_view", "View", "LIVE_MODES", "ReplayView",
+           "live_run"]
 
 # Live figures carry plain lists, never numpy arrays. plotly.js answers a restyle with "trace deltas" holding its own
 # copies of the arrays; for numpy-backed traces these come back as typed-array dicts and plotly.py's FigureWidget then
@@ -152,6 +153,16 @@ def link(controls: Mapping[str, W.ValueWidget], update: Callable[..., None], run
         on_change()
 
 
+def enable_when(control: W.Widget, source: W.ValueWidget, active: Callable[[Any], bool]) -> None:
+    """Grey out `control` while `active(source.value)` is false (a control that would change nothing is disabled,
+    not silently ignored); set now and on every change of `source`."""
+    def on_change(_change: Any = None) -> None:
+        control.disabled = not active(source.value)
+
+    source.observe(on_change, names="value")
+    on_change()
+
+
 def controls_box(controls: Mapping[str, W.Widget] | Sequence[W.Widget], per_row: int = 3) -> W.VBox:
     """Controls laid out in rows of `per_row`."""
     items = list(controls.values()) if isinstance(controls, Mapping) else list(controls)
@@ -193,15 +204,22 @@ class View(W.VBox):
         link(self.controls, lambda **_: self.redraw())
 
     def _show(self, fig: go.Figure) -> None:
+        """Replace the Output's content by `fig` in one step: set its `outputs` in the kernel.
+
+        Never `with self.output: display(fig)`. That routes the figure through the front end's copy of the Output,
+        and nbclient's copy (nbconvert --execute, papermill) answers each captured display by sending the new
+        `outputs` to the kernel on the shell channel while it waits on that channel for the cell's reply;
+        jupyter_client sends through a blocking shadow of the asyncio socket, which can swallow the wake-up for the
+        reply, and the cell then stalls until its timeout (forever without one). Setting `outputs` sends one widget
+        update on IOPub and nothing comes back; the front end swaps the old figure for the new one without flicker.
+        """
         from IPython import get_ipython
-        from IPython.display import display
 
         self.figure = fig
         if get_ipython() is None:  # plain Python (tests, scripts): nothing to show the figure in
             return
-        with self.output:
-            self.output.clear_output(wait=True)  # wait: no flicker, the old figure stays until the new one arrives
-            display(fig)
+        bundle = fig._repr_mimebundle_()  # what display(fig) sends: the mime types of plotly's default renderer
+        self.output.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
     def params(self) -> dict[str, Any]:
         return {**self.fixed, **{name: c.value for name, c in self.controls.items()}}
@@ -225,3 +243,68 @@ def interactive_view(render: Callable[..., go.Figure], controls: Mapping[str, W.
     if not callable(render):
         raise ValueError(f"render must be callable, got {type(render).__name__}")
     return View(render, controls, fixed, per_row, live)
+
+
+# --- live training: a figure redrawn while runs train, then replayable ----------------------------------------
+
+class ReplayView:
+    """A live FigureWidget redrawn by `render(upto=step)` while a run trains, then replayable with a play control
+    and a step slider (ipywidgets.Play linked to an IntSlider)."""
+
+    def __init__(self, render: Callable[[int | None], go.Figure], steps: Sequence[int] = (0,),
+                 interval_ms: int = 300):
+        self.render = render
+        self.figure = figure_widget(render(None))
+        self.slider = W.IntSlider(value=0, min=0, max=max(1, len(steps) - 1), description="measurement",
+                                  continuous_update=True, style={"description_width": "initial"})
+        self.play = W.Play(value=0, min=0, max=self.slider.max, interval=interval_ms, description="play")
+        W.jslink((self.play, "value"), (self.slider, "value"))
+        self.steps = list(steps)
+        self.slider.observe(lambda change: self._show(change["new"]), names="value")
+        self.box = W.VBox([W.HBox([self.play, self.slider]), self.figure])
+
+    def live(self, upto: int | None = None) -> None:
+        """Redraw with everything measured so far (called from a training callback)."""
+        update_figure(self.figure, self.render(upto))
+
+    def finish(self, steps: Sequence[int]) -> None:
+        """Training done: the slider now replays the measurements at `steps`."""
+        self.steps = list(steps)
+        top = max(1, len(self.steps) - 1)
+        self.play.max = self.slider.max = top
+        self.slider.value = top
+        self.live(None)
+
+    def _show(self, index: int) -> None:
+        if self.steps:
+            self.live(self.steps[min(index, len(self.steps) - 1)])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+
+
+def live_run(configs: Sequence[Any], render: Callable[[Sequence[Any], int | None], go.Figure],
+             steps_of: Callable[[Any], Sequence[int]], show: bool = True, **run_kwargs: Any
+             ) -> tuple[list[Any], ReplayView]:
+    """Train several configs one after the other (fmlab.experiments.run, cached), redrawing one figure live as each
+    measures, then make it replayable. render(results, upto) draws all runs; steps_of(result) lists the steps to
+    replay. The one live-training view of the labs."""
+    from IPython.display import display
+
+    from ..experiments import run
+
+    done: list[Any] = []
+    view = ReplayView(lambda upto: render(done, upto))
+    if show:
+        display(view.box)
+    for config in configs:
+        def update(result: Any) -> None:
+            view.render = lambda upto, result=result: render(done + [result], upto)
+            view.live(None)
+
+        done.append(run(config, on_update=update, **run_kwargs))
+        view.render = lambda upto: render(done, upto)
+    view.finish(steps_of(done[0]) if done else [0])
+    return done, view

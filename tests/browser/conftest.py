@@ -492,6 +492,9 @@ class LabHarness:
         unchanged = []
         for kind, el in found:
             label = _label(el)
+            if not el.is_enabled():  # an earlier control made this one inapplicable (the lab greys it out)
+                report.controls.append(f"{kind} {label!r}: disabled by an earlier control, left alone")
+                continue
             before = page.evaluate("__fmlab.snapshot()")
             sent = page.evaluate("__fmlab.sent")
             moved = self._move(page, kind, el)
@@ -568,8 +571,9 @@ def _label(el: Any) -> str:
     """The description label of the ipywidget that contains `el`."""
     return el.evaluate("""(n) => {
         const box = n.closest('.widget-inline-hbox, .widget-inline-vbox, .widget-checkbox') || n.parentElement;
-        const label = box && box.querySelector('.widget-label, label');
-        return label ? label.textContent.trim() : '';
+        const labels = box ? Array.from(box.querySelectorAll('.widget-label, label')) : [];
+        const text = labels.map((l) => l.textContent.replace(/\u200b/g, '').trim()).find((t) => t);
+        return text || '';
     }""")
 
 

@@ -1,0 +1,140 @@
+"""The rules ARCHITECTURE.md states, checked on the source tree: citations resolve, `__all__` is complete and true,
+no private names cross modules, labs use public names only, the engine does not import the lab-support layer, and
+modules stay a readable size."""
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "fmlab"
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+LABS = sorted((ROOT / "labs").glob("[0-9][0-9]_*.py"))
+MAX_LINES = 520  # "about 500"
+LAB_SUPPORT = ("fmlab.viz", "fmlab.exercises", "fmlab.experiments", "fmlab.labkit")
+ENGINE_MAY_IMPORT_LAB_SUPPORT = {"fmlab.images"}  # builds the CelebA lab's cached runs (lazily)
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _declared_all(tree: ast.Module) -> list[str] | None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    return None
+
+
+def _public_definitions(tree: ast.Module) -> list[str]:
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            names.append(node.name)
+    return names
+
+
+def _absolute(module: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")[: -node.level]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _sections() -> set[str]:
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    return {m.group(1).strip() for m in re.finditer(r"^##+ (.+)$", text, flags=re.M)}
+
+
+def test_every_architecture_citation_names_a_section():
+    sections = _sections()
+    cited = []
+    for path in MODULES + LABS + [ROOT / "README.md"]:
+        for match in re.finditer(r'ARCHITECTURE\.md, "([^"]+)"', path.read_text(encoding="utf-8")):
+            cited.append((path.name, match.group(1)))
+            assert match.group(1) in sections, f"{path.name} cites ARCHITECTURE.md section {match.group(1)!r}"
+    assert len(cited) >= 10
+    for path in MODULES + LABS + sorted((ROOT / "tests").rglob("*.py")) + [ROOT / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        assert "DESIGN" + ".md" not in text, f"{path} cites a design document the repository does not have"
+
+
+def test_the_readme_module_table_lists_every_top_level_module():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8") + (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    for path in sorted(PACKAGE.glob("*.py")):
+        if path.stem.startswith("_"):
+            continue
+        assert f"`fmlab.{path.stem}`" in readme, f"fmlab.{path.stem} is missing from the module map"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module_name(p))
+def test_all_is_declared_complete_and_true(path):
+    tree = _tree(path)
+    declared = _declared_all(tree)
+    assert declared is not None, f"{path.name} declares no __all__"
+    missing = [n for n in _public_definitions(tree) if n not in declared]
+    assert not missing, f"{path.name}: public definitions missing from __all__: {missing}"
+    module = importlib.import_module(_module_name(path))
+    absent = [n for n in declared if not hasattr(module, n)]
+    assert not absent, f"{path.name}: __all__ names what the module lacks: {absent}"
+
+
+@pytest.mark.parametrize("path", MODULES + LABS, ids=lambda p: p.stem)
+def test_no_private_name_crosses_a_module(path):
+    module = _module_name(path) if path.is_relative_to(PACKAGE) else "labs." + path.stem
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.ImportFrom):
+            source = _absolute(module, node)
+            if source.startswith("fmlab"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports private {private} from {source}"
+
+
+def test_the_engine_does_not_import_the_lab_support_layer():
+    for path in MODULES:
+        module = _module_name(path)
+        if module.startswith(LAB_SUPPORT) or module in ENGINE_MAY_IMPORT_LAB_SUPPORT:
+            continue
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.ImportFrom):
+                source = _absolute(module, node)
+                assert not source.startswith(LAB_SUPPORT), f"{module} (engine) imports {source} (lab support)"
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.stem)
+def test_every_name_a_lab_uses_is_public(path):
+    tree = _tree(path)
+    aliases = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fmlab"):
+            for alias in node.names:
+                target = f"{node.module}.{alias.name}"
+                try:
+                    importlib.import_module(target)
+                    aliases[alias.asname or alias.name] = target  # a module imported by name
+                except ModuleNotFoundError:
+                    public = getattr(importlib.import_module(node.module), "__all__", None)
+                    assert public is not None and alias.name in public, (
+                        f"{path.name} imports {alias.name} from {node.module}, which does not export it")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("fmlab") and alias.asname:
+                    aliases[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            module = importlib.import_module(aliases[node.value.id])
+            public = getattr(module, "__all__", [])
+            assert node.attr in public, f"{path.name} uses {aliases[node.value.id]}.{node.attr}, not in its __all__"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: _module_name(p))
+def test_modules_stay_a_readable_size(path):
+    lines = len(path.read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_LINES, f"{path.name} has {lines} lines (about 500 at most: split it by role)"
