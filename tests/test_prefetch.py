@@ -30,6 +30,18 @@ def test_prefetched_training_is_bitwise_the_sequential_one(coupling, loss):
     assert [r["loss"] for r in sequential.log] == [r["loss"] for r in ahead.log]
 
 
+def test_prefetched_label_dropout_is_bitwise_the_sequential_one():
+    """Class-conditional runs (independent pairs) replay the label-dropout draws too, when asked to prefetch."""
+    cfg = TrainConfig(steps=8, data="8modes_halves", n_classes=2, p_uncond=0.25, **TINY)
+    sequential, ahead = Trainer(cfg, prefetch=0), Trainer(cfg, prefetch=2)
+    first = ahead.make_batch()
+    assert torch.equal(sequential.make_batch().labels, first.labels) and bool((first.labels == 2).any())
+    sequential.fit(progress=False)
+    ahead.fit(progress=False)
+    assert ahead.batches.source.prefetching
+    assert _same(_state(sequential), _state(ahead))
+
+
 def test_default_prefetches_only_couplings_to_solve_on_toy_data():
     assert Trainer(TrainConfig(steps=2, coupling="ot", **TINY)).prefetch == 2
     assert Trainer(TrainConfig(steps=2, coupling="ot", **TINY), coupling_workers=3).prefetch == 6
