@@ -101,23 +101,35 @@ def torchcfm_step(batch: int, hidden: int, depth: int, threads: int) -> Callable
     return run
 
 
-def time_steps(fn: Callable[[], None], n: int) -> float:
-    start = time.perf_counter()
+def time_steps(fn: Callable[[], None], n: int) -> tuple[float, float, float]:
+    """(wall-clock, main-thread CPU, whole-process CPU) seconds per step over n steps."""
+    wall, main, proc = time.perf_counter(), time.thread_time(), time.process_time()
     for _ in range(n):
         fn()
-    return (time.perf_counter() - start) / n
+    return ((time.perf_counter() - wall) / n, (time.thread_time() - main) / n, (time.process_time() - proc) / n)
 
 
-def interleaved(methods: dict[str, Callable[[], None]], rounds: int, steps: int, warmup: int = 10
-                ) -> dict[str, float]:
-    """Median over `rounds` interleaved rounds of the wall-clock seconds per step of each method."""
+def critical_path(main_cpu: float, process_cpu: float, workers: int) -> float:
+    """Seconds per step on a machine with a free core for the main thread and for each pairing worker: the main
+    thread's CPU time, or the workers' share of the rest if that is longer (they solve the pairings in parallel)."""
+    return max(main_cpu, (process_cpu - main_cpu) / max(1, workers))
+
+
+def interleaved(methods: dict[str, Callable[[], None]], rounds: int, steps: int, warmup: int = 10,
+                workers: dict[str, int] | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """Median over `rounds` interleaved rounds of each method's seconds per step: (wall clock, critical path from
+    CPU times, see `critical_path`; `workers` gives each method's pairing workers, 0 or absent: none)."""
     for fn in methods.values():
         time_steps(fn, warmup)
-    times: dict[str, list[float]] = {name: [] for name in methods}
+    walls: dict[str, list[float]] = {name: [] for name in methods}
+    paths: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
-            times[name].append(time_steps(fn, steps))
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            wall, main, proc = time_steps(fn, steps)
+            walls[name].append(wall)
+            paths[name].append(critical_path(main, proc, (workers or {}).get(name, 0)))
+    return ({name: statistics.median(ts) for name, ts in walls.items()},
+            {name: statistics.median(ts) for name, ts in paths.items()})
 
 
 def load_line() -> str:
@@ -137,19 +149,26 @@ def throughput(args: argparse.Namespace) -> None:
     if tcfm is not None:
         methods["torchcfm ExactOT-CFM"] = tcfm
     print(f"before: {load_line()}", flush=True)
-    med = interleaved(methods, args.rounds, args.steps_per_round)
+    walls, paths = interleaved(methods, args.rounds, args.steps_per_round,
+                               workers={"fmlab OT-CFM, prefetched": 1})
     print(f"after:  {load_line()}")
     print(f"batch {args.batch}, MLP {args.hidden}x{args.depth}, {args.threads} training thread(s) + 1 pairing "
-          f"worker, {args.rounds} interleaved rounds of {args.steps_per_round} steps; median wall-clock ms/step:")
-    for name, t in med.items():
-        print(f"  {name:28s} {1e3 * t:8.3f} ms   {1 / t:8.1f} steps/s")
+          f"worker, {args.rounds} interleaved rounds of {args.steps_per_round} steps; median ms/step, wall clock "
+          "and critical path from CPU times (what two free cores would take: see critical_path):")
+    for name in methods:
+        print(f"  {name:28s} wall {1e3 * walls[name]:8.3f} ms   critical path {1e3 * paths[name]:8.3f} ms")
+    for label, med in (("wall clock", walls), ("critical path (CPU times)", paths)):
+        ratios(label, med, tcfm is not None)
+
+
+def ratios(label: str, med: dict[str, float], with_torchcfm: bool) -> None:
     cfm, pre, seq = med["fmlab CFM (independent)"], med["fmlab OT-CFM, prefetched"], med["fmlab OT-CFM, sequential"]
-    print("ratios:")
+    print(f"ratios, {label}:")
     print(f"  fmlab CFM / plain loop step time         {cfm / med['plain PyTorch loop']:.3f}"
           "   (abstraction overhead; target < 1.05)")
     print(f"  OT-CFM sequential / CFM step time        {seq / cfm:.3f}   (cost of the exact solve in the step)")
     print(f"  OT-CFM prefetched throughput / CFM       {cfm / pre:.3f}   (target >= 0.85)")
-    if tcfm is not None:
+    if with_torchcfm:
         print(f"  OT-CFM prefetched throughput / torchcfm  {med['torchcfm ExactOT-CFM'] / pre:.2f}x  (target >= 1.5x)")
         print(f"  OT-CFM sequential throughput / torchcfm  {med['torchcfm ExactOT-CFM'] / seq:.2f}x")
     else:
@@ -161,8 +180,9 @@ def throughput(args: argparse.Namespace) -> None:
 def scaling(args: argparse.Namespace) -> None:
     print(f"OT-CFM / CFM step time (wall clock, MLP {args.hidden}x{args.depth}, {args.threads} training thread(s); "
           f"workers 0 = solved in sequence)")
-    print("| batch | CFM ms/step | workers | OT-CFM ms/step | OT-CFM / CFM |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| batch | CFM ms/step, wall | CFM, critical path | workers | OT-CFM ms/step, wall | OT-CFM, critical path "
+          "| OT-CFM / CFM, wall | OT-CFM / CFM, critical path |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for batch in args.batches:
         shape = (batch, args.hidden, args.depth)
         methods = {"cfm": fmlab_step(*shape, "independent", args.threads)}
@@ -170,9 +190,11 @@ def scaling(args: argparse.Namespace) -> None:
             methods[w] = fmlab_step(*shape, "ot", args.threads, prefetch=0 if w == 0 else None, workers=max(1, w))
         steps = max(3, args.steps_per_round * 256 // batch)
         print(f"<!-- batch {batch}: {load_line()} -->", flush=True)
-        med = interleaved(methods, args.rounds, steps, warmup=max(2, steps // 4))
+        walls, paths = interleaved(methods, args.rounds, steps, warmup=max(2, steps // 4),
+                                   workers={w: w for w in args.workers})
         for w in args.workers:
-            print(f"| {batch} | {1e3 * med['cfm']:.2f} | {w} | {1e3 * med[w]:.2f} | {med[w] / med['cfm']:.2f} |",
+            print(f"| {batch} | {1e3 * walls['cfm']:.2f} | {1e3 * paths['cfm']:.2f} | {w} | {1e3 * walls[w]:.2f} | "
+                  f"{1e3 * paths[w]:.2f} | {walls[w] / walls['cfm']:.2f} | {paths[w] / paths['cfm']:.2f} |",
                   flush=True)
 
 

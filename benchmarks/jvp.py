@@ -5,7 +5,7 @@ of benchmarks/flowmaps.py and of the survey's estimates (Dieleman, "Learning the
 a forward pass 1, its backward 2). Two networks: the loss zoo's (fmlab.viz.loss_zoo.zoo_model: 3 x 128, time
 frequencies up to 10, batch 256), where per-operation overhead dominates, and a wide one (3 x 1024, batch 2048),
 where arithmetic does. One thread; the timed functions run in interleaved rounds and we report the median over
-rounds of (time per call) / (time per forward), so that load from other processes hits numerator and denominator
+rounds of (CPU time per call) / (CPU time per forward), so that load from other processes hits numerator and denominator
 alike.
 
 Parts:
@@ -80,11 +80,13 @@ def torch_func_path() -> Iterator[None]:
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> float:
+    """CPU seconds per call (process time: on one thread, what an idle core would take; load from other processes
+    does not count, unlike wall-clock time)."""
     fn()  # warm-up
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - start) / repeats
+    return (time.process_time() - start) / repeats
 
 
 def ratios(fns: dict[str, Callable[[], Any]], forward: Callable[[], Any], rounds: int, repeats: int
