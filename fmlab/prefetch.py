@@ -145,6 +145,11 @@ class PairedBatches:
         self._drop()
         self.prefetching = False
 
+    def wait(self) -> None:
+        """Block until every prepared pairing is solved (a benchmark then counts the solves' CPU time as its own)."""
+        for item in list(self._queue):
+            item.solution.result()
+
     def close(self) -> None:
         """Drop the prepared batches and end the worker threads (a later `next` starts again)."""
         self._drop()
