@@ -79,6 +79,7 @@ def test_checkpoints_without_time_freq_max_rebuild_the_old_embedding(tmp_path):
     torch.save(state, tmp_path / "ckpt.pt")
     model, _ = load_run(tmp_path, device="cpu")
     assert float(model.backbone.embed.freqs.max()) == pytest.approx(LEGACY_TIME_FREQ_MAX)
+    assert float(build_model().backbone.embed.freqs.max()) == pytest.approx(10.0)  # new models: the new default
 
 
 def test_bad_input():

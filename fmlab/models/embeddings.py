@@ -11,7 +11,12 @@ __all__ = [
     "DEFAULT_TIME_FREQ_MAX", "FourierTimeEmbedding",
 ]
 
-DEFAULT_TIME_FREQ_MAX = 200.0  # the highest frequency w_max of the MLP's time embedding (benchmarks/time_embedding.py)
+# The highest frequency w_max of the MLP's time embedding. 10, not the 200 of image models: t lives in [0, 1], and with
+# w_max = 200 a trained v_theta wiggles in t on a scale of ~0.01, so midpoint, Heun and RK4 show their orders only past
+# ~100 steps and JVP losses (d/dt of the network) degrade; with 10 the orders are textbook from 8 steps at the same W2
+# (benchmarks/time_embedding.py; table in benchmarks/README.md). Checkpoints without it rebuild with 200
+# (fmlab.train.LEGACY_TIME_FREQ_MAX).
+DEFAULT_TIME_FREQ_MAX = 10.0
 
 
 class FourierTimeEmbedding(nn.Module):
