@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N, mps (None: the best available)")
     p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (None: max(1, min(4, cores // 2)))")
+    p.add_argument("--coupling-workers", type=int, default=1, help="threads that solve the OT / Sinkhorn pairing of "
+                   "the next batches while the model trains (fmlab.prefetch; never changes a result)")
     p.add_argument("--log-every", type=int, default=d["log_every"])
     p.add_argument("--ckpt-every", type=int, default=d["ckpt_every"], help="0: checkpoint only at the end")
     p.add_argument("--cond", action="store_true", help="train a class-conditional model on a labelled data set "
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a loss setting, repeatable (e.g. --set time_sampler=logit_normal)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint, with its saved "
-                   "settings (only --device, --threads and --no-progress apply)")
+                   "settings (only --device, --threads, --coupling-workers and --no-progress apply)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -158,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not (out / CKPT_NAME).is_file():
             raise ValueError(f"--resume: no checkpoint {str(out / CKPT_NAME)!r} to continue from")
-        trainer = Trainer.resume(out, device=args.device, threads=args.threads)
+        trainer = Trainer.resume(out, device=args.device, threads=args.threads, coupling_workers=args.coupling_workers)
     else:
         if (out / CKPT_NAME).exists() and not args.overwrite:
             raise ValueError(f"--out {str(out)!r} already holds a run; pass --resume to continue it, "
@@ -178,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             ema_decay=args.ema_decay, grad_clip=args.grad_clip, hidden=args.hidden, depth=args.depth, seed=args.seed,
             device=args.device, threads=args.threads, log_every=args.log_every, ckpt_every=args.ckpt_every,
             out=str(out), loss_settings=settings, n_classes=n_classes, p_uncond=args.p_uncond)
-        trainer = Trainer(config)  # every check (names, device, data) runs before anything is written
+        trainer = Trainer(config, coupling_workers=args.coupling_workers)  # every check runs before anything is written
     log = trainer.fit(progress=not args.no_progress)
     last = log[-1] if log else {}
     print(f"trained {trainer.step} steps on {trainer.device} in {trainer.elapsed:.1f} s; "
