@@ -14,7 +14,8 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "available_devices", "seed_everything", "default_threads", "cpu_count", "MAX_THREADS"]
+__all__ = ["pick_device", "available_devices", "seed_everything", "default_threads", "cpu_count", "physical_cores",
+           "MAX_THREADS"]
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 
@@ -88,9 +89,25 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_threads() -> int:
-    """Intra-op CPU threads for the small 2D models: $OMP_NUM_THREADS if set, else max(1, min(4, cores // 2))."""
+def physical_cores() -> int:
+    """Physical cores among those this process may run on (Linux: distinct (package, core) pairs in sysfs, so
+    hyper-threads count once); elsewhere `cpu_count()`."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        cores = set()
+        for cpu in cpus:
+            topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+            with open(f"{topology}/physical_package_id") as f, open(f"{topology}/core_id") as g:
+                cores.add((f.read().strip(), g.read().strip()))
+        return max(1, len(cores))
+    except (AttributeError, OSError):
+        return cpu_count()
+
+
+def default_threads(all_cores: bool = False) -> int:
+    """Intra-op CPU threads: $OMP_NUM_THREADS if set; else, for the small 2D models, max(1, min(4, cores // 2)),
+    and with `all_cores` (image models, whose steps are large enough to use them) every physical core."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.strip().isdigit() and int(env) >= 1:
         return int(env)
-    return max(1, min(MAX_THREADS, cpu_count() // 2))
+    return physical_cores() if all_cores else max(1, min(MAX_THREADS, cpu_count() // 2))

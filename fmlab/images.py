@@ -30,6 +30,7 @@ from torch import nn
 from .checkpoint import load_checkpoint
 from .checks import check_int
 from .image_grid import make_grid, save_png, to_uint8
+from .image_sizing import cpu_warning, measure_throughput, plan_steps
 from .sampling import generate_images
 from .train import CONFIG_NAME, checkpoint_path
 from .train_images import (
@@ -41,8 +42,8 @@ from .train_images import (
 )
 
 __all__ = ["is_image_run", "load_image_run", "sample_images", "evaluate_images", "register_image_cli", "LAB_RUNS",
-           "LAB_EVAL_STEPS", "LabPlan", "plan_lab", "train_lab_run", "lab_samples", "lab_reference", "lab_scores",
-           "preset_table", "LAB_GUIDANCE_P_UNCOND", "train_lab_guidance", "guided_lab_samples"]
+           "LAB_EVAL_STEPS", "LabPlan", "plan_lab", "train_lab_run", "lab_samples", "lab_sampler", "lab_reference",
+           "lab_scores", "preset_table", "LAB_GUIDANCE_P_UNCOND", "train_lab_guidance", "guided_lab_samples"]
 
 
 # --- using a run --------------------------------------------------------------------------------------------------
@@ -216,7 +217,10 @@ def _dispatch_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                                  f"--overwrite to replace it, or choose another --out")
             if out.exists() and not out.is_dir():
                 raise ValueError(f"--out {str(out)!r} exists and is not a directory")
-            trainer = ImageTrainer(_image_config_from_args(args, parser), dist=info)
+            config = _image_config_from_args(args, parser)
+            if info is None and (warning := cpu_warning(config, config.threads or ImageTrainer.default_threads())):
+                print(warning, flush=True)  # before the first step: a GPU-sized run on a CPU
+            trainer = ImageTrainer(config, dist=info)
         if trainer.dist.is_main:
             print(trainer.describe())
         log = trainer.fit(progress=not args.no_progress)
@@ -364,7 +368,7 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
              data_root: str | None = None) -> LabPlan:
     """Size lab 13's runs from a throughput measured on this device.
 
-    fast (default: FMLAB_FAST): procedural faces at 16 px, the 'tiny' UNet, 30-45 steps per run (seconds). On a GPU:
+    fast (default: FMLAB_FAST): procedural faces at 16 px, the 'tiny' UNet, 20-30 steps per run (seconds). On a GPU:
     CelebA if found (data_root / $FMLAB_CELEBA) else the procedural faces, 64 px, the 'small' UNet (9.6M), batch 128,
     5 minutes of flow matching per run. On a CPU: 16 px, 'tiny', batch 32, 30 s of flow matching per run (a MeanFlow
     step costs 1.8-2.4x a flow-matching step on a CPU, benchmarks/README.md, Images). `budget_s` overrides the time
@@ -372,15 +376,14 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
     """
     from .data.celeba import celeba_available
     from .device import pick_device
-    from .image_sizing import measure_throughput, plan_steps
     from .labkit import fast_mode
 
     fast = fast_mode() if fast is None else fast
     dev = pick_device(device)
     kind = "fast" if fast else "gpu" if dev.type == "cuda" else "cpu"
     data = "celeba" if kind != "fast" and celeba_available(data_root) else "faces"
-    sizes = {"fast": dict(preset="tiny", image_size=16, batch_size=12, lr=3e-3, budget_s=3.0, n_eval=16,
-                          n_faces=512, limits=(30, 45)),
+    sizes = {"fast": dict(preset="tiny", image_size=16, batch_size=12, lr=3e-3, budget_s=2.0, n_eval=16,
+                          n_faces=512, limits=(20, 30)),
              "cpu": dict(preset="tiny", image_size=16, batch_size=32, lr=2e-3, budget_s=30.0, n_eval=64,
                          n_faces=4096, limits=(200, 5000)),
              "gpu": dict(preset="small", image_size=64, batch_size=128, lr=2e-4, budget_s=300.0, n_eval=5000,
@@ -392,8 +395,6 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
     measured = measure_throughput(plan.config("cfm"), steps=1 if fast else 3, warmup=1)
     steps = plan_steps(measured["images_per_s"], plan.budget_s, plan.batch_size, low, high)
     return dataclasses.replace(plan, images_per_s=measured["images_per_s"], steps=steps)
-
-
 
 
 def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
@@ -449,18 +450,24 @@ def guided_lab_samples(trainer: ImageTrainer, label: int, w: float, n: int = 16,
 
 def lab_samples(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1) -> dict[str, dict[int, np.ndarray]]:
     """{label: {steps: uint8 [n_eval, H, W, 3]}}: every model from the same noise at every step count of the plan
-    (Euler steps for velocity models, flow-map jumps for MeanFlow). Cached per kernel."""
+    (Euler steps for velocity models, flow-map jumps for MeanFlow). Cached per kernel (`lab_sampler`)."""
+    sample = lab_sampler(plan, trainers, seed)
+    return {label: {k: sample(label, k) for k in plan.eval_steps} for label in trainers}
+
+
+def lab_sampler(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1):
+    """`sample(label, steps)` -> uint8 [n_eval, H, W, 3]: any step count of a lab run, from the noise of
+    `lab_samples` (same seed), each (run, steps) drawn once per kernel: the step slider of the sample grid."""
     from .labkit import cache_key, session_cache
 
-    out = {}
-    for label, trainer in trainers.items():
-        key = cache_key("lab_samples", trainer.config, plan.n_eval, plan.eval_steps, seed)
-        cache = session_cache()
+    def sample(label: str, steps: int) -> np.ndarray:
+        trainer, cache = trainers[label], session_cache()
+        key = cache_key("lab_sampler", trainer.config, plan.n_eval, steps, seed)
         if key not in cache:
-            cache[key] = {k: to_uint8(sample_images(trainer.ema, plan.n_eval, k, None, seed, loss=trainer.config.loss))
-                          for k in plan.eval_steps}
-        out[label] = cache[key]
-    return out
+            cache[key] = to_uint8(sample_images(trainer.ema, plan.n_eval, steps, None, seed, loss=trainer.config.loss))
+        return cache[key]
+
+    return sample
 
 
 def lab_reference(plan: LabPlan, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, Any]:

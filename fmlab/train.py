@@ -258,7 +258,7 @@ class Trainer:
         self.settings = self.spec.settings({**config.loss_settings, **(runtime_settings or {})})
         self.data_fn = data_fn if data_fn is not None else toy_data_fn(config.data, config.n_classes)
         self.device = pick_device(config.device)
-        self.threads = config.threads or default_threads()
+        self.threads = config.threads or self.default_threads()
         torch.set_num_threads(self.threads)
         self.generator = seed_everything(config.seed)  # also seeds the global RNG that initialises the model
         self.model = (model if model is not None else self._build_model()).to(self.device)
@@ -285,6 +285,11 @@ class Trainer:
                                     prefetch, coupling_workers)
 
     # construction helpers
+    @staticmethod
+    def default_threads() -> int:
+        """CPU threads when config.threads is None: fmlab.device.default_threads() (small 2D models)."""
+        return default_threads()
+
     def _build_model(self) -> nn.Module:
         x1, _ = draw_data(self.data_fn, 2, torch.Generator().manual_seed(0))  # a probe, off the training generator
         if x1.ndim != 2:

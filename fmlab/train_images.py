@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from .checks import check_choice, check_int
+from .device import default_threads
 from .distributed import DistInfo, all_gather_objects, broadcast_parameters, rank_seed, sync_gradients
 from .image_grid import make_grid, save_png, to_uint8
 from .losses import get_loss
@@ -302,6 +303,11 @@ class ImageTrainer(Trainer):
         self._grid_noise: Tensor | None = None
 
     # construction
+    @staticmethod
+    def default_threads() -> int:
+        """CPU threads when config.threads is None: every physical core (a UNet step is large enough to use them)."""
+        return default_threads(all_cores=True)
+
     def _build_model(self) -> nn.Module:
         cfg = self.config
         return build_unet(cfg.preset, image_size=cfg.image_size, prediction=cfg.head,

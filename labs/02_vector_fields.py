@@ -20,7 +20,7 @@
 #
 # 1. derive the **conditional velocity** $u_t(x \mid x_1) = (x_1 - x)/(1 - t)$ that moves the conditional path of
 #    one data point;
-# 2. write the **marginal velocity** $u_t(x)$ as a posterior-weighted average of conditional velocities, and read the
+# 2. write the **marginal velocity** $v^*(x, t)$ as a posterior-weighted average of conditional velocities, and read the
 #    posterior weights $p(x_1 \mid x_t = x)$ off a picture;
 # 3. show that the **conditional** flow-matching loss (which we can compute) and the **marginal** one (which we
 #    cannot) differ by a constant, so they have the same minimiser and the same gradient, and compute that constant.
@@ -30,8 +30,8 @@
 # %% [markdown]
 # ## 1. Velocities that move distributions
 #
-# A velocity field $u_t(x)$ moves points by the ODE $\dot x = u_t(x)$. Started from $x_0 \sim p_0$, the points at time
-# $t$ have some distribution; we say $u$ **generates** the path $p_t$ if that distribution is $p_t$ for every $t$.
+# A velocity field $v(x, t)$ moves points by the ODE $\dot x = v(x, t)$. Started from $x_0 \sim p_0$, the points at
+# time $t$ have some distribution; we say $v$ **generates** the path $p_t$ if that distribution is $p_t$ for every $t$.
 #
 # **One data point.** On the linear path every particle moves in a straight line at constant speed:
 # $\frac{d}{dt} x_t = x_1 - x_0$. Eliminating $x_0 = (x_t - t x_1)/(1 - t)$ gives a field of position and time:
@@ -44,14 +44,16 @@
 # **The whole distribution.** Which field generates the *marginal* path $p_t(x)$? A particle at $x$ at time $t$
 # could be heading to any data point; average the conditional velocities over where it is likely heading:
 #
-# $$u_t(x) = \mathbb E\big[\,u_t(x \mid x_1) \;\big|\; x_t = x\,\big]
+# $$v^*(x, t) = \mathbb E\big[\,u_t(x \mid x_1) \;\big|\; x_t = x\,\big]
 # = \int u_t(x \mid x_1)\, \underbrace{\frac{p_t(x \mid x_1)\, q(x_1)}{p_t(x)}}_{p(x_1 \mid x_t = x)}\, dx_1
 # = \frac{\mathbb E[x_1 \mid x_t = x] - x}{1 - t}.$$
 #
 # This is the **marginalisation trick** (Lipman et al. 2023): the marginal field generates the marginal path.
 # For data made of a few points, or a Gaussian mixture $\sum_k w_k \mathcal N(\mu_k, S_k)$, the posterior splits into
 # **posterior weights** $\pi_k(x) = p(k \mid x_t = x) \propto w_k\, \mathcal N(x; t\mu_k, t^2 S_k + (1-t)^2 I)$ and
-# $u_t(x) = \sum_k \pi_k(x)\, u^k_t(x)$.
+# $v^*(x, t) = \sum_k \pi_k(x)\, v^*_k(x, t)$, with $v^*_k$ the marginal field of component $k$ alone
+# (lab 00's notation table: $u_t(x \mid x_1)$ is always the conditional field, $v^*$ the marginal one, $v_\theta$ the
+# network).
 
 # %% [markdown]
 # ### In one dimension first
@@ -113,20 +115,20 @@ fields_widget("three_points")
 #
 # We would like to regress a network $v_\theta$ on the marginal field,
 #
-# $$\mathcal L_{\mathrm{FM}}(\theta) = \mathbb E_{t, x_t}\,\big\| v_\theta(x_t, t) - u_t(x_t) \big\|^2,$$
+# $$\mathcal L_{\mathrm{FM}}(\theta) = \mathbb E_{t, x_t}\,\big\| v_\theta(x_t, t) - v^*(x_t, t) \big\|^2,$$
 #
-# but $u_t$ needs the posterior over the whole data set. **Conditional flow matching** uses the conditional target
+# but $v^*$ needs the posterior over the whole data set. **Conditional flow matching** uses the conditional target
 # instead, which only needs the pair we drew, $u_t(x_t \mid x_1) = x_1 - x_0$:
 #
 # $$\mathcal L_{\mathrm{CFM}}(\theta) = \mathbb E_{t, x_0, x_1}\,\big\| v_\theta(x_t, t) - (x_1 - x_0) \big\|^2 .$$
 #
-# Write $x_1 - x_0 = u_t(x_t) + \varepsilon$ with $\varepsilon = (x_1 - x_0) - u_t(x_t)$ and expand the square:
+# Write $x_1 - x_0 = v^*(x_t, t) + \varepsilon$ with $\varepsilon = (x_1 - x_0) - v^*(x_t, t)$ and expand the square:
 #
 # $$\mathcal L_{\mathrm{CFM}} = \mathcal L_{\mathrm{FM}}
-# - 2\,\mathbb E\big[\langle v_\theta(x_t, t) - u_t(x_t),\ \varepsilon \rangle\big]
+# - 2\,\mathbb E\big[\langle v_\theta(x_t, t) - v^*(x_t, t),\ \varepsilon \rangle\big]
 # + \mathbb E\,\|\varepsilon\|^2 .$$
 #
-# Given $x_t$, the first factor is fixed and $\mathbb E[\varepsilon \mid x_t] = 0$ (that is the definition of $u_t$), so
+# Given $x_t$, the first factor is fixed and $\mathbb E[\varepsilon \mid x_t] = 0$ (that is the definition of $v^*$), so
 # the middle term vanishes and
 #
 # $$\boxed{\ \mathcal L_{\mathrm{CFM}}(\theta) = \mathcal L_{\mathrm{FM}}(\theta) + C,\qquad
@@ -207,7 +209,7 @@ check_conditional_velocity(my_velocity)
 # %% [markdown]
 # **Exercise 2.** For data at $\pm 3$, compute the marginal velocity at $x = 0.1$, $t = 0.5$ **by hand** from the
 # posterior weights: $\pi_\pm \propto \mathcal N(x;\ \pm 3t,\ (1 - t)^2)$ and
-# $u_t(x) = \pi_+ u_t(x \mid 3) + \pi_- u_t(x \mid -3)$. Surprised how large it is, so close to the middle?
+# $v^*(x, t) = \pi_+ u_t(x \mid 3) + \pi_- u_t(x \mid -3)$. Surprised how large it is, so close to the middle?
 
 # %%
 from fmlab.exercises.fields import check_marginal_velocity
@@ -293,10 +295,9 @@ results = {"Exercise 4: conditional_field": check_conditional_field(conditional_
 # </details>
 
 # %% [markdown]
-# **Exercise 5.** Write `marginal_field(x, t, means, weights)`, the marginal field (written $v^*(x, t)$ in lab 00's
-# notation table; $u_t(x)$ in section 1) of one-dimensional data made of two points $m_1, m_2$ with mixture weights
-# $w_1, w_2$ (the checker uses $m = (-1, 2)$, $w = (0.3, 0.7)$). Here `x` and `t` have shape `[B]`, `means` and
-# `weights` shape `[2]`:
+# **Exercise 5.** Write `marginal_field(x, t, means, weights)`, the marginal field $v^*(x, t)$ of one-dimensional
+# data made of two points $m_1, m_2$ with mixture weights $w_1, w_2$ (the checker uses $m = (-1, 2)$,
+# $w = (0.3, 0.7)$). Here `x` and `t` have shape `[B]`, `means` and `weights` shape `[2]`:
 #
 # $$\pi_k(x) = \frac{w_k\, \mathcal N\big(x;\ t\, m_k,\ (1 - t)^2\big)}{\sum_j w_j\, \mathcal N\big(x;\ t\, m_j,\ (1 - t)^2\big)},
 # \qquad v^*(x, t) = \sum_k \pi_k(x)\, \frac{m_k - x}{1 - t}.$$
@@ -353,7 +354,7 @@ open_exercises = exercise_report(results)
 # ## Summary
 #
 # * Conditional field: $u_t(x \mid x_1) = (x_1 - x)/(1 - t)$, straight at the data point.
-# * Marginal field: $u_t(x) = \mathbb E[u_t(x \mid x_1) \mid x_t = x]$, a posterior-weighted average that generates
+# * Marginal field: $v^*(x, t) = \mathbb E[u_t(x \mid x_1) \mid x_t = x]$, a posterior-weighted average that generates
 #   the marginal path; its trajectories bend where the posterior is uncertain.
 # * $\mathcal L_{\mathrm{CFM}} = \mathcal L_{\mathrm{FM}} + C$ with $C = \mathbb E\,\mathrm{tr}\,\mathrm{Var}(x_1 - x_0 \mid x_t)$:
 #   training on the easy conditional target learns the marginal field, at the price of gradient noise of size $C$.

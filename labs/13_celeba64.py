@@ -31,7 +31,8 @@
 # 2. size a training run from a **throughput measured on your machine**, then train four models with progress bars
 #    and sample grids drawn while they learn;
 # 3. sample every model at **1, 2, 4 and 50 steps** from the same noise and compare them by eye and by a score table;
-# 4. read the score honestly: **FID** comparable with papers needs the standard Inception weights and 50,000 samples
+# 4. write the **training step** of the image model yourself and train a UNet with it in plain PyTorch;
+# 5. read the score honestly: **FID** comparable with papers needs the standard Inception weights and 50,000 samples
 #    (fewer give a monitoring value, labelled as such); without the weights, a clearly named weights-free proxy.
 #
 # **Convention.** Noise $x_0 \sim \mathcal N(0, I)$ at $t = 0$, images $x_1 \in [-1, 1]^{3 \times 64 \times 64}$ at
@@ -71,6 +72,14 @@ print(PLAN.describe())
 # %%
 REFERENCE, DATASET = I.lab_reference(PLAN, n=64)
 V.render_image_grid(REFERENCE[:64], title=f"Training images: {DATASET.name}")
+
+# %% [markdown]
+# Training shows the network points on the straight path from noise to an image, $x_t = (1 - t)\,x_0 + t\,x_1$. Drag
+# $t$ to see one training face on its path: at which $t$ can you first tell that it is a face, and what appears
+# first, the outline or the details?
+
+# %%
+V.path_strip_widget(REFERENCE[0])
 
 # %% [markdown]
 # The common CelebA-64 preprocessing (used by DDIM and many later papers) cuts the **128 x 128 box centred at
@@ -183,8 +192,12 @@ V.render_loss_curves({name: t.log for name, t in TRAINERS.items()},
 SAMPLES = I.lab_samples(PLAN, TRAINERS)
 V.render_sample_overview(SAMPLES)
 
+# %% [markdown]
+# Pick a model and move the step count anywhere from 1 to 50 (each new count is sampled when you release the slider,
+# from the same noise, then kept). Where does each model's picture stop changing?
+
 # %%
-V.samples_widget(SAMPLES)
+V.samples_widget(SAMPLES, sample=I.lab_sampler(PLAN, TRAINERS))
 
 # %% [markdown]
 # ## 5. Scores
@@ -292,6 +305,7 @@ ex.check_planned_steps(steps)
 total = None
 ex.check_flow_map_nfe(total)
 
+
 # %% [markdown]
 # <details><summary><b>Solution</b> (click to open)</summary>
 #
@@ -302,6 +316,78 @@ ex.check_flow_map_nfe(total)
 # ```
 #
 # </details>
+
+# %% [markdown]
+# **Exercise 5 (write it yourself).** Everything above ran fmlab's trainer. Now write the heart of it: one training
+# step of the image model, the flow-matching loss of lab 03 on images. `train_step(model, optimizer, x0, x1, t)`
+# gets noise `x0` and images `x1` of shape `[B, 3, H, W]` and one time per image, `t` of shape `[B]`. It computes
+#
+# $$x_t = (1 - t)\,x_0 + t\,x_1, \qquad L = \frac{1}{B \cdot 3HW} \sum_{i, \text{pixels}}
+# \big(v_\theta(x_t, t) - (x_1 - x_0)\big)^2 ,$$
+#
+# zeroes the gradients, backpropagates $L$, takes one optimiser step and returns $L$ (a number, `loss.item()`). Mind
+# the shapes: `t` must be reshaped to `[B, 1, 1, 1]` to scale each image, since `[B]` against `[B, 3, H, W]` does not
+# broadcast. The checker runs your step with plain SGD on a small UNet whose gradients hold stale values from an
+# earlier pass and compares the parameter update with fmlab's, so it sees more than the loss value: a forgotten
+# `zero_grad`, a missing `backward` or `step`, a flipped time convention or target, a sum instead of a mean.
+
+# %%
+def train_step(model, optimizer, x0, x1, t):
+    """One flow-matching step: L = mean (v(x_t, t) - (x1 - x0))^2 with x_t = (1 - t) x0 + t x1; zero_grad,
+    backward, step; return L.item()."""
+    raise NotImplementedError
+
+
+# %%
+results = {"Exercise 5: train_step": ex.check_train_step(train_step)}
+
+# %% [markdown]
+# <details><summary><b>Solution</b> (click to open)</summary>
+#
+# ```python
+# def train_step(model, optimizer, x0, x1, t):
+#     tc = t.view(-1, 1, 1, 1)                       # [B] -> [B, 1, 1, 1]: one time per image
+#     x_t = (1 - tc) * x0 + tc * x1
+#     loss = ((model(x_t, t) - (x1 - x0)) ** 2).mean()
+#     optimizer.zero_grad()
+#     loss.backward()
+#     optimizer.step()
+#     return loss.item()
+# ```
+#
+# </details>
+
+# %% [markdown]
+# **Your loop on the faces.** The cell below trains a fresh UNet of the plan's size with your step (fmlab's while
+# yours does not pass yet) in a dozen lines of plain PyTorch: the same batch size, learning rate and number of steps
+# as the runs above, but no warmup, no gradient clipping and no EMA, which fmlab's trainer adds. The loss curves show
+# whether your loop learns like the trainer's flow-matching run; the samples are your network's, 50 Euler steps
+# from noise.
+
+# %%
+step_fn = ex.train_step_function(train_step)
+model, data = ex.loop_setup(PLAN)  # a fresh UNet (velocity head) and data(n, generator) -> training faces
+optimizer = torch.optim.Adam(model.parameters(), lr=PLAN.lr)
+g = torch.Generator().manual_seed(0)
+my_log = []
+for step in range(1, PLAN.steps + 1):
+    x1 = data(PLAN.batch_size, generator=g)  # [B, 3, H, W] in [-1, 1]
+    x0 = torch.randn(x1.shape, generator=g)  # noise at t = 0
+    t = torch.rand(len(x1), generator=g)  # one time per image
+    my_log.append({"step": step, "loss": step_fn(model, optimizer, *(a.to(PLAN.device) for a in (x0, x1, t)))})
+V.render_loss_curves({"your loop": my_log, "fmlab's trainer (field, cfm)": TRAINERS["field (cfm)"].log},
+                     title=f"Your training loop against fmlab's trainer ({PLAN.steps} steps)")
+
+# %%
+from fmlab.image_grid import to_uint8
+
+V.render_image_grid(to_uint8(I.sample_images(model.eval(), 16, 50, loss="cfm")),
+                    title="Your network: 50 Euler steps from noise")
+
+# %%
+from fmlab.exercises.code import exercise_report
+
+open_exercises = exercise_report(results)
 
 # %% [markdown]
 # ## 6. Conditional faces and classifier-free guidance

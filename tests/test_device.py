@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fmlab import device as dev
-from fmlab.device import available_devices, default_threads, pick_device, seed_everything
+from fmlab.device import available_devices, default_threads, physical_cores, pick_device, seed_everything
 
 
 def test_pick_device_default_prefers_cuda_then_mps_then_cpu(monkeypatch):
@@ -76,3 +76,35 @@ def test_default_threads(monkeypatch):
     assert default_threads() == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "junk")
     assert default_threads() == 1
+
+
+def test_physical_cores_and_image_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = physical_cores()
+    assert 1 <= cores <= dev.cpu_count()
+    assert default_threads(all_cores=True) == cores  # image models use every physical core
+    from fmlab.train import Trainer
+    from fmlab.train_images import ImageTrainer
+
+    assert ImageTrainer.default_threads() == cores and Trainer.default_threads() == default_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads(all_cores=True) == 3
+    monkeypatch.setattr(dev.os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr("builtins.open", _fake_topology({0: ("0", "0"), 1: ("0", "0"), 2: ("0", "1"),
+                                                         3: ("0", "1")}))
+    assert physical_cores() == 2  # four logical CPUs, two cores with two hyper-threads each
+
+
+def _fake_topology(table):
+    import io
+
+    real_open = open
+
+    def fake_open(path, *args, **kwargs):
+        text = str(path)
+        if text.startswith("/sys/devices/system/cpu/cpu"):
+            cpu = int(text.split("/cpu")[-1].split("/")[0])
+            return io.StringIO(table[cpu][0] if text.endswith("physical_package_id") else table[cpu][1])
+        return real_open(path, *args, **kwargs)
+
+    return fake_open

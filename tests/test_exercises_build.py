@@ -421,3 +421,71 @@ def test_fallbacks_and_the_exercise_report(capsys):
     assert "1 of 2 pass" in out and "open: b" in out
     assert exercise_report({"a": ex01.check_sample_xt(linear_xt, quiet=True)}) == []
     assert "all done" in _out(capsys)
+
+
+# --- lab 13 -----------------------------------------------------------------------------------------------------------
+
+def image_step(model, optimizer, x0, x1, t, *, flip=False, zero=True, step=True, reduce="mean"):
+    tc = t.view(-1, 1, 1, 1)
+    x_t = tc * x0 + (1 - tc) * x1 if flip else (1 - tc) * x0 + tc * x1
+    err = (model(x_t, t) - ((x0 - x1) if flip else (x1 - x0))).pow(2)
+    loss = err.mean() if reduce == "mean" else err.sum((1, 2, 3)).mean()
+    if zero:
+        optimizer.zero_grad()
+    loss.backward()
+    if step:
+        optimizer.step()
+    return loss.item()
+
+
+def test_image_training_step_checker(capsys):
+    from fmlab.exercises import celeba64 as ex13
+
+    state = torch.random.get_rng_state()
+    assert ex13.check_train_step(image_step)
+    assert "correct" in _out(capsys)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the checker leaves the global random stream alone
+    assert ex13.check_train_step(ex13.reference_train_step, quiet=True)
+    cases = {
+        "Gradients were not zeroed": dict(zero=False),
+        "time convention is flipped": dict(flip=True),
+        "summed the squared error over pixels": dict(reduce="sum"),
+        "parameters did not change": dict(step=False),
+    }
+    for message, kwargs in cases.items():
+        assert not ex13.check_train_step(lambda *a, kw=kwargs: image_step(*a, **kw))
+        assert message in _out(capsys), message
+
+    def no_backward(model, optimizer, x0, x1, t):
+        optimizer.step()
+        return 0.0
+
+    assert not ex13.check_train_step(no_backward)
+    assert "loss.backward() was not called" in _out(capsys)
+
+    def ascent(model, optimizer, x0, x1, t):
+        tc = t.view(-1, 1, 1, 1)
+        loss = (model((1 - tc) * x0 + tc * x1, t) - (x1 - x0)).pow(2).mean()
+        optimizer.zero_grad()
+        (-loss).backward()
+        optimizer.step()
+        return loss.item()
+
+    assert not ex13.check_train_step(ascent)
+    assert "climbs the loss" in _out(capsys)
+
+    def unshaped_time(model, optimizer, x0, x1, t):
+        return image_step(model, optimizer, x0, x1, t[:, None, None, None]) + ((1 - t) * x0).sum().item()
+
+    assert not ex13.check_train_step(unshaped_time)
+    assert "t.view(-1, 1, 1, 1)" in _out(capsys)
+    assert not ex13.check_train_step(lambda *a: image_step(*a) + 1.0)  # the update is right, the value is not
+    assert "returned loss" in _out(capsys)
+    assert not ex13.check_train_step(stub)
+    assert STUB_MESSAGE in _out(capsys)
+    assert not ex13.check_train_step(42)
+    assert "expected a function" in _out(capsys)
+    assert not ex13.check_train_step(lambda *a: "no")
+    assert "must return the loss as a number" in _out(capsys)
+    assert ex13.train_step_function(stub) is ex13.reference_train_step
+    assert ex13.train_step_function(image_step) is image_step

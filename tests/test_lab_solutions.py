@@ -13,7 +13,7 @@ nbclient = pytest.importorskip("nbclient")
 
 ROOT = Path(__file__).resolve().parents[1]
 LABS = ["01_paths", "02_vector_fields", "03_training", "04_solvers", "05_couplings", "06_parametrisation",
-        "11_flow_maps", "09_guidance", "07_score_sde", "08_likelihood"]
+        "11_flow_maps", "09_guidance", "07_score_sde", "08_likelihood", "13_celeba64"]
 STUB = "raise NotImplementedError"
 CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 

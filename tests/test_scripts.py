@@ -106,3 +106,23 @@ def test_lab_script_starts_jupyterlab_as_a_normal_user(tmp_path):
         prefix = []
     out = _run_lab(prefix, tmp_path)
     assert "--allow-root" not in out, out
+
+
+def test_gpu_check_dry_run_writes_every_section(tmp_path):
+    """scripts/gpu_check.py, the one GPU check, runs end to end at tiny sizes on the CPU (so it is known to work
+    before a GPU is lent) and writes its JSON and Markdown table."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert gpu_check.main(["--dry-run", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert result["dry_run"] and {r["loss"] for r in result["images"]} == {"cfm", "meanflow"}
+    assert all(r["images_per_s"] > 0 and r["peak_mem_mb"] > 0 for r in result["images"])
+    assert result["torchrun"]["returncode"] == 0 and result["torchrun"]["summary"].startswith("trained 2 steps")
+    assert result["ot"]["ot_over_cfm"] > 0 and result["plan"]["kind"] == "fast" and result["plan"]["steps"] >= 1
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| tiny | meanflow | off | 2 |" in table and "lab 13's plan: fast" in table
+    with pytest.raises(SystemExit):  # a full check needs CUDA
+        gpu_check.main(["--out", str(tmp_path), "--device", "cpu"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fmlab.image_grid import make_grid, to_uint8
-from fmlab.image_sizing import measure_throughput, plan_steps
+from fmlab.image_sizing import WARN_HOURS, cpu_warning, estimate_run, measure_throughput, plan_steps
 from fmlab.train_images import (
     CONFIGS,
     ImageStream,
@@ -172,6 +172,49 @@ def test_throughput_and_run_sizing():
     assert plan_steps(1e6, 60.0, 32, max_steps=500) == 500
     with pytest.raises(ValueError, match="budget_s"):
         plan_steps(10.0, 0.0, 32)
+
+
+def test_cpu_estimate_and_warning_for_a_gpu_sized_run(monkeypatch):
+    from fmlab import image_sizing
+
+    config = _config(batch_size=16, steps=10)
+    estimate = estimate_run(config)
+    assert estimate["step_s"] > 0 and estimate["peak_mem_mb"] > 0
+    assert estimate["hours"] == pytest.approx(estimate["step_s"] * 10 / 3600)
+    with pytest.raises(ValueError, match="probe_batches"):
+        estimate_run(config, probe_batches=(4, 2))
+    # the message, from given measurements: 2 s per step, 3 GB, and the CPU configuration at 64 images/s
+    monkeypatch.setattr(image_sizing, "estimate_run", lambda c: {"step_s": 2.0, "hours": 2.0 * c.steps / 3600,
+                                                                 "peak_mem_mb": 3072.0})
+    monkeypatch.setattr(image_sizing, "measure_throughput", lambda c, steps, warmup: {"images_per_s": 64.0})
+    assert cpu_warning(_config(steps=int(WARN_HOURS * 1800)), 1) is None  # exactly WARN_HOURS: no warning
+    message = cpu_warning(_config(batch_size=128, steps=200_000), 2)
+    assert message.startswith("WARNING: this run is sized for a GPU. On this CPU (2 threads) a step of batch 128 "
+                              "takes about 2.0 s")
+    assert "200000 steps would take about 111 hours, with a peak memory of about 3.0 GB" in message
+    assert "--config faces32 (the 'tiny' UNet at 32 px, batch 32: 64 images/s here, about 17 minutes" in message
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_cli_warns_before_the_first_step(monkeypatch, tmp_path, capsys):
+    from fmlab import images
+    from fmlab.cli import main
+
+    monkeypatch.setattr(images, "cpu_warning", lambda config, threads: f"WARNING: test ({threads} threads)")
+    printed_before_step = []
+
+    def first_step(self):
+        printed_before_step.append(capsys.readouterr().out)
+        raise _Stop
+
+    monkeypatch.setattr(ImageTrainer, "train_step", first_step)
+    with pytest.raises(_Stop):
+        main(["train", "--config", "faces32", "--steps", "2", "--threads", "1", "--out", str(tmp_path / "r"),
+              "--no-progress"])
+    assert "WARNING: test (1 threads)" in printed_before_step[0]
 
 
 def test_uint8_conversion_and_grid():

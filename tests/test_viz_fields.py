@@ -52,7 +52,7 @@ def test_posterior_colors_blend_component_colours():
 
 def test_render_fields_arrows_match_closed_form_and_respond_to_t():
     fig = F.render_fields(t=0.3, data="two_modes", point=1, res=5)
-    marg = _trace(fig, "u_t(x) (closed form)")
+    marg = _trace(fig, "v*(x, t) (closed form)")
     start = torch.tensor([[marg.x[0], marg.y[0]]], dtype=torch.float64)
     tip = torch.tensor([[marg.x[1], marg.y[1]]], dtype=torch.float64)
     u = F.field_data("two_modes").velocity(start, 0.3)
@@ -61,7 +61,7 @@ def test_render_fields_arrows_match_closed_form_and_respond_to_t():
     assert _trace(fig, "data point x1").x[0] == pytest.approx(3.0)  # component 1 of two_modes is at (3, 0)
     other = F.render_fields(t=0.7, data="two_modes", point=1, res=5)
     assert other.layout.title.text != fig.layout.title.text
-    assert not np.allclose(_trace(other, "u_t(x) (closed form)").x, marg.x, equal_nan=True)
+    assert not np.allclose(_trace(other, "v*(x, t) (closed form)").x, marg.x, equal_nan=True)
     assert F.render_fields(t=0.3, data="two_modes", point=3, res=5).data[2].x[0] == pytest.approx(3.0)  # 3 mod 2
     with pytest.raises(ValueError, match="t must lie"):
         F.render_fields(t=0.95)

@@ -81,6 +81,50 @@ def test_samples_render_and_widget_follow_the_controls():
     assert len(overview.data) == 4
 
 
+def test_step_slider_draws_missing_step_counts_on_demand():
+    samples = _samples()
+    calls = []
+
+    def sample(model, steps):
+        calls.append((model, steps))
+        return _images(4, seed=100 + steps)
+
+    view = V.samples_widget(samples, n_show=4, sample=sample)
+    assert view.controls["steps"].max == 50 and not view.controls["steps"].continuous_update
+    view.controls["steps"].value = 7
+    assert calls == [("a", 7)] and view.figure.layout.title.text == "a: 7 steps"
+    grid = _decode(view.figure.data[0].source)
+    scale = grid.shape[1] // 19
+    np.testing.assert_array_equal(grid[scale:9 * scale:scale, scale:9 * scale:scale], _images(4, seed=107)[0])
+    view.controls["steps"].value = 4  # precomputed: no new sampling
+    assert calls == [("a", 7)]
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        V.render_samples(samples, "a", 0, sample=sample)
+
+
+def test_path_strip_goes_from_noise_to_the_image():
+    image = _images(1, size=8)[0]
+    noise = np.random.default_rng(0).standard_normal(image.shape)
+    frames = V.path_frames(image, noise, [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(frames[2], image)  # t = 1: the data
+    np.testing.assert_array_equal(frames[0], np.round((np.clip(noise, -1, 1) + 1) * 127.5).astype(np.uint8))
+    x_half = 0.5 * noise + 0.5 * (image / 127.5 - 1)  # x_t = (1 - t) x0 + t x1 at t = 1/2
+    np.testing.assert_array_equal(frames[1], np.round((np.clip(x_half, -1, 1) + 1) * 127.5).astype(np.uint8))
+    fig = V.render_path_strip(image, 0.25)
+    assert len(fig.data) == 2 and "t = 0.25" in fig.layout.annotations[0].text
+    strip = _decode(fig.data[1].source)
+    assert strip.shape[1] == 4 * (len(V.STRIP_TIMES) * 9 + 1)
+    assert fig.layout.shapes[0].x0 == 4 * (1 + 4 + 0.25 * 8 * 9)  # the marker sits a quarter of the way along
+    view = V.path_strip_widget(image)
+    before = view.figure.data[0].source
+    view.controls["t"].value = 0.9
+    assert view.figure.data[0].source != before and view.controls["t"].continuous_update
+    with pytest.raises(ValueError, match="t must lie in"):
+        V.render_path_strip(image, 1.5)
+    with pytest.raises(ValueError, match="image must be uint8"):
+        V.path_frames(image.astype(float), noise, [0.5])
+
+
 def test_training_figure_and_live_view():
     log = [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]
     fig = V.render_training(_images(1, 8)[0], log, "run", 10)

@@ -29,13 +29,13 @@ def check_conditional_velocity(answer: Any, quiet: bool = False) -> Verdict:
 
 
 def marginal_velocity_answer() -> float:
-    """u_t(x) for data at +-3 at x = 0.1, t = 0.5 from fmlab's closed form (= 2 (3 tanh(0.6) - 0.1))."""
+    """v*(x, t) for data at +-3 at x = 0.1, t = 0.5 from fmlab's closed form (= 2 (3 tanh(0.6) - 0.1))."""
     x = torch.tensor([[WORKED_X]], dtype=torch.float64)
     return worked_example_1d().velocity(x, WORKED_T).item()
 
 
 def check_marginal_velocity(answer: Any, quiet: bool = False) -> Verdict:
-    """Exercise 2: the marginal velocity u_t(x) at x = 0.1, t = 0.5 for data at -3 and +3."""
+    """Exercise 2: the marginal velocity v*(x, t) at x = 0.1, t = 0.5 for data at -3 and +3."""
     return check_number("u_t(0.1) at t = 0.5", answer, marginal_velocity_answer(), rtol=5e-3,
                         hint="Weight the two conditional velocities (x1 - x) / (1 - t) by the posterior "
                              "P(x1 | x_t = x), proportional to N(x; t x1, (1 - t)^2).", quiet=quiet)

@@ -7,7 +7,7 @@ conditional field is
 
 and the marginal field averages it over the posterior of x1 given x_t = x (the marginalisation trick):
 
-    u_t(x) = E[u_t(x | x1) | x_t = x] = (E[x1 | x_t = x] - x) / (1 - t).
+    v*(x, t) = E[u_t(x | x1) | x_t = x] = (E[x1 | x_t = x] - x) / (1 - t).
 
 For a Gaussian mixture both are closed-form (fmlab.data.GaussianMixture.velocity, posterior_weights); for a
 finite set of points the marginal field is literally sum_i pi_i(x) u_t(x | x1_i). Conditional and marginal
@@ -40,7 +40,7 @@ __all__ = ["FIELD_DATA", "COMPONENT_COLORS", "field_data", "conditional_velocity
 
 FIELD_DATA = ("three_points", "two_modes", "asymmetric", "8modes")
 T_MAX = 0.9  # the field views stop here: u_t(x | x1) grows like 1 / (1 - t)
-ARROW_DT = 0.1  # an arrow shows the displacement over a time step of ARROW_DT: x -> x + ARROW_DT u_t(x)
+ARROW_DT = 0.1  # an arrow shows the displacement over a time step of ARROW_DT: x -> x + ARROW_DT v(x, t)
 LIM = 5.0
 WIDE = (NOTEBOOK_WIDTH, 560)
 # Mixture components get their own soft qualitative palette (ColorBrewer Set2), distinct from the role colours of
@@ -155,7 +155,7 @@ def render_fields(t: float = 0.5, data: str = "three_points", point: int = 0, re
                   seed: int = 0) -> go.Figure:
     """Left: the conditional field u_t(x | x1) of one data point x1 (the mean of component `point` modulo the
     number of components) with samples of
-    p_t(x | x1). Right: the marginal field u_t(x) (closed form) over the posterior weights p(k | x_t = x) as
+    p_t(x | x1). Right: the marginal field v*(x, t) (closed form) over the posterior weights p(k | x_t = x) as
     colours (each component its colour, blended by weight) with samples x_t of the marginal path.
     Arrows: displacement over ARROW_DT, capped at 1.4 grid spacings."""
     t = _check_t(t)
@@ -173,7 +173,7 @@ def render_fields(t: float = 0.5, data: str = "three_points", point: int = 0, re
     color = _component_color(point)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06, subplot_titles=(
         f"conditional u_t(x | x1) = (x1 - x) / (1 - t), x1 = component {point}",
-        "marginal u_t(x) = E[u_t(x | x1) | x_t = x]; colour = p(k | x_t)"))
+        "marginal v*(x, t) = E[u_t(x | x1) | x_t = x]; colour = p(k | x_t)"))
     fig.add_trace(go.Scatter(x=to_numpy(xt_cond[:, 0]), y=to_numpy(xt_cond[:, 1]), mode="markers", opacity=0.5,
                              marker=dict(color=COLORS["highlight"], size=4), name="x_t ~ p_t(x | x1)"), row=1, col=1)
     qx, qy = quiver_xy(pts, ARROW_DT * u_cond, cap)
@@ -187,7 +187,7 @@ def render_fields(t: float = 0.5, data: str = "three_points", point: int = 0, re
                              marker=dict(color=COLORS["highlight"], size=4), name="x_t ~ p_t(x)"), row=1, col=2)
     qx, qy = quiver_xy(pts, ARROW_DT * u_marg, cap)
     fig.add_trace(go.Scatter(x=qx, y=qy, mode="lines", line=dict(color=COLORS["reference"], width=1.6),
-                             name="u_t(x) (closed form)", hoverinfo="skip"), row=1, col=2)
+                             name="v*(x, t) (closed form)", hoverinfo="skip"), row=1, col=2)
     for tr in _component_markers(data):
         fig.add_trace(tr, row=1, col=2)
     apply_style(fig, f"Vector fields at t = {t:.2f} (data: {data}); arrows = motion over \u0394t = {ARROW_DT}")
@@ -215,7 +215,7 @@ def render_marginalisation_1d(t: float = 0.5) -> go.Figure:
         fig.add_trace(go.Scatter(x=to_numpy(xs[:, 0]), y=to_numpy(u), mode="lines", name=f"u_t(x | x1 = {x1:+.0f})",
                                  line=dict(color=_component_color(0 if x1 < 0 else 1), width=3, dash="dash")),
                       secondary_y=False)
-    fig.add_trace(go.Scatter(x=to_numpy(xs[:, 0]), y=to_numpy(u_marg), mode="lines", name="marginal u_t(x)",
+    fig.add_trace(go.Scatter(x=to_numpy(xs[:, 0]), y=to_numpy(u_marg), mode="lines", name="marginal v*(x, t)",
                              line=dict(color=COLORS["reference"], width=4)), secondary_y=False)
     fig.add_trace(go.Scatter(x=to_numpy(xs[:, 0]), y=to_numpy(pi_plus), mode="lines", name="P(x1 = +3 | x_t = x)",
                              line=dict(color=COLORS["ot"], width=2)), secondary_y=True)

@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..checks import check_int
 from .style import COLORS, FONT_SIZE, SEQUENCE, apply_style
 
 __all__ = ["png_source", "grid_image", "render_image_grid", "aligned_face", "render_crops", "crop_widget",
            "render_training", "LiveTraining", "render_samples", "samples_widget", "render_sample_overview",
            "render_loss_curves", "render_scores", "scores_table", "format_scores", "render_guided_grid",
-           "guided_grid_widget"]
+           "guided_grid_widget", "STRIP_TIMES", "path_frames", "render_path_strip", "path_strip_widget"]
 
 
 def png_source(image: np.ndarray) -> str:
@@ -191,22 +192,80 @@ def _check_samples(samples: Mapping[str, Mapping[int, np.ndarray]], model: str, 
 
 
 def render_samples(samples: Mapping[str, Mapping[int, np.ndarray]], model: str, steps: int, n_show: int = 36,
-                   nfe: Mapping[str, int] | None = None) -> go.Figure:
-    """One model's samples at one step count (the same noise for every model and step count)."""
-    images = _check_samples(samples, model, steps)[:n_show]
+                   nfe: Mapping[str, int] | None = None,
+                   sample: Callable[[str, int], np.ndarray] | None = None) -> go.Figure:
+    """One model's samples at one step count (the same noise for every model and step count). A step count that
+    `samples` lacks is drawn by `sample(model, steps)` when given (fmlab.images.lab_sampler)."""
+    if sample is not None and model in samples and steps not in samples[model]:
+        check_int(steps, "steps", 1)
+        images = sample(model, steps)[:n_show]
+    else:
+        images = _check_samples(samples, model, steps)[:n_show]
     evals = f", {nfe[model] * steps} network evaluations" if nfe and model in nfe else ""
     return render_image_grid(images, title=f"{model}: {steps} step{'s' if steps > 1 else ''}{evals}")
 
 
 def samples_widget(samples: Mapping[str, Mapping[int, np.ndarray]], n_show: int = 36,
-                   nfe: Mapping[str, int] | None = None) -> Any:
-    """Dropdowns over the trained models and the step counts, redrawing `render_samples` (instant: precomputed)."""
-    from .widgets import dropdown, interactive_view
+                   nfe: Mapping[str, int] | None = None, sample: Callable[[str, int], np.ndarray] | None = None,
+                   max_steps: int = 50) -> Any:
+    """A model menu and a step control over `render_samples`: a menu of the precomputed step counts, or, with
+    `sample`, a slider over every step count from 1 to max_steps (drawn on release, once each)."""
+    from .widgets import dropdown, int_slider, interactive_view
 
     models = list(samples)
     step_counts = sorted(samples[models[0]])
-    controls = {"model": dropdown("model", models, models[0]), "steps": dropdown("steps", step_counts, step_counts[0])}
-    return interactive_view(render_samples, controls, samples=samples, n_show=n_show, nfe=nfe)
+    steps = (dropdown("steps", step_counts, step_counts[0]) if sample is None else
+             int_slider("sampling steps", 1, max_steps, min(step_counts[0], max_steps), continuous_update=False))
+    controls = {"model": dropdown("model", models, models[0]), "steps": steps}
+    return interactive_view(render_samples, controls, samples=samples, n_show=n_show, nfe=nfe, sample=sample)
+
+
+# --- the path x_t of one image ------------------------------------------------------------------------------------
+
+STRIP_TIMES = tuple(k / 8 for k in range(9))  # the frames of the strip: t = 0, 1/8, ..., 1
+
+
+def path_frames(image: np.ndarray, noise: np.ndarray, times: Sequence[float]) -> np.ndarray:
+    """uint8 [len(times), H, W, 3]: x_t = (1 - t) x0 + t x1 for the image x1 (uint8 [H, W, 3], mapped to [-1, 1])
+    and the noise x0 (float [H, W, 3], N(0, 1)), clipped to [-1, 1] for display."""
+    if image.ndim != 3 or image.dtype != np.uint8 or noise.shape != image.shape:
+        raise ValueError(f"image must be uint8 [H, W, 3] and noise float of the same shape, got {image.dtype} "
+                         f"{image.shape} and {noise.shape}")
+    x1 = image.astype(np.float64) / 127.5 - 1.0
+    frames = [(1 - t) * noise + t * x1 for t in times]  # x_t = (1 - t) x0 + t x1
+    return np.round((np.clip(frames, -1, 1) + 1) * 127.5).astype(np.uint8)
+
+
+def render_path_strip(image: np.ndarray, t: float = 0.5, seed: int = 0) -> go.Figure:
+    """One image on its way from noise (t = 0) to data (t = 1): x_t at the slider's t, large, beside the strip of
+    x_t at t = 0, 1/8, ..., 1 with the slider's position marked."""
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"t must lie in [0, 1], got {t!r}")
+    noise = np.random.default_rng(seed).standard_normal(image.shape)
+    current = path_frames(image, noise, [t])[0]
+    strip = grid_image(path_frames(image, noise, STRIP_TIMES), nrow=len(STRIP_TIMES), scale=4)
+    scale = max(1, 160 // image.shape[0])
+    fig = make_subplots(1, 2, column_widths=[0.22, 0.78], horizontal_spacing=0.02,
+                        subplot_titles=[f"x_t at t = {t:.2f}", "t = 0 (noise), 1/8, ..., 1 (data)"])
+    fig.add_trace(go.Image(source=png_source(np.kron(current, np.ones((scale, scale, 1), np.uint8))),
+                           hoverinfo="skip"), 1, 1)
+    fig.add_trace(go.Image(source=png_source(strip), hoverinfo="skip"), 1, 2)
+    w = image.shape[1]
+    x = 4 * (1 + w / 2 + t * (len(STRIP_TIMES) - 1) * (w + 1))  # frame k is centred at 4 (1 + w/2 + k (w + 1))
+    fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=strip.shape[0], line=dict(color=COLORS["highlight"], width=3),
+                  row=1, col=2)
+    for col in (1, 2):
+        _image_axes(fig, 1, col)
+    apply_style(fig, title="x_t = (1 - t) x0 + t x1 for one training image")
+    fig.update_layout(height=300, width=1000)
+    return fig
+
+
+def path_strip_widget(image: np.ndarray, seed: int = 0) -> Any:
+    """A t slider (redraws while dragging) over `render_path_strip`."""
+    from .widgets import interactive_view, t_slider
+
+    return interactive_view(render_path_strip, {"t": t_slider(0.5)}, image=image, seed=seed)
 
 
 def render_sample_overview(samples: Mapping[str, Mapping[int, np.ndarray]], n_show: int = 9,
