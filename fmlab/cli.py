@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, default=argparse.SUPPRESS, help=f"{help} (default: {d[name]})".lstrip(), **kwargs)
 
     option("--loss", "loss name (see `python -m fmlab losses`)")
-    option("--coupling", "independent, ot or sinkhorn")
+    option("--coupling", "independent, ot, sinkhorn or sinkhorn_device (fmlab.couplings)")
     option("--coupling-reg", "Sinkhorn regularisation (relative to the mean cost)", type=float)
     p.add_argument("--prediction", default=d["prediction"], help="model head (None: the loss's own)")
     option("--steps", type=int)
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N, mps (None: the best available)")
     p.add_argument("--threads", type=int, default=d["threads"], help="CPU threads (None: max(1, min(4, cores // 2)) "
                    "for toy runs, every physical core for image runs)")
+    p.add_argument("--coupling-workers", type=int, default=1, help="threads that solve the OT / Sinkhorn pairing of "
+                   "the next batches while the model trains (fmlab.prefetch; never changes a result)")
     option("--log-every", type=int)
     option("--ckpt-every", "0: checkpoint only at the end", type=int)
     p.add_argument("--cond", action="store_true", help="train a class-conditional model on a labelled data set "
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a loss setting, repeatable (e.g. --set time_sampler=logit_normal)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint, with its saved "
-                   "settings (only --device, --threads and --no-progress apply)")
+                   "settings (only --device, --threads, --coupling-workers and --no-progress apply)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -177,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not (out / CKPT_NAME).is_file():
             raise ValueError(f"--resume: no checkpoint {str(out / CKPT_NAME)!r} to continue from")
-        trainer = Trainer.resume(out, device=args.device, threads=args.threads)
+        trainer = Trainer.resume(out, device=args.device, threads=args.threads, coupling_workers=args.coupling_workers)
     else:
         if (out / CKPT_NAME).exists() and not args.overwrite:
             raise ValueError(f"--out {str(out)!r} already holds a run; pass --resume to continue it, "
@@ -195,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             data=args.data, prediction=args.prediction, hidden=args.hidden, depth=args.depth, device=args.device,
             threads=args.threads, out=str(out), loss_settings=settings, n_classes=n_classes, p_uncond=args.p_uncond,
             **given)
-        trainer = Trainer(config)  # every check (names, device, data) runs before anything is written
+        trainer = Trainer(config, coupling_workers=args.coupling_workers)  # every check runs first
     log = trainer.fit(progress=not args.no_progress)
     last = log[-1] if log else {}
     print(f"trained {trainer.step} steps on {trainer.device} in {trainer.elapsed:.1f} s; "

@@ -9,7 +9,12 @@ makes the conditional straight-line paths cross least (Pooladian et al. 2023, To
   failure of torchcfm's default sampler that drops and duplicates points.
 - "sinkhorn": entropic OT, min <P, C> - reg H(P) (Cuturi 2013) with reg relative to mean(C); each x0 is
   kept once and its partner is drawn from the row P[i] / sum(P[i]) (so x1 may repeat: the plan is blurred).
+- "sinkhorn_device": the same plan by a log-domain Sinkhorn in torch (fmlab.sinkhorn) on the inputs' device:
+  stable for small reg and fast on a GPU; partners are drawn on the CPU generator as for "sinkhorn".
 Labels of x1 travel with x1.
+
+A coupling has a model-independent part, `solve_coupling` (the permutation, or the plan's rows), and a random
+part, `draw_partners` (Sinkhorn's partner draws); fmlab.prefetch runs the first ahead of training on worker threads.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = [
-    "COUPLINGS", "Coupling", "cost_matrix", "ot_permutation", "sinkhorn_pairs", "couple", "pairing_cost",
-]
+__all__ = ["COUPLINGS", "EXACT_SOLVERS", "ASSIGNMENT_MAX_BATCH", "Coupling", "cost_matrix", "ot_permutation",
+           "sinkhorn_rows", "draw_partners", "solve_coupling", "stand_in_solution", "partners",
+           "couple", "pairing_cost"]
 
-
-COUPLINGS = ("independent", "ot", "sinkhorn")
+COUPLINGS = ("independent", "ot", "sinkhorn", "sinkhorn_device")
+EXACT_SOLVERS = ("auto", "network_simplex", "assignment")
+# "auto": the assignment solver up to this batch size, the network simplex above (benchmarks/cfm.py --solvers).
+ASSIGNMENT_MAX_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,21 @@ def cost_matrix(x0: Tensor, x1: Tensor) -> Tensor:
     return torch.cdist(a, b).pow(2)
 
 
-def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
-    """Index j(i) of the optimal assignment of x1 to x0 (exact EMD via POT's network simplex)."""
+def ot_permutation(x0: Tensor, x1: Tensor, solver: str = "auto") -> Tensor:
+    """Index j(i) of the optimal assignment of x1 to x0, exact.
+
+    solver: 'network_simplex' (POT's ot.emd, whose plan is a permutation matrix for equal uniform weights),
+    'assignment' (SciPy's linear_sum_assignment on the square cost matrix: the same optimum, a permutation by
+    construction) or 'auto' (assignment up to ASSIGNMENT_MAX_BATCH points, where it is the faster one). Both are
+    exact, so they give the same permutation whenever the optimum is unique (always, for continuous data).
+    """
+    if solver not in EXACT_SOLVERS:
+        raise ValueError(f"solver must be one of {EXACT_SOLVERS}, got {solver!r}")
     cost = cost_matrix(x0, x1).cpu().numpy()
     n = len(cost)
+    if solver == "assignment" or (solver == "auto" and n <= ASSIGNMENT_MAX_BATCH):
+        _, perm = linear_sum_assignment(cost)
+        return torch.as_tensor(perm, device=x1.device, dtype=torch.long)
     plan = ot.emd(np.full(n, 1.0 / n), np.full(n, 1.0 / n), cost, numItermax=1_000_000)
     perm = plan.argmax(axis=1)
     if len(np.unique(perm)) != n or not np.allclose(plan.max(axis=1), 1.0 / n):
@@ -57,33 +75,60 @@ def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
     return torch.as_tensor(perm, device=x1.device, dtype=torch.long)
 
 
-def sinkhorn_pairs(x0: Tensor, x1: Tensor, reg: float, generator: torch.Generator | None) -> Tensor:
-    """For each x0_i draw j ~ P[i, :] of the entropic plan with regularisation reg * mean(C)."""
+def sinkhorn_rows(x0: Tensor, x1: Tensor, reg: float, on_device: bool = False) -> Tensor:
+    """The entropic plan with regularisation reg * mean(C), clamped at 0 plus 1e-300 so that every row can be
+    drawn from: [B, B] float64 on the CPU. on_device: fmlab.sinkhorn's log-domain solver on x0's device, else POT."""
+    if on_device:
+        from .sinkhorn import sinkhorn_plan_torch
+
+        return sinkhorn_plan_torch(x0, x1, reg).cpu().clamp_min(0) + 1e-300
     cost = cost_matrix(x0, x1).cpu().numpy()
     n, m = cost.shape
     plan = ot.sinkhorn(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost / cost.mean(), reg, numItermax=10_000)
-    rows = torch.as_tensor(plan, dtype=torch.float64).clamp_min(0) + 1e-300
+    return torch.as_tensor(plan, dtype=torch.float64).clamp_min(0) + 1e-300
+
+
+def draw_partners(rows: Tensor, generator: torch.Generator | None) -> Tensor:
+    """For each row i draw j ~ rows[i] / sum(rows[i]) (one exponential per entry from `generator`) [B] on the CPU."""
     g = generator if generator is None or generator.device.type == "cpu" else None
-    return torch.multinomial(rows / rows.sum(1, keepdim=True), 1, generator=g).squeeze(1).to(x1.device)
+    return torch.multinomial(rows / rows.sum(1, keepdim=True), 1, generator=g).squeeze(1)
+
+
+def solve_coupling(x0: Tensor, x1: Tensor, method: str, reg: float = 0.05, solver: str = "auto") -> Tensor:
+    """The model-independent, deterministic part of a coupling (no random numbers drawn), on the CPU:
+    'independent' -> arange(B); 'ot' -> the optimal permutation [B]; 'sinkhorn' / 'sinkhorn_device' -> the plan's
+    rows [B, B] (`sinkhorn_rows`), from which `draw_partners` draws."""
+    if method == "independent":
+        return torch.arange(len(x1))
+    if method == "ot":
+        return ot_permutation(x0, x1, solver).cpu()
+    return sinkhorn_rows(x0, x1, reg, on_device=method == "sinkhorn_device")
+
+
+def stand_in_solution(method: str, n: int) -> Tensor:
+    """A solution of `solve_coupling`'s shape whose `partners` draw as many random numbers as the real one's: the
+    identity (nothing drawn), or uniform plan rows (one draw per row). fmlab.prefetch counts draws with it."""
+    return torch.arange(n) if method in ("independent", "ot") else torch.ones(n, n, dtype=torch.float64)
+
+
+def partners(solution: Tensor, generator: torch.Generator | None) -> Tensor:
+    """The index of each x0's partner from `solve_coupling`'s output: a permutation as it is, plan rows by a draw."""
+    return solution if solution.ndim == 1 else draw_partners(solution, generator)
 
 
 def couple(x0: Tensor, x1: Tensor, method: str = "independent", reg: float = 0.05, labels: Tensor | None = None,
-           generator: torch.Generator | None = None) -> Coupling:
-    """Pair noise x0 [B, ...] with data x1 [B, ...] by 'independent', 'ot' or 'sinkhorn' (reg > 0)."""
+           generator: torch.Generator | None = None, solver: str = "auto") -> Coupling:
+    """Pair noise x0 [B, ...] with data x1 [B, ...] by 'independent', 'ot', 'sinkhorn' or 'sinkhorn_device'
+    (reg > 0); `solver` picks the exact OT solver (see `ot_permutation`)."""
     if method not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {method!r}")
     if x0.shape != x1.shape:
         raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
     if labels is not None and len(labels) != len(x1):
         raise ValueError(f"labels must have one entry per x1 ({len(x1)}), got {len(labels)}")
-    if method == "independent":
-        index = torch.arange(len(x1), device=x1.device)
-    elif method == "ot":
-        index = ot_permutation(x0, x1)
-    else:
-        if not reg > 0:
-            raise ValueError(f"sinkhorn reg must be > 0, got {reg}")
-        index = sinkhorn_pairs(x0, x1, reg, generator)
+    if method.startswith("sinkhorn") and not reg > 0:
+        raise ValueError(f"sinkhorn reg must be > 0, got {reg}")
+    index = partners(solve_coupling(x0, x1, method, reg, solver), generator).to(x1.device)
     return Coupling(x0=x0, x1=x1[index], labels=None if labels is None else labels[index], index=index)
 
 

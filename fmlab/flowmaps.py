@@ -61,10 +61,13 @@ def flow_map_jvp(model: TwoTimeModel, x: Tensor, s: Tensor, t: Tensor, dx: Tenso
                  ds: Tensor | None = None, dt: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(u, du): u(x, s, t) and its directional derivative d/de u(x + e dx, s + e ds, t + e dt) at e = 0.
 
-    One forward-mode pass (torch.func.jvp). Both outputs stay differentiable w.r.t. the model's parameters, so a
-    loss can backpropagate through the JVP (LMD) or put it under stop-gradient with `.detach()` (MeanFlow, LSD).
-    Missing tangents are zero.
+    One forward-mode pass: the model's own `jvp(x, s, t, dx, ds, dt)` where it has one (fmlab.models.FlowMapModel,
+    which carries the tangent through the MLP by hand), else torch.func.jvp. Both outputs stay differentiable w.r.t.
+    the model's parameters, so a loss can backpropagate through the JVP (LMD) or put it under stop-gradient with
+    `.detach()` (MeanFlow, LSD). Missing tangents are zero.
     """
+    if isinstance(model, nn.Module) and callable(getattr(model, "jvp", None)):
+        return model.jvp(x, s, t, dx, ds, dt)
     dx = torch.zeros_like(x) if dx is None else dx
     ds = torch.zeros_like(s) if ds is None else ds
     dt = torch.zeros_like(t) if dt is None else dt

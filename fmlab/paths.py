@@ -129,6 +129,8 @@ def check_time(t: Tensor, name: str = "t") -> None:
 
 def per_sample_time(t: Tensor | float, x: Tensor) -> Tensor:
     """A scalar or per-sample time as a [B] tensor on x's device and dtype (B = x.shape[0])."""
+    if isinstance(t, Tensor) and t.ndim == 1 and t.dtype == x.dtype and t.device == x.device:
+        return t.reshape(x.shape[0])  # already per-sample: skip the conversion (a hand JVP calls this per input)
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     return t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])
 

@@ -41,21 +41,22 @@ from torch import Tensor, nn
 
 from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from .checks import check_choice, check_float, check_int
-from .couplings import COUPLINGS, couple
+from .couplings import COUPLINGS
 from .data import data_sampler
 from .device import default_threads, pick_device, seed_everything
 from .losses import LossSpec, get_loss
 from .models import build_model
 from .models.parametrisation import FLOW_MAP_PREDICTIONS
 from .paths import PREDICTIONS
+from .train_batches import DataFn, TrainBatches, draw_data
 
 __all__ = ["checkpoint_path", "rebuild_model", "RunConfig", "TrainConfig", "Trainer", "lr_schedule", "ema_decay_at",
-           "ema_update", "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES", "load_for_resume"]
+           "ema_update", "CKPT_NAME", "METRICS_NAME", "CONFIG_NAME", "OPTIMIZERS", "LR_SCHEDULES", "load_for_resume",
+           "LEGACY_TIME_FREQ_MAX"]
 
 CKPT_NAME, METRICS_NAME, CONFIG_NAME = "ckpt.pt", "metrics.jsonl", "config.json"
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant")
-DataFn = Callable[[int, torch.Generator], Any]  # (n, generator) -> x1 [n, ...] or (x1, labels)
 
 
 # --- configuration -------------------------------------------------------------------------------------
@@ -230,12 +231,20 @@ class Trainer:
     """Train `model` (default: build_model from the config) on `data_fn` (default: the toy set config.data).
 
     runtime_settings: loss settings that are objects rather than plain values (e.g. reflow's `teacher`);
-    they are not saved, so pass them again to `Trainer.resume`. Attributes a lab may read: model, ema,
-    optimizer, scheduler, generator, step, log (list of records), device, spec (the LossSpec).
+    they are not saved, so pass them again to `Trainer.resume`.
+
+    prefetch: how many batches ahead the coupling (OT, Sinkhorn) is solved, on `coupling_workers` threads, while
+    the model trains (fmlab.prefetch); it never changes a result. None: 2 per worker for the toy data with a
+    coupling to solve, else 0. Give it for a custom `data_fn` only if that is a pure function of its generator (no
+    state of its own, like a position in an epoch), since the data are drawn ahead.
+
+    Attributes a lab may read: model, ema, optimizer, scheduler, generator, step, log (list of records), device,
+    spec (the LossSpec).
     """
 
     def __init__(self, config: RunConfig, model: nn.Module | None = None, data_fn: DataFn | None = None,
-                 runtime_settings: dict[str, Any] | None = None):
+                 runtime_settings: dict[str, Any] | None = None, prefetch: int | None = None,
+                 coupling_workers: int = 1):
         if not isinstance(config, RunConfig):
             raise ValueError(f"config must be a TrainConfig (or another fmlab.train.RunConfig), got "
                              f"{type(config).__name__}")
@@ -261,6 +270,14 @@ class Trainer:
         self._one = torch.ones((), dtype=torch.float64)
         self.out = Path(config.out) if config.out is not None else None
         self._resumed = False  # True once state came from a checkpoint
+        check_int(coupling_workers, "coupling_workers", 1)
+        if prefetch is None:
+            solves = config.coupling != "independent" and data_fn is None  # toy data: a pure function of g
+            prefetch = 2 * coupling_workers if solves else 0
+        check_int(prefetch, "prefetch", 0)
+        self.prefetch, self.coupling_workers = prefetch, coupling_workers
+        self.batches = TrainBatches(config, self.spec, self.settings, self.data_fn, self.generator, self.device,
+                                    prefetch, coupling_workers)
 
     # construction helpers
     @staticmethod
@@ -269,7 +286,7 @@ class Trainer:
         return default_threads()
 
     def _build_model(self) -> nn.Module:
-        x1, _ = self._draw_data(2, torch.Generator().manual_seed(0))  # a probe, off the training generator
+        x1, _ = draw_data(self.data_fn, 2, torch.Generator().manual_seed(0))  # a probe, off the training generator
         if x1.ndim != 2:
             raise ValueError(f"the default MLP needs data of shape [n, d]; got {tuple(x1.shape)}: pass model=")
         return build_model(dim=x1.shape[1], prediction=self.config.head, time_inputs=self.spec.time_inputs,
@@ -279,42 +296,13 @@ class Trainer:
         cls = torch.optim.AdamW if self.config.optimizer == "adamw" else torch.optim.Adam
         return cls(self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
 
-    def _draw_data(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        drawn = self.data_fn(n, generator)
-        x1, labels = drawn if isinstance(drawn, tuple) else (drawn, None)
-        if not isinstance(x1, Tensor) or x1.shape[0] != n:
-            raise ValueError(f"data_fn(n, generator) must return a tensor [n, ...] with n={n}, got "
-                             f"{type(x1).__name__} {tuple(getattr(x1, 'shape', ()))}")
-        return x1, labels
-
     # one step
     def make_batch(self):
-        """Draw data and noise, couple them and let the loss draw its times (on the CPU); move to the device."""
-        g, cfg = self.generator, self.config
-        x1, labels = self._draw_data(cfg.batch_size, g)
-        x0 = torch.randn(x1.shape, generator=g, dtype=x1.dtype)  # x0 ~ N(0, I) at t = 0
-        pair = couple(x0, x1, cfg.coupling, reg=cfg.coupling_reg, labels=labels, generator=g)
-        labels = self._condition_labels(pair.labels, g)
-        extra = {} if labels is None else {"labels": labels}
-        batch = self.spec.make_batch(pair.x0, pair.x1, g, **extra, **self.settings)
-        moved = {f.name: getattr(batch, f.name).to(self.device) for f in dataclasses.fields(batch)
-                 if isinstance(getattr(batch, f.name), Tensor)}
-        return dataclasses.replace(batch, **moved)
+        """Draw data and noise, couple them and let the loss draw its times (on the CPU); move to the device.
 
-    def _condition_labels(self, labels: Tensor | None, g: torch.Generator) -> Tensor | None:
-        """None for an unconditional run (the loss sees no labels); for n_classes = C > 0 the labels with label
-        dropout: y -> C (the null label) with probability p_uncond, drawn from the trainer's generator."""
-        c = self.config.n_classes
-        if not c:
-            return None
-        if labels is None:
-            raise ValueError(f"n_classes={c} needs labelled data: data_fn(n, generator) must return (x1, labels)")
-        labels = labels.long()
-        if bool(((labels < 0) | (labels >= c)).any()):
-            raise ValueError(f"data labels must lie in [0, {c - 1}] for n_classes={c}, got values in "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
-        drop = torch.rand(len(labels), generator=g) < self.config.p_uncond  # label dropout
-        return torch.where(drop, torch.full_like(labels, c), labels)
+        With a coupling to solve, the pairings of the next `prefetch` batches are solved on worker threads meanwhile
+        (fmlab.train_batches): the batches, and the generator's states, are exactly those of the sequential path."""
+        return self.batches.next(limit=self.config.steps - self.step - 1)
 
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, Any], float]:
         """One optimizer step; returns (loss, grad_norm, diagnostics, lr used), tensors detached."""
@@ -370,6 +358,7 @@ class Trainer:
                     self.save()
         finally:
             bar.close()
+            self.batches.close()  # end the pairing threads; a later make_batch starts them again
         return self.log
 
     def _ckpt_due(self) -> bool:
@@ -440,7 +429,7 @@ class Trainer:
     @classmethod
     def resume(cls, out: str | Path, model: nn.Module | None = None, data_fn: DataFn | None = None,
                runtime_settings: dict[str, Any] | None = None, device: str | None = None,
-               threads: int | None = None) -> Trainer:
+               threads: int | None = None, prefetch: int | None = None, coupling_workers: int = 1) -> Trainer:
         """Continue the run saved in `out` (its directory or ckpt.pt) from its last checkpoint.
 
         `device`/`threads` override the saved ones (e.g. resume a CUDA run on a laptop); `model` must be given if
@@ -450,7 +439,8 @@ class Trainer:
         config = TrainConfig.from_dict(saved)
         if model is None:
             model = rebuild_model(state, path)
-        trainer = cls(config, model=model, data_fn=data_fn, runtime_settings=runtime_settings)
+        trainer = cls(config, model=model, data_fn=data_fn, runtime_settings=runtime_settings, prefetch=prefetch,
+                      coupling_workers=coupling_workers)
         trainer.load_state_dict(state)
         return trainer
 
@@ -491,4 +481,7 @@ def rebuild_model(state: dict[str, Any], path: Path) -> nn.Module:
     model_config = state.get("model_config") or {}
     if not model_config:
         raise ValueError(f"{str(path)!r} holds no model_config (the run used a custom model): pass model=")
-    return build_model(**model_config)
+    return build_model(**{"time_freq_max": LEGACY_TIME_FREQ_MAX, **model_config})
+
+
+LEGACY_TIME_FREQ_MAX = 200.0  # the time embedding of checkpoints written before model_config held time_freq_max

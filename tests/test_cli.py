@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from fmlab.checkpoint import load_checkpoint
 from fmlab.cli import main
@@ -83,6 +84,7 @@ def test_help_on_every_subcommand(command, capsys):
     (["--device", "tpu"], "device"),
     (["--set", "bogus=1"], "bogus"),
     (["--loss", "reflow"], "teacher"),  # fails at the first step, still nothing on disk
+    (["--coupling-workers", "0"], "coupling_workers must be an integer >= 1"),
 ])
 def test_bad_train_input_exits_2_and_writes_nothing(tmp_path, capsys, args, match):
     out = tmp_path / "run"
@@ -172,3 +174,11 @@ def test_a_given_option_overrides_an_image_config_even_at_the_toy_default(monkey
     assert not any(hasattr(args, name) for name in OPTIONS)  # absent until given
     assert "(default: 0.999)" in " ".join(a.help for a in build_parser()._subparsers._group_actions[0]
                                           .choices["train"]._actions if a.dest == "ema_decay")
+
+
+def test_coupling_workers_change_nothing_but_speed(tmp_path):
+    small = [*TINY, "--steps", "6", "--log-every", "3", "--ckpt-every", "0", "--coupling", "ot"]
+    assert main(["train", "--out", str(tmp_path / "one"), *small]) == 0
+    assert main(["train", "--out", str(tmp_path / "three"), *small, "--coupling-workers", "3"]) == 0
+    one, three = (load_checkpoint(tmp_path / name / "ckpt.pt")["model"] for name in ("one", "three"))
+    assert all(torch.equal(one[k], three[k]) for k in one)

@@ -63,3 +63,25 @@ def test_bad_input():
         couple(x0, x1[:4], "ot")
     with pytest.raises(ValueError, match="reg"):
         couple(x0, x1, "sinkhorn", reg=0.0)
+
+
+def test_exact_solvers_give_the_same_permutation():
+    from fmlab.couplings import ot_permutation
+
+    for n, seed in ((64, 0), (300, 1)):
+        x0, x1 = _batch(n, seed=seed)
+        a = ot_permutation(x0, x1, "network_simplex")
+        b = ot_permutation(x0, x1, "assignment")
+        assert torch.equal(a, b) and torch.equal(ot_permutation(x0, x1), a)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        ot_permutation(x0, x1, "greedy")
+
+
+def test_solve_then_draw_is_couple():
+    from fmlab.couplings import partners, solve_coupling
+
+    x0, x1 = _batch(40, seed=4)
+    for method in ("independent", "ot", "sinkhorn"):
+        solution = solve_coupling(x0, x1, method, 0.05)
+        index = partners(solution, torch.Generator().manual_seed(3))
+        assert torch.equal(index, couple(x0, x1, method, generator=torch.Generator().manual_seed(3)).index)

@@ -60,10 +60,26 @@ def test_flow_map_model_diagonal_and_map():
 
 
 def test_build_model_config_round_trip():
-    model = build_model(dim=2, prediction="x1", hidden=8, depth=1)
+    model = build_model(dim=2, prediction="x1", hidden=8, depth=1, time_freq_max=7.0)
     again = build_model(**model.config)
     assert isinstance(again, Parametrised) and again.prediction == "x1"
     assert [p.shape for p in again.parameters()] == [p.shape for p in model.parameters()]
+    assert float(again.backbone.embed.freqs.max()) == pytest.approx(7.0)  # a buffer not saved: the config carries it
+
+
+def test_checkpoints_without_time_freq_max_rebuild_the_old_embedding(tmp_path):
+    from fmlab.runs import load_run
+    from fmlab.train import LEGACY_TIME_FREQ_MAX, TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(steps=1, hidden=8, depth=1, batch_size=8, threads=1, out=str(tmp_path)),
+                      model=build_model(hidden=8, depth=1, time_freq_max=LEGACY_TIME_FREQ_MAX))
+    trainer.fit(progress=False)
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    del state["model_config"]["time_freq_max"]  # as written before the key existed
+    torch.save(state, tmp_path / "ckpt.pt")
+    model, _ = load_run(tmp_path, device="cpu")
+    assert float(model.backbone.embed.freqs.max()) == pytest.approx(LEGACY_TIME_FREQ_MAX)
+    assert float(build_model().backbone.embed.freqs.max()) == pytest.approx(10.0)  # new models: the new default
 
 
 def test_bad_input():
@@ -71,5 +87,7 @@ def test_bad_input():
         build_model(prediction="score")
     with pytest.raises(ValueError, match="time_inputs"):
         MLP(time_inputs=3)
+    with pytest.raises(ValueError, match="0 < w_min <= w_max"):
+        MLP(time_freq_max=0.5)
     with pytest.raises(ValueError, match="time input"):
         MLP(dim=2)(torch.randn(2, 2), torch.rand(2), torch.rand(2))

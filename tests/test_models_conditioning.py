@@ -55,7 +55,9 @@ def test_x1_head_and_gradients_reach_the_used_rows_only():
     x, t = _inputs()
     t = t.clamp(max=0.9)
     v = model(x, t, 1)
-    assert torch.allclose(v, (model.predict(x, t, 1) - x) / (1 - t[:, None]), rtol=1e-2)  # v = (x1_hat - x) / (1 - t)
+    x1_hat, tc = model.predict(x, t, 1), t[:, None]
+    expected = x1_hat - (x - tc * x1_hat) / (1 - tc + model.sigma_min)  # v = (x1_hat - x) / (1 - t) at eps = 0
+    assert torch.allclose(v, expected, rtol=1e-5)
     model(x, t, torch.tensor([0, 0, 2, 2, 4, 4])).pow(2).sum().backward()
     grad_rows = model.backbone.label.table.grad.abs().sum(1)
     assert grad_rows[[0, 2, 4]].gt(0).all() and grad_rows[[1, 3]].eq(0).all()

@@ -66,9 +66,11 @@ def _batch(n=48, seed=0, window=4, steps=16, dtype=torch.float64):
     return window_batch(x0, x1, g, window=window, steps=steps)
 
 
-def _model(prediction="velocity", seed=0):
+def _model(prediction="velocity", seed=0, time_freq_max=200.0):
+    """An untrained MLP; time frequencies up to 200 make it vary fast in t, so that the steps of a window differ and
+    the terms these tests separate are far from 0 (with fmlab's default 10 an untrained net is nearly constant in t)."""
     torch.manual_seed(seed)
-    return build_model(prediction=prediction, hidden=32, depth=2).double()
+    return build_model(prediction=prediction, hidden=32, depth=2, time_freq_max=time_freq_max).double()
 
 
 def _grads(model, loss):

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..checks import check_choice
 from ..paths import PREDICTIONS, Schedule, convert_prediction, get_schedule
+from .embeddings import DEFAULT_TIME_FREQ_MAX
 from .mlp import MLP
 
 __all__ = [
@@ -70,22 +72,33 @@ class FlowMapModel(nn.Module):
         """X(x, s, t) = x + (t - s) u(x, s, t)."""
         return x + _col(t - s, x) * self.backbone(x, s, t)
 
+    def jvp(self, x: Tensor, s: Tensor, t: Tensor, dx: Tensor | None = None, ds: Tensor | None = None,
+            dt: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(u, du): u(x, s, t) and d/de u(x + e dx, s + e ds, t + e dt) at e = 0 (None tangents are zero): the
+        backbone's own `jvp` where it has one (fmlab.models.MLP), else torch.func.jvp."""
+        if hasattr(self.backbone, "jvp"):
+            return self.backbone.jvp((x, s, t), (dx, ds, dt))
+        filled = tuple(torch.zeros_like(p) if d is None else d for p, d in ((x, dx), (s, ds), (t, dt)))
+        return torch.func.jvp(self.backbone, (x, s, t), filled)
+
 
 def _col(t: Tensor, x: Tensor) -> Tensor:
     return t.reshape(-1, *([1] * (x.ndim - 1)))
 
 
 def build_model(dim: int = 2, prediction: str = "velocity", time_inputs: int = 1, hidden: int = 256,
-                depth: int = 4, time_condition: str = "st", schedule: str = "linear", n_classes: int = 0) -> nn.Module:
+                depth: int = 4, time_condition: str = "st", schedule: str = "linear", n_classes: int = 0,
+                time_freq_max: float = DEFAULT_TIME_FREQ_MAX) -> nn.Module:
     """Build an MLP model from a plain config dict (what checkpoints store to rebuild it). n_classes > 0: a
-    class-conditional one-time model `model(x, t, y)` (fmlab.models.conditioning)."""
+    class-conditional one-time model `model(x, t, y)` (fmlab.models.conditioning); time_freq_max: the highest
+    frequency of the time embedding (fmlab.models.FourierTimeEmbedding)."""
     config = dict(dim=dim, prediction=prediction, time_inputs=time_inputs, hidden=hidden, depth=depth,
-                  time_condition=time_condition, schedule=schedule)
+                  time_condition=time_condition, schedule=schedule, time_freq_max=float(time_freq_max))
     if n_classes:
         if time_inputs != 1:
             raise ValueError(f"n_classes > 0 needs a one-time model (time_inputs=1), got time_inputs={time_inputs}")
         config["n_classes"] = n_classes  # only when conditional: unconditional configs stay as they were
-    backbone = MLP(dim, hidden, depth, time_inputs, time_condition, n_classes=n_classes)
+    backbone = MLP(dim, hidden, depth, time_inputs, time_condition, n_classes=n_classes, time_freq_max=time_freq_max)
     model = wrap_backbone(backbone, prediction, time_inputs, schedule)
     model.config = config
     return model

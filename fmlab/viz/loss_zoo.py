@@ -34,11 +34,11 @@ __all__ = [
 
 
 # The one model of the zoo and the benchmark (the labs' MLP: 3 hidden layers of 128, batch 256, AdamW lr 2e-3, EMA),
-# with time-embedding frequencies up to ZOO_TIME_FREQ_MAX = 10 instead of fmlab's default 200. Continuous-time losses
-# differentiate the network in time (d/ds u through the JVP), and with frequencies up to 200 that derivative is large
-# and noisy: AYF-EMD (a stop-gradient, sCM-style tangent) then diverges on the 8-mode mixture with the perfect teacher
-# (RMS distance of its one-step map to the exact one 3.8 after 800 steps, against 0.46 with w_max = 10; EMD 0.54 vs
-# 0.36), while flow matching is unchanged (100-step W2 on moons 0.207 vs 0.214, checkerboard 0.457 vs 0.454).
+# with time-embedding frequencies up to ZOO_TIME_FREQ_MAX = 10 (now also fmlab's default; it was 200). Continuous-time
+# losses differentiate the network in time (d/ds u through the JVP), and with frequencies up to 200 that derivative is
+# large and noisy: AYF-EMD (a stop-gradient, sCM-style tangent) then diverges on the 8-mode mixture with the perfect
+# teacher (RMS distance of its one-step map to the exact one 3.8 after 800 steps, against 0.46 with w_max = 10; EMD 0.54
+# vs 0.36), while flow matching is unchanged (100-step W2 on moons 0.207 vs 0.214, checkerboard 0.457 vs 0.454).
 ZOO_MODEL: dict[str, Any] = {"hidden": 128, "depth": 3, "batch_size": 256, "lr": 2e-3, "warmup": 100,
                              "ema_decay": 0.995}
 ZOO_TIME_FREQ_MAX = 10.0
