@@ -294,7 +294,7 @@ ex.check_blowup_head(answer)
 
 # %% [markdown]
 # **Exercise 3.** A GPU trains flow matching at 2400 images/s. How many steps of batch 128 fit in 10 minutes?
-# (`ex.PLAN` holds the numbers; `fmlab.train_images.plan_steps` is what the lab used above.)
+# (`ex.PLAN` holds the numbers; `fmlab.image_sizing.plan_steps` is what the lab used above.)
 
 # %%
 steps = None
@@ -306,7 +306,7 @@ ex.check_planned_steps(steps)
 # $600 \times 2400 / 128 = 11250$ steps.
 #
 # ```python
-# from fmlab.train_images import plan_steps
+# from fmlab.image_sizing import plan_steps
 # ex.check_planned_steps(plan_steps(2400.0, 600.0, 128))
 # ```
 #
