@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
 from ..checks import check_int
@@ -237,9 +238,11 @@ def path_frames(image: np.ndarray, noise: np.ndarray, times: Sequence[float]) ->
     if image.ndim != 3 or image.dtype != np.uint8 or noise.shape != image.shape:
         raise ValueError(f"image must be uint8 [H, W, 3] and noise float of the same shape, got {image.dtype} "
                          f"{image.shape} and {noise.shape}")
+    from ..image_grid import to_uint8
+
     x1 = image.astype(np.float64) / 127.5 - 1.0
-    frames = [(1 - t) * noise + t * x1 for t in times]  # x_t = (1 - t) x0 + t x1
-    return np.round((np.clip(frames, -1, 1) + 1) * 127.5).astype(np.uint8)
+    frames = np.stack([(1 - t) * noise + t * x1 for t in times])  # x_t = (1 - t) x0 + t x1
+    return to_uint8(torch.from_numpy(frames).permute(0, 3, 1, 2))  # clipped to [-1, 1], as every image grid
 
 
 def render_path_strip(image: np.ndarray, t: float = 0.5, seed: int = 0) -> go.Figure:
