@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     grids = RESULTS / "faces_cpu"
     grids.mkdir(exist_ok=True)
     header = {"kind": "run", "device": f"CPU {platform.machine()}, {trainer.threads} thread(s), torch "
-                                       f"{torch.__version__}", "config": {k: getattr(config, k) for k in (
-                                           "preset", "image_size", "batch_size", "lr", "warmup", "seed")},
+                                       f"{torch.__version__}", "config": {"preset": config.model.preset, "image_size": config.model.image_size,
+                                                     **{k: getattr(config, k) for k in ("batch_size", "lr", "warmup", "seed")}},
               "noise": scores(noise, reference), "tag": args.tag}
     print(json.dumps(header))
     lines = [header]
