@@ -1,4 +1,4 @@
-"""Helpers every lab uses: the fast mode for CI, a result cache kept in memory and on disk, cached training, device text.
+"""Helpers every lab uses: the fast mode for CI, a result cache in memory and on disk, cached training, device text.
 
 `FMLAB_FAST=1` (environment variable) shrinks training steps and sample counts for CI *without changing the
 code path*: a lab asks `steps(full, fast)` / `pick(full, fast)` for its sizes and runs the same cells either way.
@@ -135,16 +135,16 @@ def cache_info() -> int:
 
 
 def persisted(key: Hashable, compute: Callable[[], T], to_state: Callable[[T], dict[str, Any]],
-              from_state: Callable[[dict[str, Any]], T]) -> T:
+              from_state: Callable[[dict[str, Any]], T], refresh: bool = False) -> T:
     """The result of `key`: from this kernel's cache, else rebuilt from its disk entry (`from_state(state)`), else
     `compute()`d and stored in both (`to_state(result)`: tensors and plain values only, see fmlab.diskcache).
 
     An entry that `from_state` cannot rebuild (a ValueError, KeyError, TypeError or RuntimeError, e.g. a state dict of
     another shape) is ignored with a RuntimeWarning and computed again, never an error. Keys that hold objects
-    (not only strings, numbers, booleans, None) stay in memory."""
-    if key in _CACHE:
+    (not only strings, numbers, booleans, None) stay in memory. `refresh=True` computes again and replaces both."""
+    if key in _CACHE and not refresh:
         return _CACHE[key]
-    state = load_entry(key)
+    state = None if refresh else load_entry(key)
     if state is not None:
         try:
             _CACHE[key] = from_state(state)
@@ -160,11 +160,13 @@ def persisted(key: Hashable, compute: Callable[[], T], to_state: Callable[[T], d
 
 def trainer_state(trainer: Any) -> dict[str, Any]:
     """What a trained fmlab.train.Trainer needs to come back without training: model and EMA weights, the model's
-    and the run's configs, the log, the step count and the training time (no optimizer state: it is not resumed)."""
+    and the run's configs, the log, the step count, the training time and the sample grids of an image trainer
+    (`.grids`, uint8 arrays); no optimizer state: a cached run is not resumed."""
     return {"model": trainer.model.state_dict(), "ema": trainer.ema.state_dict(),
             "model_config": storable(dict(getattr(trainer.model, "config", {}))),
             "config": storable(trainer.config.to_dict()), "log": storable(trainer.log), "step": int(trainer.step),
-            "elapsed_s": float(trainer.elapsed)}
+            "elapsed_s": float(trainer.elapsed),
+            "grids": [[int(k), torch.as_tensor(g)] for k, g in getattr(trainer, "grids", {}).items()]}
 
 
 def restore_trainer(trainer: Any, state: dict[str, Any]) -> Any:
@@ -178,6 +180,8 @@ def restore_trainer(trainer: Any, state: dict[str, Any]) -> Any:
     trainer.ema.load_state_dict(state["ema"])
     trainer.log = [dict(record) for record in state["log"]]
     trainer.step, trainer.elapsed = int(state["step"]), float(state["elapsed_s"])
+    if hasattr(trainer, "grids"):
+        trainer.grids = {int(k): g.numpy() for k, g in state["grids"]}
     trainer.ema.requires_grad_(False).eval()
     return trainer
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..checks import check_int
 from ..data import GMM_2D, GaussianMixture, gmm_2d, sample_toy
-from ..labkit import cached
+from ..labkit import cache_key, persisted, restore_trainer, trainer_state
 from ..solvers import Field, solve
 from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
 
@@ -204,22 +204,33 @@ _LIVE: dict[str, Any] = {}  # the figure that the running fit reports to (set on
 
 
 def fit(config: Any, teacher: Any = None) -> Any:
-    """Train `config` (a fmlab.train.TrainConfig) once per kernel on `data_fn(config.data)`; returns the Trainer.
+    """Train `config` (a fmlab.train.TrainConfig) once on `data_fn(config.data)`; returns the Trainer.
 
     `teacher`: a TrainConfig whose (cached) EMA model is the reflow teacher (loss 'reflow'). When the optimum is
     closed-form (CFM, independent coupling, mixture data) records carry 'field_error' (see `field_error`).
-    A second call with equal arguments returns the same trainer at once (fmlab.labkit.cached).
+    A second call with equal arguments returns the same trainer at once, and a new kernel loads it from disk
+    (fmlab.labkit.persisted).
     """
-    return _fit(config, teacher)
+
+    def from_state(state: dict[str, Any]) -> Any:
+        _LIVE.clear()  # nothing trains live here (a teacher missing from the cache trains silently)
+        return restore_trainer(_build(config, teacher), state)
+
+    return persisted(cache_key("fmlab.viz.training.fit", config, teacher), lambda: _fit(config, teacher),
+                     trainer_state, from_state)
 
 
-@cached
-def _fit(config: Any, teacher: Any) -> Any:
+def _build(config: Any, teacher: Any) -> Any:
+    """The untrained Trainer of `config` (with the trained teacher's EMA model for reflow)."""
     from ..train import Trainer
 
-    sink, progress = _LIVE.pop("callback", None), _LIVE.pop("progress", True)  # the teacher trains silently
     runtime = {} if teacher is None else {"teacher": fit(teacher).ema}
-    trainer = Trainer(config, data_fn=data_fn(config.data), runtime_settings=runtime)
+    return Trainer(config, data_fn=data_fn(config.data), runtime_settings=runtime)
+
+
+def _fit(config: Any, teacher: Any) -> Any:
+    sink, progress = _LIVE.pop("callback", None), _LIVE.pop("progress", True)  # the teacher trains silently
+    trainer = _build(config, teacher)
     gmm = _optimum_known(config)
 
     def callback(step: int, record: dict[str, Any]) -> None:
