@@ -39,6 +39,7 @@ __all__ = [
     "ParametrisationRun", "parametrisation_run", "gradients_at", "MatchedGradients", "matched_gradients",
     "parametrisation_live", "parametrisation_table", "summarise_gradients", "render_samples",
     "transition_profiles", "transition_widget",
+    "prewarm_jobs",
 ]
 
 
@@ -493,3 +494,12 @@ def transition_widget(models: Mapping[str, Any], euler_steps: int = 16) -> Any:
                                                                 continuous_update=False)})
 
 
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 06's runs (both heads on every PARAM_DATASETS set; its STEPS, TRACK, N_EVAL) for `python -m fmlab
+    prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+
+    steps, track, n_eval = (150, 25, 300) if fast else (3000, 50, 1000)
+    return [job("06", "fmlab.viz.parametrisation:parametrisation_run", config, track, n_eval, progress=False,
+                cost=2 * steps) for data in PARAM_DATASETS
+            for config in parametrisation_configs(data, steps, seed=0, log_every=track)]
