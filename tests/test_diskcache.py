@@ -211,3 +211,63 @@ def test_the_entry_name_is_stable_across_processes(cache):
 def test_unpersistable_keys_are_refused_by_name(cache):
     with pytest.raises(ValueError, match="key must hold only"):
         diskcache.entry_key(("k", object()))
+
+
+# --- every lab training path: experiments.run, parametrisation runs, viz.training.fit (reflow teacher) ------------
+
+def test_an_experiment_run_comes_back_with_every_measurement(cache, fits):
+    from fmlab.experiments import lab_config, run
+
+    config = lab_config("8gaussians", "cfm", train_steps=20, log_every=10, threads=1)
+    kwargs = dict(track_every=10, track_batch=32, variance_every=10, variance_windows=(1, 2), variance_batches=2,
+                  eval_steps=(4,), n_eval=50)
+    first = run(config, progress=False, **kwargs)
+    labkit.clear_cache()
+    updates = []
+    again = run(config, progress=False, on_update=updates.append, **kwargs)
+    assert len(fits) == 1 and updates == [], "a cached run trains and reports nothing"
+    assert again.config == config and again.grad_steps == first.grad_steps == [0, 10, 20]
+    assert torch.equal(again.norms(), first.norms()) and again.w1 == first.w1 and again.elapsed == first.elapsed
+    assert [v.windows for v in again.variances] == [v.windows for v in first.variances]
+    assert all(torch.equal(a.variance, b.variance) for a, b in zip(again.variances, first.variances, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
+                                                 first.model.state_dict().values(), strict=True))
+    refreshed = run(config, progress=False, refresh=True, **kwargs)
+    assert len(fits) == 2 and refreshed is not again
+
+
+def test_a_parametrisation_run_keeps_its_tracked_weights(cache, fits):
+    from fmlab.viz import parametrisation as P
+
+    config = P.parametrisation_configs("moons", 20, log_every=10)[1]
+    first = P.parametrisation_run(config, track_every=10, n_eval=50, progress=False)
+    labkit.clear_cache()
+    again = P.parametrisation_run(config, track_every=10, n_eval=50, progress=False)
+    assert len(fits) == 1
+    assert again.losses == first.losses and len(again.states) == len(first.states) == 3
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(again.states, first.states, strict=True) for k in a)
+
+
+def test_a_parametrisation_run_after_a_plain_cached_run_trains_once_more_to_record(cache, fits):
+    from fmlab.experiments import run
+    from fmlab.viz import parametrisation as P
+
+    config = P.parametrisation_configs("moons", 20, log_every=10)[0]
+    run(config, levels=P.DEFAULT_LEVELS, track_every=10, eval_steps=(100,), n_eval=50, progress=False)
+    labkit.clear_cache()  # the run is on disk only: loading it replays no callbacks, so the weights must be recorded
+    record = P.parametrisation_run(config, track_every=10, n_eval=50, progress=False)
+    assert len(fits) == 2 and len(record.states) == len(record.result.grad_steps) == 3
+
+
+def test_a_reflow_student_and_its_teacher_load_from_disk(cache, fits):
+    from fmlab.viz import training as T
+
+    teacher = TrainConfig(**{**TINY, "data": "8modes"})
+    student = TrainConfig(**{**TINY, "data": "8modes", "loss": "reflow"})
+    first = T.fit(student, teacher, progress=False)
+    assert len(fits) == 2
+    labkit.clear_cache()
+    again = T.fit(student, teacher, progress=False)
+    assert len(fits) == 2 and again.log == first.log
+    assert "field_error" in T.fit(teacher).log[-1]  # records keep what the live figure plots
+    assert again.settings["teacher"] is T.fit(teacher).ema
