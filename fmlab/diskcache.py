@@ -125,11 +125,14 @@ def save_entry(key: Any, state: dict[str, Any]) -> Path | None:
 
 def storable(value: Any) -> Any:
     """`value` as the weights-only loader reads it back: tensors on the CPU (an entry written on a GPU loads
-    anywhere), numpy scalars as Python numbers, tuples as lists, mappings as dicts; recursively."""
+    anywhere), numpy scalars as Python numbers, numpy arrays as tensors, tuples as lists, mappings as dicts;
+    recursively."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
     if isinstance(value, Mapping):
         return {k: storable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -153,7 +153,12 @@ def persisted(key: Hashable, compute: Callable[[], T], to_state: Callable[[T], d
             warnings.warn(f"fmlab cache: the stored entry of {key[0] if isinstance(key, tuple) else key!r} could not "
                           f"be rebuilt ({type(err).__name__}: {err}); training again", RuntimeWarning, stacklevel=2)
     result = compute()
-    save_entry(key, to_state(result))
+    try:
+        state = to_state(result)
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:  # keep the result, warn, go on
+        warnings.warn(f"fmlab cache: not stored on disk ({type(err).__name__}: {err})", RuntimeWarning, stacklevel=2)
+    else:
+        save_entry(key, state)
     _CACHE[key] = result
     return result
 

@@ -271,3 +271,22 @@ def test_a_reflow_student_and_its_teacher_load_from_disk(cache, fits):
     assert len(fits) == 2 and again.log == first.log
     assert "field_error" in T.fit(teacher).log[-1]  # records keep what the live figure plots
     assert again.settings["teacher"] is T.fit(teacher).ema
+
+
+def test_a_result_that_cannot_be_stored_is_kept_in_memory_with_a_warning(cache):
+    def broken(result):
+        raise TypeError("not a state")
+
+    with pytest.warns(RuntimeWarning, match="not stored on disk"):
+        assert labkit.persisted(("unstorable",), lambda: 42, broken, dict) == 42
+    assert labkit.persisted(("unstorable",), lambda: 0, broken, dict) == 42  # memory still has it
+    assert diskcache.disk_info()["entries"] == 0
+
+
+def test_storable_gives_what_the_weights_only_loader_reads(cache):
+    import numpy as np
+
+    state = {"a": np.float32(1.5), "b": np.arange(3), "c": (1, 2), "d": torch.ones(2)}
+    diskcache.save_entry(("storable",), state)
+    back = diskcache.load_entry(("storable",))
+    assert back["a"] == 1.5 and torch.equal(back["b"], torch.arange(3)) and back["c"] == [1, 2]
