@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
 
@@ -44,7 +44,6 @@ class Job:
     kwargs: tuple = ()
     cost: int = 1
     stage: int = 0
-    labels: tuple = field(default=(), compare=False)
 
     def call(self) -> Any:
         module, name = self.function.split(":")
