@@ -266,11 +266,12 @@ def lab05_configs(fast: bool) -> dict[str, Any]:
 
 
 def prewarm_jobs(fast: bool) -> list:
-    """Lab 05's runs for `python -m fmlab prewarm` (fmlab.prewarm): the reflow student after its teacher."""
+    """Lab 05's runs for `python -m fmlab prewarm` (fmlab.prewarm): the reflow student (and the OT run) after the
+    teacher, the independent-coupling run."""
     from ..prewarm import job
 
     c = lab05_configs(fast)
     fit = "fmlab.viz.training:fit"
     return [job("05", fit, c["independent"], progress=False, cost=c["independent"].steps),
-            job("05", fit, c["OT"], progress=False, cost=c["OT"].steps),
+            job("05", fit, c["OT"], progress=False, cost=c["OT"].steps, stage=1),  # beside the student
             job("05", fit, c["reflow"], c["independent"], progress=False, cost=3 * c["reflow"].steps, stage=1)]

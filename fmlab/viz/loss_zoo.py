@@ -375,7 +375,8 @@ def zoo_widget(losses: Sequence[str] | None = None, loss: str = "meanflow", trai
 
 def prewarm_jobs(fast: bool) -> list:
     """Every run lab 12's zoo widget and quality plot can train (each loss; distillation with each teacher; its
-    TRAIN steps) for `python -m fmlab prewarm` (fmlab.prewarm): the flow-matching teacher first."""
+    TRAIN steps) for `python -m fmlab prewarm` (fmlab.prewarm): the flow-matching teacher alone in stage 0, so that
+    every other run can start as soon as it is done."""
     from ..prewarm import job
 
     steps = 150 if fast else 2000
@@ -383,5 +384,5 @@ def prewarm_jobs(fast: bool) -> list:
     for loss in flow_map_losses():
         for teacher in TEACHERS.values() if needs_teacher(loss) else ["exact"]:
             jobs.append(job("12", "fmlab.viz.loss_zoo:train_zoo", loss, steps, teacher, progress=False, cost=steps,
-                            stage=int(teacher == "fm")))
+                            stage=1))
     return jobs
