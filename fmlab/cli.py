@@ -6,6 +6,8 @@
     python -m fmlab eval runs/moons-ot --n 2000 --steps 1,2,4,8,100
     python -m fmlab train --data 8modes_halves --cond --p-uncond 0.2 --steps 8000 --out runs/halves-cond
     python -m fmlab sample runs/halves-cond --label 0 --guidance 3 --n 2000 --out class0_w3.npy
+    python -m fmlab prewarm 05 10 --jobs 4     # train what labs 05 and 10 can ask for (default: every lab)
+    python -m fmlab cache info                 # where the labs' trained results are kept; `cache clear` empties it
 
 Time runs from noise (t = 0) to data (t = 1); sampling solves the EMA model's ODE forward in t.
 Bad input ends with a message naming the parameter and what is allowed, exit code 2, and no file written.
@@ -22,7 +24,8 @@ from pathlib import Path
 
 from .checks import check_choice
 
-__all__ = ["OPTIONS", "main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval", "cmd_export"]
+__all__ = ["OPTIONS", "main", "build_parser", "cmd_losses", "cmd_train", "cmd_sample", "cmd_eval", "cmd_export",
+           "cmd_prewarm", "cmd_cache"]
 
 OPTIONS = ("loss", "coupling", "coupling_reg", "steps", "batch_size", "lr", "warmup", "lr_schedule", "optimizer",
            "weight_decay", "ema_decay", "grad_clip", "seed", "log_every", "ckpt_every")  # in the namespace if given
@@ -144,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=_int_list, default="1,2,4,8,100", help="comma-separated step counts")
             p.add_argument("--floor-repeats", type=_positive_int, default=3,
                            help="independent data pairs averaged for the noise floor")
+    p = sub.add_parser("prewarm", help="train every configuration the labs' controls can request",
+                       description="Train, once, every configuration the named labs' controls can request (default: "
+                       "every lab) into the disk cache, so that a fresh kernel answers every control at once. Full "
+                       "mode unless --fast or FMLAB_FAST=1 (the two modes have separate entries).")
+    p.add_argument("labs", nargs="*", metavar="LAB", help="lab numbers, e.g. 05 10 (see fmlab.prewarm.LABS)")
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="worker processes, one configuration each (default: the physical CPU cores)")
+    p.add_argument("--fast", action="store_true", help="the labs' fast-mode sizes (as FMLAB_FAST=1)")
+    p = sub.add_parser("cache", help="show or clear the disk cache of the labs' trained results",
+                       description="The labs' trained results live on disk (fmlab.diskcache): in $FMLAB_CACHE if "
+                       "set (FMLAB_CACHE=off disables it), else the user cache directory.")
+    p.add_argument("action", choices=["info", "clear"], help="info: where and how much; clear: delete every entry")
     from .cli_images import register_image_cli  # image runs: train --config celeba64, prepare, image sample/eval
 
     register_image_cli(sub)
@@ -295,7 +310,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"losses": cmd_losses, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "export": cmd_export}
+def cmd_prewarm(args: argparse.Namespace) -> int:
+    from .prewarm import format_report, prewarm
+
+    report = prewarm(args.labs, jobs=args.jobs, fast=True if args.fast else None)
+    print(format_report(report))
+    return 1 if report["errors"] else 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .diskcache import clear_disk, disk_info
+
+    if args.action == "clear":
+        print(f"removed {clear_disk()} entries from {disk_info()['path']}")
+        return 0
+    info = disk_info()
+    if not info["enabled"]:
+        print("disk cache: off (FMLAB_CACHE=off); trained results live in each kernel's memory only")
+    else:
+        print(f"disk cache: {info['path']}\nentries: {info['entries']} ({info['bytes'] / 2**20:.1f} MiB)")
+    return 0
+
+
+COMMANDS = {"losses": cmd_losses, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "export": cmd_export,
+            "prewarm": cmd_prewarm, "cache": cmd_cache}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

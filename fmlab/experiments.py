@@ -2,14 +2,15 @@
 
 A run (`run(config)`) trains fmlab.train.Trainer on a toy set with the labs' model (LAB_MODEL), records what labs 06
 and 10 plot (loss, gradient norms at noise levels, cross-term variance, W1 at several step counts) and is cached in
-this kernel's one result cache (fmlab.labkit: `clear_cache()` forgets it), keyed on its configuration, so
-flipping a control back to a configuration already trained is instant.
+this kernel's one result cache and on disk (fmlab.labkit.persisted: `clear_cache(disk=True)` forgets it), keyed on its
+configuration, so flipping a control back to a configuration already trained, or re-opening the lab, is instant.
 
 Convention (ARCHITECTURE.md, "Time"): t = 0 is noise, t = 1 is data, x_t = (1 - t) x0 + t x1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,14 +26,14 @@ from .diagnostics import (
     cross_term_grad_variance,
     grad_norms_at_levels,
 )
-from .labkit import cache_key, session_cache
+from .labkit import cache_key, persisted, restore_trainer, trainer_state
 from .losses import get_loss
 from .metrics import wasserstein
 from .solvers import solve
 
 __all__ = [
     "LAB_MODEL", "GMM_FOR_DATA", "lab_config", "label_of", "RunResult", "run", "evaluate_w1", "noise_floor_w1",
-    "samples_of",
+    "samples_of", "run_state", "run_from_state",
 ]
 
 
@@ -116,8 +117,10 @@ class RunResult:
 def run(config: Any, levels: Sequence[float] = DEFAULT_LEVELS, track_every: int = 0, track_loss: str | None = None,
         track_batch: int = 256, variance_every: int = 0, variance_windows: Sequence[int] = (1, 2, 4, 8),
         variance_t0: float = 0.25, variance_batches: int = 16, eval_steps: Sequence[int] = (100,),
-        n_eval: int = 1000, on_update: Callable[[RunResult], Any] | None = None, progress: bool = True) -> RunResult:
-    """Train `config` once per kernel (cached on every argument but `on_update` / `progress`) and return the result.
+        n_eval: int = 1000, on_update: Callable[[RunResult], Any] | None = None, progress: bool = True,
+        refresh: bool = False) -> RunResult:
+    """Train `config` once (cached in the kernel and on disk on every argument but `on_update` / `progress`) and
+    return the result; `refresh=True` trains again and replaces the cached result.
 
     track_every > 0: every that many steps, the gradient norm of `track_loss` (default: the run's loss) at each noise
     level in `levels` on a fresh minibatch of `track_batch` (the manuscript's gradient-norm figure).
@@ -126,13 +129,22 @@ def run(config: Any, levels: Sequence[float] = DEFAULT_LEVELS, track_every: int 
     eval_steps: W1 of n_eval samples (Euler with that many steps, from the EMA model) against fresh data.
     on_update(result) runs after every measurement (live figures); cached calls skip straight to the end.
     """
-    from .train import Trainer
-
     key = cache_key("run", config, list(levels), track_every, track_loss, track_batch, variance_every,
                     list(variance_windows), variance_t0, variance_batches, list(eval_steps), n_eval)
-    cache = session_cache()
-    if key in cache:
-        return cache[key]
+    settings = dict(levels=levels, track_every=track_every, track_loss=track_loss, track_batch=track_batch,
+                    variance_every=variance_every, variance_windows=variance_windows, variance_t0=variance_t0,
+                    variance_batches=variance_batches, eval_steps=eval_steps, n_eval=n_eval)
+    return persisted(key, lambda: _train(config, on_update=on_update, progress=progress, **settings), run_state,
+                     lambda state: run_from_state(state, config), refresh=refresh)
+
+
+def _train(config: Any, levels: Sequence[float], track_every: int, track_loss: str | None, track_batch: int,
+           variance_every: int, variance_windows: Sequence[int], variance_t0: float, variance_batches: int,
+           eval_steps: Sequence[int], n_eval: int, on_update: Callable[[RunResult], Any] | None, progress: bool
+           ) -> RunResult:
+    """`run` without its cache."""
+    from .train import Trainer
+
     trainer = Trainer(config, data_fn=data_sampler(config.data))
     result = RunResult(config=config, trainer=trainer, levels=list(levels))
     probe = torch.Generator().manual_seed(config.seed + 1)  # diagnostics draw from their own generator
@@ -175,8 +187,29 @@ def run(config: Any, levels: Sequence[float] = DEFAULT_LEVELS, track_every: int 
         result.w1[int(k)] = evaluate_w1(trainer.ema, config.data, steps=int(k), n=n_eval, seed=config.seed)
     if on_update is not None:
         on_update(result)
-    cache[key] = result
     return result
+
+
+def run_state(result: RunResult) -> dict[str, Any]:
+    """A RunResult as tensors and plain values (what fmlab.diskcache stores): the trainer's weights and log and
+    every measurement."""
+    return {"trainer": trainer_state(result.trainer), "levels": list(result.levels),
+            "grad_steps": list(result.grad_steps), "grad_norms": list(result.grad_norms),
+            "var_steps": list(result.var_steps), "variances": [dataclasses.asdict(v) for v in result.variances],
+            "w1": [[int(k), float(v)] for k, v in result.w1.items()], "elapsed": float(result.elapsed)}
+
+
+def run_from_state(state: dict[str, Any], config: Any) -> RunResult:
+    """The RunResult of `config` that `run_state` stored: the trainer built from the config and loaded (a state of
+    another config is a ValueError), no training."""
+    from .train import Trainer
+
+    trainer = restore_trainer(Trainer(config, data_fn=data_sampler(config.data)), state["trainer"])
+    return RunResult(config=config, trainer=trainer, levels=list(state["levels"]),
+                     grad_steps=list(state["grad_steps"]), grad_norms=list(state["grad_norms"]),
+                     var_steps=list(state["var_steps"]),
+                     variances=[CrossTermVariance(**v) for v in state["variances"]],
+                     w1={int(k): float(v) for k, v in state["w1"]}, elapsed=float(state["elapsed"]))
 
 
 

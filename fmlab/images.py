@@ -121,16 +121,18 @@ def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
 
 
 def _train_lab_config(config: ImageTrainConfig, label: str, live: bool) -> ImageTrainer:
-    from .labkit import cache_key, session_cache
+    from .labkit import cache_key, persisted, restore_trainer, trainer_state
     from .viz.images import LiveTraining
 
-    key = cache_key("train_lab_run", config)
     view = LiveTraining(f"{label}", config.steps, show=live) if live else None
-    if key not in session_cache():
+
+    def train() -> ImageTrainer:
         trainer = ImageTrainer(config, on_grid=view.on_grid if view else None)
         trainer.fit(progress=True, callback=view.on_record if view else None)
-        session_cache()[key] = trainer
-    trainer = session_cache()[key]
+        return trainer
+
+    trainer = persisted(cache_key("train_lab_run", config), train, trainer_state,
+                        lambda state: restore_trainer(ImageTrainer(config), state))
     if view is not None:
         view.show_final(trainer)
     return trainer

@@ -1,11 +1,14 @@
-"""Helpers every lab uses: the fast mode for CI, a per-session result cache, cached training, device text.
+"""Helpers every lab uses: the fast mode for CI, a result cache in memory and on disk, cached training, device text.
 
 `FMLAB_FAST=1` (environment variable) shrinks training steps and sample counts for CI *without changing the
 code path*: a lab asks `steps(full, fast)` / `pick(full, fast)` for its sizes and runs the same cells either way.
 
 Training inside a lab goes through `train_cached(config)`: the first call trains with a progress bar, every later
 call with an equal config returns the same trainer at once, so re-running a cell or moving a slider that only
-re-draws is instant. Results live in memory for the kernel's lifetime (restart the kernel to clear them).
+re-draws is instant. Trained results live in memory for the kernel's lifetime and on disk (fmlab.diskcache: keyed by
+the config, fmlab's version and the fast mode), so a new kernel, or a lab opened after
+`python -m fmlab prewarm`, loads them instead of training. `clear_cache()` forgets the kernel's results,
+`clear_cache(disk=True)` the disk's too; FMLAB_CACHE moves the disk cache (FMLAB_CACHE=off turns it off).
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ import dataclasses
 import functools
 import os
 import platform
+import warnings
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 import torch
 
 from .checks import check_int
+from .diskcache import clear_disk, load_entry, save_entry, storable
 
 __all__ = ["FAST_ENV", "fast_mode", "steps", "pick", "cached", "cache_key", "session_cache", "clear_cache",
-           "cache_info", "train_cached", "device_summary", "seeded"]
+           "cache_info", "persisted", "trainer_state", "restore_trainer", "train_cached", "device_summary", "seeded"]
 
 FAST_ENV = "FMLAB_FAST"
 _TRUE = {"1", "true", "yes", "on"}
@@ -116,9 +121,12 @@ def session_cache() -> dict[Hashable, Any]:
     return _CACHE
 
 
-def clear_cache() -> None:
-    """Forget every cached result (trained models included), whichever module cached it."""
+def clear_cache(disk: bool = False) -> None:
+    """Forget every cached result (trained models included), whichever module cached it; `disk=True` also deletes
+    the trained results stored on disk (fmlab.diskcache; the same as `python -m fmlab cache clear`)."""
     _CACHE.clear()
+    if disk:
+        clear_disk()
 
 
 def cache_info() -> int:
@@ -126,15 +134,72 @@ def cache_info() -> int:
     return len(_CACHE)
 
 
+def persisted(key: Hashable, compute: Callable[[], T], to_state: Callable[[T], dict[str, Any]],
+              from_state: Callable[[dict[str, Any]], T], refresh: bool = False) -> T:
+    """The result of `key`: from this kernel's cache, else rebuilt from its disk entry (`from_state(state)`), else
+    `compute()`d and stored in both (`to_state(result)`: tensors and plain values only, see fmlab.diskcache).
+
+    An entry that `from_state` cannot rebuild (a ValueError, KeyError, TypeError or RuntimeError, e.g. a state dict of
+    another shape) is ignored with a RuntimeWarning and computed again, never an error. Keys that hold objects
+    (not only strings, numbers, booleans, None) stay in memory. `refresh=True` computes again and replaces both."""
+    if key in _CACHE and not refresh:
+        return _CACHE[key]
+    state = None if refresh else load_entry(key)
+    if state is not None:
+        try:
+            _CACHE[key] = from_state(state)
+            return _CACHE[key]
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            warnings.warn(f"fmlab cache: the stored entry of {key[0] if isinstance(key, tuple) else key!r} could not "
+                          f"be rebuilt ({type(err).__name__}: {err}); training again", RuntimeWarning, stacklevel=2)
+    result = compute()
+    try:
+        state = to_state(result)
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as err:  # keep the result, warn, go on
+        warnings.warn(f"fmlab cache: not stored on disk ({type(err).__name__}: {err})", RuntimeWarning, stacklevel=2)
+    else:
+        save_entry(key, state)
+    _CACHE[key] = result
+    return result
+
+
+def trainer_state(trainer: Any) -> dict[str, Any]:
+    """What a trained fmlab.train.Trainer needs to come back without training: model and EMA weights, the model's
+    and the run's configs, the log, the step count, the training time and the sample grids of an image trainer
+    (`.grids`, uint8 arrays); no optimizer state: a cached run is not resumed."""
+    return {"model": trainer.model.state_dict(), "ema": trainer.ema.state_dict(),
+            "model_config": storable(dict(getattr(trainer.model, "config", {}))),
+            "config": storable(trainer.config.to_dict()), "log": storable(trainer.log), "step": int(trainer.step),
+            "elapsed_s": float(trainer.elapsed),
+            "grids": [[int(k), torch.as_tensor(g)] for k, g in getattr(trainer, "grids", {}).items()]}
+
+
+def restore_trainer(trainer: Any, state: dict[str, Any]) -> Any:
+    """Load `trainer_state(...)` into `trainer`, a freshly built (untrained) Trainer of the same config; returns it
+    with its EMA in eval mode, as after training. A state of another config or model is a ValueError."""
+    for name, ours in (("config", trainer.config.to_dict()), ("model_config", dict(getattr(trainer.model, "config",
+                                                                                           {})))):
+        if state[name] != storable(ours):
+            raise ValueError(f"the stored {name} differs from this run's")
+    trainer.model.load_state_dict(state["model"])
+    trainer.ema.load_state_dict(state["ema"])
+    trainer.log = [dict(record) for record in state["log"]]
+    trainer.step, trainer.elapsed = int(state["step"]), float(state["elapsed_s"])
+    if hasattr(trainer, "grids"):
+        trainer.grids = {int(k): g.numpy() for k, g in state["grids"]}
+    trainer.ema.requires_grad_(False).eval()
+    return trainer
+
+
 # --- cached training ------------------------------------------------------------------------------------------
 
 def train_cached(config: Any, progress: bool = True, **trainer_kwargs: Any) -> Any:
-    """Train `config` (a fmlab.train.TrainConfig) once per kernel and return the Trainer.
+    """Train `config` (a fmlab.train.TrainConfig) once (per kernel, and on disk: see `persisted`); return the Trainer.
 
     The trainer exposes `.ema` (the EMA model to sample from, eval mode), `.model`, `.log` (records with step,
     loss, grad_norm, lr, elapsed_s) and `.config`. `progress` shows a tqdm bar (a widget in Jupyter). Extra
     keyword arguments go to `Trainer(...)` (model=, data_fn=, runtime_settings=); objects among them are keyed
-    by identity unless you give a stable `cache_name=` to key on instead.
+    by identity (and then kept in memory only) unless you give a stable `cache_name=` to key on instead.
     """
     from .train import TrainConfig, Trainer
 
@@ -143,12 +208,21 @@ def train_cached(config: Any, progress: bool = True, **trainer_kwargs: Any) -> A
     name = trainer_kwargs.pop("cache_name", None)
     extras = name if name is not None else {k: _freeze_or_id(v) for k, v in trainer_kwargs.items()}
     key = cache_key("train_cached", config, extras)
-    if key not in _CACHE:
+
+    def train() -> Any:
         trainer = Trainer(config, **trainer_kwargs)
         trainer.fit(progress=progress)
         trainer.ema.requires_grad_(False).eval()
-        _CACHE[key] = trainer
-    return _CACHE[key]
+        return trainer
+
+    return persisted(key, train, trainer_state, lambda state: restore_trainer(Trainer(config, **trainer_kwargs), state))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ObjectId:
+    """Stands in a cache key for an object keyed by identity: hashable, and not persistable (fmlab.diskcache)."""
+
+    value: int
 
 
 def _freeze_or_id(value: Any) -> Any:
@@ -157,7 +231,7 @@ def _freeze_or_id(value: Any) -> Any:
         hash(frozen)
         return frozen
     except (TypeError, ValueError):
-        return ("id", id(value))
+        return _ObjectId(id(value))
 
 
 # --- seeding and device text ---------------------------------------------------------------------------------

@@ -99,7 +99,8 @@ interpolation_widget("moons")
 # $$\mathcal L(\theta) = \mathbb E_{t, x_0, x_1} \big\| v_\theta(x_t, t) - (x_1 - x_0) \big\|^2 .$$
 #
 # Labs 01 and 02 explain why this works. For now, train it: the bar below shows the progress
-# (about a minute on a laptop CPU; a few seconds in fast mode).
+# (about a minute on a laptop CPU; a few seconds in fast mode). The trained model is saved in fmlab's disk cache,
+# so re-running the cell, or re-opening the lab tomorrow, loads it at once instead of training again.
 
 # %%
 from fmlab.labkit import train_cached
@@ -107,7 +108,7 @@ from fmlab.train import TrainConfig
 
 config = TrainConfig(data="moons", loss="cfm", steps=steps(2000, 300), batch_size=256, hidden=128, depth=3,
                      lr=2e-3, warmup=50, log_every=25, ckpt_every=0, seed=0)
-trainer = train_cached(config)   # trains once per kernel; re-running this cell is instant
+trainer = train_cached(config)   # trains once, then loads from the disk cache
 print(f"trained {trainer.step} steps in {trainer.elapsed:.1f} s on {trainer.device}; final loss {trainer.log[-1]['loss']:.3f}")
 
 # %% [markdown]

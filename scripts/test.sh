@@ -16,6 +16,11 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${FMLAB_CHROMIUM:-}" ]; then
   fi
 fi
 export FMLAB_FAST=1 MPLBACKEND=Agg
+# The labs' disk cache of trained results (fmlab.diskcache) goes to a fresh temporary directory, removed at exit: a
+# test run never reads or writes the user's cache, and no run is sped up (or hidden) by an earlier one.
+FMLAB_CACHE="$(mktemp -d -t fmlab_cache.XXXXXX)"
+export FMLAB_CACHE
+trap 'rm -rf "$FMLAB_CACHE"' EXIT
 if [ "$#" -gt 0 ]; then  # a selection of tests: run just that
   python -m pytest -q "$@"
   exit

@@ -6,6 +6,19 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def disk_cache_in_a_temp_dir(tmp_path_factory):
+    """fmlab's disk cache of trained results (fmlab.diskcache) goes to a fresh temporary directory for the test
+    session: tests never read or write the user's cache, and a warm cache from an earlier run cannot hide a failure."""
+    old = os.environ.get("FMLAB_CACHE")
+    os.environ["FMLAB_CACHE"] = str(tmp_path_factory.mktemp("fmlab_cache"))
+    yield
+    if old is None:
+        os.environ.pop("FMLAB_CACHE", None)
+    else:
+        os.environ["FMLAB_CACHE"] = old
+
+
 @pytest.fixture
 def float64():
     """Run one test in float64 and restore the default dtype afterwards (never set it at import time:

@@ -14,8 +14,11 @@ PACKAGE = ROOT / "fmlab"
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.name not in ("__init__.py", "__main__.py"))
 LABS = sorted((ROOT / "labs").glob("[0-9][0-9]_*.py"))
 MAX_LINES = 520  # "about 500"
-LAB_SUPPORT = ("fmlab.viz", "fmlab.exercises", "fmlab.experiments", "fmlab.labkit")
-ENGINE_MAY_IMPORT_LAB_SUPPORT = {"fmlab.images"}  # builds the CelebA lab's cached runs (lazily)
+LAB_SUPPORT = ("fmlab.viz", "fmlab.exercises", "fmlab.experiments", "fmlab.labkit", "fmlab.diskcache",
+               "fmlab.prewarm")
+# fmlab.images builds the CelebA lab's cached runs, fmlab.cli's `cache` and `prewarm` commands manage the labs' cache
+# (both import lazily)
+ENGINE_MAY_IMPORT_LAB_SUPPORT = {"fmlab.images", "fmlab.cli"}
 
 
 def _module_name(path: Path) -> str:

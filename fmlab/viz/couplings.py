@@ -32,7 +32,7 @@ from .training import AXIS_X, AXIS_Y, EXTENT, scatter
 
 __all__ = ["minibatch_pairs", "crossing_fraction", "render_coupling", "coupling_widget", "posterior_variance_knn",
            "posterior_variance_curves", "render_posterior_variance", "sample_steps", "render_samples_grid",
-           "samples_widget", "w2_table", "render_w2_vs_steps", "batch_sizes"]
+           "samples_widget", "w2_table", "render_w2_vs_steps", "batch_sizes", "lab05_configs", "prewarm_jobs"]
 
 
 def batch_sizes(n: int) -> list[int]:
@@ -250,3 +250,28 @@ def render_w2_vs_steps(table: Mapping[str, Mapping[int, float]], colors: Mapping
     fig.update_xaxes(type="log", dtick=np.log10(2), tickformat="d")
     fig.update_yaxes(type="log")
     return fig
+
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+def lab05_configs(fast: bool) -> dict[str, Any]:
+    """Lab 05's three runs (its BASE, INDEP, OT and REFLOW cells): {'independent', 'OT', 'reflow'} -> TrainConfig."""
+    from ..train import TrainConfig
+
+    base = dict(data="8modes", loss="cfm", steps=300 if fast else 3000, batch_size=256, hidden=128, depth=3, lr=3e-3,
+                warmup=30 if fast else 100, log_every=30 if fast else 100, seed=0, threads=1)
+    return {"independent": TrainConfig(**base, coupling="independent"), "OT": TrainConfig(**base, coupling="ot"),
+            "reflow": TrainConfig(**{**base, "loss": "reflow"},
+                                  loss_settings={"teacher_steps": 8, "teacher_method": "midpoint"})}
+
+
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 05's runs for `python -m fmlab prewarm` (fmlab.prewarm): the reflow student (and the OT run) after the
+    teacher, the independent-coupling run."""
+    from ..prewarm import job
+
+    c = lab05_configs(fast)
+    fit = "fmlab.viz.training:fit"
+    return [job("05", fit, c["independent"], progress=False, cost=c["independent"].steps),
+            job("05", fit, c["OT"], progress=False, cost=c["OT"].steps, stage=1),  # beside the student
+            job("05", fit, c["reflow"], c["independent"], progress=False, cost=3 * c["reflow"].steps, stage=1)]

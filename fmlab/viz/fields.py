@@ -36,7 +36,8 @@ from .widgets import View, dropdown, interactive_view, t_slider
 __all__ = ["FIELD_DATA", "COMPONENT_COLORS", "field_data", "conditional_velocity", "quiver_xy", "posterior_colors",
            "render_fields", "render_marginalisation_1d", "fields_widget", "marginalisation_1d_widget",
            "LossGap", "fm_losses", "loss_gap", "marginalisation_demo", "render_loss_gap", "T_MAX", "ARROW_DT",
-           "MarginalisationDemo", "conditional_and_marginal_paths"]
+           "MarginalisationDemo", "conditional_and_marginal_paths",
+           "prewarm_jobs"]
 
 FIELD_DATA = ("three_points", "two_modes", "asymmetric", "8modes")
 T_MAX = 0.9  # the field views stop here: u_t(x | x1) grows like 1 / (1 - t)
@@ -390,3 +391,15 @@ def render_loss_gap(demo: MarginalisationDemo) -> go.Figure:
     top = max(demo.gaps[k].conditional for k in names)
     fig.update_yaxes(range=[0, 1.12 * top])  # headroom above the tallest bar
     return fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.15))
+
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 02's trained MLP (section "a trained network") for `python -m fmlab prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+    from ..train import TrainConfig
+
+    config = TrainConfig(data="8gaussians", steps=200 if fast else 1500, batch_size=256, hidden=64, depth=3,
+                         lr=3e-3, warmup=50, log_every=50, ckpt_every=0, seed=0)
+    return [job("02", "fmlab.labkit:train_cached", config, progress=False, cost=config.steps)]

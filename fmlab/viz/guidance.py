@@ -38,7 +38,7 @@ from .widgets import View, dropdown, interactive_view, slider, t_slider
 
 __all__ = ["DATA", "P_UNCOND", "GUIDANCE_MODEL", "W_MAX", "W_GRID", "REFERENCES", "lab_config", "GuidanceStudy",
            "guidance_widget", "render_guidance", "combined_w2",
-           "mode_table"]
+           "mode_table", "prewarm_jobs"]
 
 DATA = "8modes_halves"  # the 8 Gaussians, modes 0-3 (upper half) class 0, modes 4-7 class 1
 P_UNCOND = 0.2  # label dropout: the share of training labels replaced by the null label
@@ -228,3 +228,13 @@ def mode_table(study: GuidanceStudy, c: int = 0, ws=(0.0, 1.0, 2.0, 4.0, 8.0), k
         rows.append(f"{w:4g} | " + " ".join(f"{s:6.2f}" for s in share.tolist()) +
                     f" | {r.mean().item():8.2f} | {r.std().item():7.3f}")
     return "\n".join(rows)
+
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 09's class-conditional model (its TRAIN_STEPS) for `python -m fmlab prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+
+    n = 400 if fast else 6000
+    return [job("09", "fmlab.labkit:train_cached", lab_config(n), progress=False, cost=n)]

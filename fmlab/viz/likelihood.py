@@ -27,7 +27,8 @@ from .training import AXIS_X, AXIS_Y, EXTENT, grid
 from .widgets import View, int_slider, interactive_view, t_slider
 
 __all__ = ["mixture_1d", "continuity_residual", "ContinuityParticles", "continuity_widget", "HutchinsonRuns",
-           "hutchinson_widget", "density_grid", "render_density_comparison", "NLLSummary", "nll_summary"]
+           "hutchinson_widget", "density_grid", "render_density_comparison", "NLLSummary", "nll_summary",
+           "prewarm_jobs"]
 
 X_RANGE = (-4.5, 4.5)
 
@@ -259,3 +260,13 @@ def nll_summary(model_log_prob: Tensor, true_log_prob: Tensor, dim: int) -> NLLS
     return NLLSummary(n, dim, mean_se(-model_log_prob), mean_se(-true_log_prob),
                       mean_se(true_log_prob - model_log_prob))
 
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 08's network (lab 07's trained run, its CONFIG) for `python -m fmlab prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+    from .score_sde import sde_config
+
+    n = 300 if fast else 4000
+    return [job("08", "fmlab.viz.training:fit", sde_config(n), progress=False, cost=n)]

@@ -30,6 +30,7 @@ __all__ = [
     "classification", "time_gaps", "time_gap_table", "zoo_model", "zoo_config", "trajectory", "generate",
     "ZOO_TARGET", "ZOO_DATA", "TEACHERS", "zoo_teacher", "train_zoo", "MAX_STEPS", "ZooView", "render_zoo",
     "render_quality", "ZooLab", "zoo_widget",
+    "prewarm_jobs",
 ]
 
 
@@ -371,3 +372,19 @@ def zoo_widget(losses: Sequence[str] | None = None, loss: str = "meanflow", trai
     view.lab = lab
     return view
 
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+def prewarm_jobs(fast: bool) -> list:
+    """Every run lab 12's zoo widget and quality plot can train (each loss; distillation with each teacher; its
+    TRAIN steps) for `python -m fmlab prewarm` (fmlab.prewarm): the flow-matching teacher alone in stage 0, so that
+    every other run can start as soon as it is done."""
+    from ..prewarm import job
+
+    steps = 150 if fast else 2000
+    jobs = [job("12", "fmlab.viz.loss_zoo:train_zoo", "cfm", steps, progress=False, cost=steps)]
+    for loss in flow_map_losses():
+        for teacher in TEACHERS.values() if needs_teacher(loss) else ["exact"]:
+            jobs.append(job("12", "fmlab.viz.loss_zoo:train_zoo", loss, steps, teacher, progress=False, cost=steps,
+                            stage=1))
+    return jobs

@@ -25,8 +25,8 @@ from ..diagnostics import (
     grad_norms_at_levels,
     transition_jacobians,
 )
-from ..experiments import RunResult, lab_config, run
-from ..labkit import cache_key, session_cache
+from ..experiments import RunResult, lab_config, run, run_from_state, run_state
+from ..labkit import cache_key, persisted
 from ..losses import get_loss
 from ..solvers import solve
 from .style import COLORS, SEQUENCE, apply_style
@@ -39,6 +39,7 @@ __all__ = [
     "ParametrisationRun", "parametrisation_run", "gradients_at", "MatchedGradients", "matched_gradients",
     "parametrisation_live", "parametrisation_table", "summarise_gradients", "render_samples",
     "transition_profiles", "transition_widget",
+    "prewarm_jobs",
 ]
 
 
@@ -273,34 +274,37 @@ def parametrisation_run(config: Any, track_every: int = 50, n_eval: int = 1000,
                         on_update: Callable[[RunResult], Any] | None = None, progress: bool = True
                         ) -> ParametrisationRun:
     """Train `config` with `run` (gradient norms at DEFAULT_LEVELS every `track_every` steps, W1 of the EMA model
-    with 100 Euler steps) and record the velocity-equivalent loss and the weights at every tracked step. Cached per
-    kernel on the arguments."""
-    key = cache_key("parametrisation_run", config, track_every, n_eval)
-    cache = session_cache()
-    if key in cache:
-        return cache[key]
-    losses: list[float] = []
-    states: list[dict[str, Tensor]] = []
-
-    def update(result: RunResult) -> None:
-        if len(losses) < len(result.grad_steps):  # a new measurement: the live weights are at that step
-            model = result.trainer.model
-            losses.append(velocity_equivalent_loss(model, config.data, seed=config.seed))
-            states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-        if on_update is not None:
-            on_update(result)
-
+    with 100 Euler steps) and record the velocity-equivalent loss and the weights at every tracked step. Cached in the
+    kernel and on disk (fmlab.labkit.persisted) on the arguments."""
     kwargs = dict(levels=DEFAULT_LEVELS, track_every=track_every, eval_steps=(100,), n_eval=n_eval)
-    result = run(config, on_update=update, progress=progress, **kwargs)
-    if len(losses) != len(result.grad_steps):  # `run` had it cached (no callbacks): train again, recording
-        for k in [k for k, v in cache.items() if v is result]:
-            del cache[k]
-        losses.clear()
-        states.clear()
+
+    def train() -> ParametrisationRun:
+        losses: list[float] = []
+        states: list[dict[str, Tensor]] = []
+
+        def update(result: RunResult) -> None:
+            if len(losses) < len(result.grad_steps):  # a new measurement: the live weights are at that step
+                model = result.trainer.model
+                losses.append(velocity_equivalent_loss(model, config.data, seed=config.seed))
+                states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            if on_update is not None:
+                on_update(result)
+
         result = run(config, on_update=update, progress=progress, **kwargs)
-    record = ParametrisationRun(result, losses, states)
-    cache[key] = record
-    return record
+        if len(losses) != len(result.grad_steps):  # `run` had it cached (no callbacks): train again, recording
+            losses.clear()
+            states.clear()
+            result = run(config, on_update=update, progress=progress, refresh=True, **kwargs)
+        return ParametrisationRun(result, losses, states)
+
+    def to_state(record: ParametrisationRun) -> dict[str, Any]:
+        return {"run": run_state(record.result), "losses": list(record.losses), "states": list(record.states)}
+
+    def from_state(state: dict[str, Any]) -> ParametrisationRun:
+        return ParametrisationRun(run_from_state(state["run"], config), [float(v) for v in state["losses"]],
+                                  [dict(weights) for weights in state["states"]])
+
+    return persisted(cache_key("parametrisation_run", config, track_every, n_eval), train, to_state, from_state)
 
 
 def gradients_at(run_: ParametrisationRun, index: int, n_batches: int = MATCHED_BATCHES, batch_size: int = 256,
@@ -481,3 +485,12 @@ def transition_widget(models: Mapping[str, Any], euler_steps: int = 16) -> Any:
                                                                 continuous_update=False)})
 
 
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 06's runs (both heads on every PARAM_DATASETS set; its STEPS, TRACK, N_EVAL) for `python -m fmlab
+    prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+
+    steps, track, n_eval = (150, 25, 300) if fast else (3000, 50, 1000)
+    return [job("06", "fmlab.viz.parametrisation:parametrisation_run", config, track, n_eval, progress=False,
+                cost=2 * steps) for data in PARAM_DATASETS
+            for config in parametrisation_configs(data, steps, seed=0, log_every=track)]

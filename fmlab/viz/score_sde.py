@@ -35,7 +35,7 @@ from .widgets import View, dropdown, interactive_view, slider, t_slider
 
 __all__ = ["ETA_MAX", "render_score", "score_widget", "SDEPaths", "sde_paths_widget", "mode_stats", "eta_sweep",
            "EtaSweep", "render_w2_vs_eta", "sde_config", "LOSSES", "implied_weight", "weight_profile",
-           "render_weightings", "weightings_widget", "CURRENCIES", "SAMPLERS", "AXES"]
+           "render_weightings", "weightings_widget", "CURRENCIES", "SAMPLERS", "AXES", "prewarm_jobs"]
 
 ETA_MAX = 4.0
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -344,3 +344,13 @@ def weightings_widget() -> View:
                 "sampler": dropdown("time sampler", list(SAMPLERS), "uniform"),
                 "axis": dropdown("x axis", {"log-SNR λ": "log_snr", "time t": "t"}, "log_snr")}
     return interactive_view(render_weightings, controls)
+
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 07's trained and under-trained networks (TRAINED, UNDER) for `python -m fmlab prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+
+    return [job("07", "fmlab.viz.training:fit", sde_config(n), progress=False, cost=n)
+            for n in (300 if fast else 4000, 200)]

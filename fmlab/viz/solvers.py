@@ -25,7 +25,7 @@ from .training import AXIS_X, AXIS_Y, EXTENT, scatter
 
 __all__ = ["METHODS", "METHOD_COLORS", "METHOD_LABELS", "float64_field", "render_solver_samples", "SolverRuns",
            "solver_widget", "w2_vs_nfe", "render_w2_vs_nfe", "reference_solution", "convergence", "measured_order",
-           "render_convergence", "straightness_profile", "render_straightness", "render_paths"]
+           "render_convergence", "straightness_profile", "render_straightness", "render_paths", "prewarm_jobs"]
 
 METHODS = ("euler", "midpoint", "heun", "rk4")
 METHOD_LABELS = {"euler": "Euler", "midpoint": "midpoint", "heun": "Heun", "rk4": "RK4"}
@@ -281,3 +281,14 @@ def render_paths(trajs: Mapping[str, Trajectory], data: Tensor | None = None, n_
     fig.update_layout(width=430 * len(names) + 60, height=520,
                       legend=dict(orientation="h", x=0.0, y=-0.18, yanchor="top"), margin=dict(b=110))
     return fig
+
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 04's network (lab 03's run, `T.fit(CONFIG)`) for `python -m fmlab prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+    from .training import lab03_config
+
+    config = lab03_config(fast)
+    return [job("04", "fmlab.viz.training:fit", config, progress=False, cost=config.steps)]

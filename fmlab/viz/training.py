@@ -26,14 +26,14 @@ from torch import Tensor
 
 from ..checks import check_int
 from ..data import GMM_2D, GaussianMixture, data_sampler, gmm_2d
-from ..labkit import cached
+from ..labkit import cache_key, persisted, restore_trainer, trainer_state
 from ..solvers import Field, solve
 from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style
 
 __all__ = ["EXTENT", "AXIS_X", "AXIS_Y", "grid", "arrow_traces", "density_contour", "scatter", "blend",
            "loss_floor", "field_error", "loss_decomposition", "ground_truth", "render_loss_curve", "fit",
            "fit_live", "particle_paths", "render_particle_animation", "render_field_comparison",
-           "field_comparison_widget"]
+           "field_comparison_widget", "lab03_config", "prewarm_jobs"]
 
 EXTENT = 4.5  # plots of 2D data cover [-EXTENT, EXTENT]^2
 AXIS_X, AXIS_Y = "coordinate 1", "coordinate 2"
@@ -195,23 +195,34 @@ def render_loss_curve(log: Sequence[dict[str, Any]], floor: float | None = None,
 _LIVE: dict[str, Any] = {}  # the figure that the running fit reports to (set only while fit_live trains)
 
 
-def fit(config: Any, teacher: Any = None) -> Any:
-    """Train `config` (a fmlab.train.TrainConfig) once per kernel on `data_sampler(config.data)`; returns the Trainer.
+def fit(config: Any, teacher: Any = None, progress: bool = True) -> Any:
+    """Train `config` (a fmlab.train.TrainConfig) once on `data_sampler(config.data)`; returns the Trainer.
 
     `teacher`: a TrainConfig whose (cached) EMA model is the reflow teacher (loss 'reflow'). When the optimum is
     closed-form (CFM, independent coupling, mixture data) records carry 'field_error' (see `field_error`).
-    A second call with equal arguments returns the same trainer at once (fmlab.labkit.cached).
+    A second call with equal arguments returns the same trainer at once, and a new kernel loads it from disk
+    (fmlab.labkit.persisted). `progress`: a tqdm bar while it trains.
     """
-    return _fit(config, teacher)
+
+    def from_state(state: dict[str, Any]) -> Any:
+        _LIVE.clear()  # nothing trains live here (a teacher missing from the cache trains silently)
+        return restore_trainer(_build(config, teacher), state)
+
+    return persisted(cache_key("fmlab.viz.training.fit", config, teacher), lambda: _fit(config, teacher, progress),
+                     trainer_state, from_state)
 
 
-@cached
-def _fit(config: Any, teacher: Any) -> Any:
+def _build(config: Any, teacher: Any) -> Any:
+    """The untrained Trainer of `config` (with the trained teacher's EMA model for reflow)."""
     from ..train import Trainer
 
-    sink, progress = _LIVE.pop("callback", None), _LIVE.pop("progress", True)  # the teacher trains silently
     runtime = {} if teacher is None else {"teacher": fit(teacher).ema}
-    trainer = Trainer(config, data_fn=data_sampler(config.data), runtime_settings=runtime)
+    return Trainer(config, data_fn=data_sampler(config.data), runtime_settings=runtime)
+
+
+def _fit(config: Any, teacher: Any, progress: bool) -> Any:
+    sink, progress = _LIVE.pop("callback", None), _LIVE.pop("progress", progress)  # the teacher trains silently
+    trainer = _build(config, teacher)
     gmm = _optimum_known(config)
 
     def callback(step: int, record: dict[str, Any]) -> None:
@@ -383,3 +394,22 @@ def field_comparison_widget(field: Field, gmm: GaussianMixture, t: float = 0.5, 
 
     control = slider("time t", 0.0, 1.0, 0.05, t, continuous_update=False)
     return interactive_view(render_field_comparison, {"t": control}, field=field, gmm=gmm, **kwargs)
+
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+def lab03_config(fast: bool) -> Any:
+    """The network of labs 03 (training) and 04 (solvers): their CONFIG cell."""
+    from ..train import TrainConfig
+
+    return TrainConfig(data="8modes", loss="cfm", coupling="independent", steps=400 if fast else 4000, batch_size=256,
+                       hidden=128, depth=3, lr=3e-3, warmup=30 if fast else 100, log_every=20 if fast else 100,
+                       seed=0, threads=1)
+
+
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 03's training run (`fit_live(CONFIG)`) for `python -m fmlab prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+
+    config = lab03_config(fast)
+    return [job("03", "fmlab.viz.training:fit", config, progress=False, cost=config.steps)]

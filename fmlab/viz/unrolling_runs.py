@@ -9,6 +9,7 @@ counted in single-step FM steps by `relative_cost`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,8 +29,7 @@ __all__ = [
     "render_loss_curves", "METHOD_COLORS", "method_color", "render_comparison", "STEP_OVERHEAD",
     "relative_cost", "equal_time_config", "COMPARISON", "comparison_configs", "comparison_runs",
     "comparison_table", "conclusion", "variance_live", "FM_KEYS", "fm_curve", "render_unrolling_run",
-    "TRAINING_STEP_COUNTS", "unrolling_widget",
-]
+    "TRAINING_STEP_COUNTS", "unrolling_widget", "WIDGET_LOSSES", "MAX_WINDOW", "widget_config", "prewarm_jobs"]
 
 
 def render_loss_curves(results: Sequence[RunResult], key: str = "first_step_fm", x: str = "elapsed_s",
@@ -258,6 +258,21 @@ def _w1_at(result: RunResult, steps: int, n_eval: int) -> float:
 
 
 TRAINING_STEP_COUNTS = (8, 16, 32)  # the window's dt = 1 / steps offered by the training view
+WIDGET_LOSSES = {"WT-FM (terminal loss)": "wtfm", "anchored consistency": "anchored_consistency"}
+MAX_WINDOW = 8
+
+
+def widget_config(data: str, base_steps: int, loss: str, window: int, euler_steps: int, detach: bool,
+                  cross_terms: bool, ot: bool) -> tuple[Any, str]:
+    """(the equal-compute config that `unrolling_widget`'s controls select, a note on a window it had to change)."""
+    note = ""
+    window = min(window, euler_steps)
+    if loss == "anchored_consistency" and window < 2:
+        window, note = 2, " (anchored needs L >= 2)"
+    settings = {"window": window, "steps": euler_steps, "detach": detach}
+    if loss == "wtfm" and not cross_terms:  # only when off: the default run is the comparison's (cached)
+        settings["cross_terms"] = False
+    return equal_time_config(data, loss, base_steps, coupling="ot" if ot else "independent", **settings), note
 
 
 def unrolling_widget(data: str = "8gaussians", base_steps: int = 2000, n_eval: int = 1000,
@@ -270,25 +285,16 @@ def unrolling_widget(data: str = "8gaussians", base_steps: int = 2000, n_eval: i
     from .widgets import View, checkbox, dropdown, enable_when, int_slider
 
     def render(loss: str, window: int, euler_steps: int, detach: bool, cross_terms: bool, ot: bool) -> go.Figure:
-        note = ""
-        window = min(window, euler_steps)
-        if loss == "anchored_consistency" and window < 2:
-            window, note = 2, " (anchored needs L >= 2)"
-        coupling = "ot" if ot else "independent"
-        base = run(equal_time_config(data, "cfm", base_steps, coupling=coupling), eval_steps=(16, 100),
+        config, note = widget_config(data, base_steps, loss, window, euler_steps, detach, cross_terms, ot)
+        base = run(equal_time_config(data, "cfm", base_steps, coupling=config.coupling), eval_steps=(16, 100),
                    n_eval=n_eval, progress=False)
-        settings = {"window": window, "steps": euler_steps, "detach": detach}
-        if loss == "wtfm" and not cross_terms:  # only when off: the default run is the comparison's (cached)
-            settings["cross_terms"] = False
-        result = run(equal_time_config(data, loss, base_steps, coupling=coupling, **settings), eval_steps=(16, 100),
-                     n_eval=n_eval, progress=False)
+        result = run(config, eval_steps=(16, 100), n_eval=n_eval, progress=False)
         _w1_at(base, euler_steps, n_eval)
         _w1_at(result, euler_steps, n_eval)
         return render_unrolling_run(result, base, euler_steps, note=note)
 
-    controls = {"loss": dropdown("loss", {"WT-FM (terminal loss)": "wtfm",
-                                          "anchored consistency": "anchored_consistency"}),
-                "window": int_slider("window length L", 1, 8, 4, continuous_update=False),
+    controls = {"loss": dropdown("loss", WIDGET_LOSSES),
+                "window": int_slider("window length L", 1, MAX_WINDOW, 4, continuous_update=False),
                 "euler_steps": dropdown("Euler steps (dt = 1/steps)", list(TRAINING_STEP_COUNTS), euler_steps),
                 "detach": checkbox("detach (stop-gradient between steps)", False),
                 "cross_terms": checkbox("keep the cross-terms (WT-FM)", True),
@@ -300,4 +306,29 @@ def unrolling_widget(data: str = "8gaussians", base_steps: int = 2000, n_eval: i
     return view
 
 
+# --- pre-warming ----------------------------------------------------------------------------------------------
 
+def prewarm_jobs(fast: bool) -> list:
+    """Every run lab 10 trains (its BASE, EVERY, N_EVAL; DATA = 8gaussians, dt = 1/16): the single-step FM run, the
+    variance runs, the comparison and every setting of the unrolling widget's controls; for `python -m fmlab
+    prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+
+    data, base, every, n_eval, batches = ("8gaussians", 100, 100, 300, 6) if fast else ("8gaussians", 2000, 250, 1000,
+                                                                                        16)
+    configs = [equal_time_config(data, "cfm", base), *comparison_configs(data, base),
+               *(equal_time_config(data, "cfm", base, coupling=c) for c in ("independent", "ot"))]
+    for loss in WIDGET_LOSSES.values():
+        for window, steps, detach, cross, ot in itertools.product(range(1, MAX_WINDOW + 1), TRAINING_STEP_COUNTS,
+                                                                  (False, True), (True, False), (False, True)):
+            if cross or loss == "wtfm":
+                configs.append(widget_config(data, base, loss, window, steps, detach, cross, ot)[0])
+    # the FM run, the comparison and the widget all evaluate at dt = 1/16 and with 100 steps (prewarm drops repeats)
+    jobs = [job("10", "fmlab.experiments:run", c, progress=False, cost=base, eval_steps=(16, 100), n_eval=n_eval)
+            for c in configs]
+    for coupling in ("independent", "ot"):  # variance_live
+        config = lab_config(data, "cfm", coupling=coupling, train_steps=base, log_every=every)
+        jobs.append(job("10", "fmlab.experiments:run", config, progress=False, cost=2 * base, variance_every=every,
+                        variance_windows=(1, 2, 4, 8), variance_t0=0.25, variance_batches=batches, eval_steps=(100,),
+                        n_eval=n_eval))
+    return jobs

@@ -22,7 +22,7 @@ from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
 from .widgets import View, int_slider, interactive_view, t_slider
 
 __all__ = ["toy_points", "render_interpolation", "interpolation_widget", "sample_model", "render_tour",
-           "render_samples", "sampling_steps_widget"]
+           "render_samples", "sampling_steps_widget", "prewarm_jobs"]
 
 LIM = 3.0
 
@@ -134,3 +134,15 @@ def sampling_steps_widget(model: nn.Module, data: Tensor, n: int = 1000, max_ste
         return render_samples(cache[steps], data, f"{steps} Euler step{'s' if steps > 1 else ''} from noise to data")
 
     return interactive_view(render, {"steps": int_slider("Euler steps", 1, max_steps, 1, continuous_update=False)})
+
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 00's one training run (its `config` cell) for `python -m fmlab prewarm` (fmlab.prewarm)."""
+    from ..prewarm import job
+    from ..train import TrainConfig
+
+    config = TrainConfig(data="moons", loss="cfm", steps=300 if fast else 2000, batch_size=256, hidden=128, depth=3,
+                         lr=2e-3, warmup=50, log_every=25, ckpt_every=0, seed=0)
+    return [job("00", "fmlab.labkit:train_cached", config, progress=False, cost=config.steps)]

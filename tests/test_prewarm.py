@@ -1,0 +1,97 @@
+"""fmlab.prewarm and `python -m fmlab prewarm / cache`: a pre-warmed lab trains nothing when it runs."""
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from fmlab import diskcache, labkit, prewarm
+from fmlab.cli import main
+from fmlab.train import Trainer
+from fmlab.viz import score_sde, training
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("FMLAB_FAST", "1")
+    labkit.clear_cache()
+    yield tmp_path
+    labkit.clear_cache()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_every_registered_lab_lists_jobs_that_resolve(fast):
+    for lab, module in prewarm.LABS.items():
+        jobs = importlib.import_module(module).prewarm_jobs(fast)
+        assert jobs and all(j.lab == lab and j.cost >= 1 for j in jobs), lab
+        for j in jobs:
+            name, function = j.function.split(":")
+            assert callable(getattr(importlib.import_module(name), function)), j.function
+    assert {lab.stem[:2] for lab in (ROOT / "labs").glob("[0-9][0-9]_*.py")} >= set(prewarm.LABS)
+
+
+def test_lab_jobs_share_runs_and_name_bad_labs():
+    both = prewarm.lab_jobs(["03", "4"], fast=True)  # lab 04 samples lab 03's network: one run
+    assert len(both) == 1 and both[0].lab == "03"
+    with pytest.raises(ValueError, match="lab must be one of"):
+        prewarm.lab_jobs(["99"], fast=True)
+
+
+def test_sizes_follow_the_mode():
+    fast, full = prewarm.lab_jobs(["07"], fast=True), prewarm.lab_jobs(["07"], fast=False)
+    assert sorted(j.args[0].steps for j in fast) == [200, 300]
+    assert sorted(j.args[0].steps for j in full) == [200, 4000]
+
+
+def test_teachers_come_before_their_students():
+    jobs = prewarm.lab_jobs(["05", "12"], fast=True)
+    stages = [j.stage for j in jobs]
+    assert stages == sorted(stages) and 1 in stages
+    reflow = next(j for j in jobs if j.lab == "05" and j.args[0].loss == "reflow")
+    teacher = reflow.args[1]
+    assert any(j.args == (teacher,) and j.stage == 0 for j in jobs)
+
+
+def test_unrolling_widget_every_control_setting_is_a_job():
+    from fmlab.viz import unrolling_runs as R
+
+    jobs = prewarm.lab_jobs(["10"], fast=True)
+    configs = {repr(j.args[0]) for j in jobs}
+    for loss in R.WIDGET_LOSSES.values():
+        for steps in R.TRAINING_STEP_COUNTS:
+            config, _ = R.widget_config("8gaussians", 100, loss, 1, steps, True, True, True)
+            assert repr(config) in configs
+
+
+@pytest.mark.slow
+def test_prewarm_one_lab_in_fast_mode_then_the_lab_trains_nothing(cache, monkeypatch):
+    report = prewarm.prewarm(["07"], jobs=1, fast=True, progress=False)
+    assert report["errors"] == [] and report["jobs"] == 2 and diskcache.disk_info()["entries"] == 2
+    fits = []
+    monkeypatch.setattr(Trainer, "fit", lambda self, *a, **k: fits.append(self.config))
+    for n in (300, 200):  # lab 07's TRAINED and UNDER in fast mode
+        trainer = training.fit(score_sde.sde_config(n))
+        assert trainer.step == n
+    assert fits == [], "a pre-warmed run trained again"
+    assert diskcache.disk_info()["entries"] == 2
+
+
+def test_cli_cache_info_and_clear(cache, capsys):
+    diskcache.save_entry(("an entry",), {"x": 1})
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert str(cache / "trained") in out and "entries: 1" in out
+    assert main(["cache", "clear"]) == 0
+    assert "removed 1" in capsys.readouterr().out and diskcache.disk_info()["entries"] == 0
+
+
+def test_cli_rejects_a_bad_lab_and_a_disabled_cache(cache, monkeypatch, capsys):
+    assert main(["prewarm", "99"]) == 2
+    assert "lab must be one of" in capsys.readouterr().err
+    monkeypatch.setenv("FMLAB_CACHE", "off")
+    assert main(["prewarm", "07"]) == 2
+    assert "FMLAB_CACHE=off" in capsys.readouterr().err
+    assert main(["cache", "info"]) == 0 and "off" in capsys.readouterr().out
