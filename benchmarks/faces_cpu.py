@@ -68,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(exist_ok=True)
     grids = RESULTS / "faces_cpu"
     grids.mkdir(exist_ok=True)
+    run_config = {"preset": config.model.preset, "image_size": config.model.image_size,
+                  **{k: getattr(config, k) for k in ("batch_size", "lr", "warmup", "seed")}}
     header = {"kind": "run", "device": f"CPU {platform.machine()}, {trainer.threads} thread(s), torch "
-                                       f"{torch.__version__}", "config": {"preset": config.model.preset, "image_size": config.model.image_size,
-                                                     **{k: getattr(config, k) for k in ("batch_size", "lr", "warmup", "seed")}},
+                                       f"{torch.__version__}", "config": run_config,
               "noise": scores(noise, reference), "tag": args.tag}
     print(json.dumps(header))
     lines = [header]
