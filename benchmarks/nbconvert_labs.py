@@ -3,7 +3,7 @@
 A stall is nbclient sitting on a cell's reply that has already arrived: the kernel's own timestamps show a gap of
 `--stall` seconds or more between one cell's status:idle and the next cell's execute_input. Before the fix in
 `fmlab.viz.widgets.View._show` such a gap lasted up to the per-cell timeout (forever without one; see
-tests/test_headless_execution.py). Each run uses the fmlab of one `--root` (several roots are run interleaved, lab by
+tests/labs/test_headless_execution.py). Each run uses the fmlab of one `--root` (several roots run interleaved, lab by
 lab, so that load from other processes hits them alike) with FMLAB_FAST=1 unless `--full`.
 
     python benchmarks/nbconvert_labs.py --runs 5                                   # every lab, this tree

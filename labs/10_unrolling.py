@@ -258,7 +258,7 @@ assert 0.3 < share[2, "states detached"] < share[4, "states detached"] < share[8
 # \frac{1}{L-1}\sum_{i=1}^{L-1}\|\hat v_i - \hat v_{i-1}\|^2$ ($\lesssim$: up to a factor, here 2).
 # Summation by parts gives $\frac{1}{L}\sum_k e_k = e_0 + \sum_{i=1}^{L-1} \frac{L-i}{L}\,(\hat v_i - \hat v_{i-1})$,
 # and the Cauchy-Schwarz inequality then gives that form the consistency weight $(L-1)^2(2L-1)/(6L)$, equal to
-# $((L-1)/L)^2 = 1/4$ at $L = 2$ and larger beyond (`tests/test_unrolled.py` builds windows where $((L-1)/L)^2$ is
+# $((L-1)/L)^2 = 1/4$ at $L = 2$ and larger beyond (`tests/losses/test_unrolled.py` builds windows where $((L-1)/L)^2$ is
 # too small to bound it for $L \ge 3$). The weights side by side, and the expansion checked on our model:
 
 # %%

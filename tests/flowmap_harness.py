@@ -392,7 +392,7 @@ class _ExactAverageVelocity(torch.autograd.Function):
     Function returns the tangent fn(x, s, t, tangents) computes (the same RK4 with the tangent propagated in plain
     operations), which
     stays differentiable in reverse mode through the inputs and the tangents; reverse mode through the output is
-    torch.func.vjp of fn. Both are checked against the plain solve in tests/test_losses_mixture_stationarity.py."""
+    torch.func.vjp of fn. Both are checked against a plain solve in tests/losses/test_losses_mixture_stationarity.py."""
 
     @staticmethod
     def forward(fn: Callable[..., Any], x: Tensor, s: Tensor, t: Tensor) -> Tensor:

@@ -192,3 +192,20 @@ def test_every_public_function_and_class_is_used_somewhere():
     assert not unused, f"public but used nowhere (delete, or list in DOCUMENTED_UNREFERENCED with a reason): {unused}"
     for name in DOCUMENTED_UNREFERENCED:
         assert name not in used, f"{name} is used now: take it off DOCUMENTED_UNREFERENCED"
+
+
+TESTS = ROOT / "tests"
+NON_PACKAGE_TEST_FOLDERS = {"labs": "the notebooks and their tooling", "browser": "JupyterLab in headless Chromium"}
+
+
+def test_tests_mirror_the_package():
+    """tests/<sub>/ for every subpackage fmlab/<sub>/ (and only for those, besides labs/ and browser/); a test file
+    named after a subpackage (test_viz_*, test_losses_*, ...) lives in that subpackage's folder."""
+    subpackages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    assert subpackages <= folders, f"subpackages without a tests folder: {sorted(subpackages - folders)}"
+    stray = folders - subpackages - set(NON_PACKAGE_TEST_FOLDERS)
+    assert not stray, f"tests folders that mirror no subpackage of fmlab: {sorted(stray)}"
+    misplaced = [str(p.relative_to(TESTS)) for p in TESTS.rglob("test_*.py")
+                 for sub in subpackages if p.name.startswith(f"test_{sub}_") and p.parent.name != sub]
+    assert not misplaced, f"test files outside their subpackage's folder: {misplaced}"

@@ -247,7 +247,7 @@ class LabelledMixture:
                     schedule: str = "linear") -> Tensor:
         """Noise x0 [B, d] carried from t = 0 to t = 1 by the exact guided field v_w(x, t | c) (float64, `steps`
         fixed steps of `method`; w a float or one scale per row). `steps`=100 of RK4 is converged for the labs' 2D
-        mixtures at w <= 8 (max error ~1e-6; 50 steps: ~3e-5, which tests/test_data_labelled.py checks against 200)."""
+        mixtures at w <= 8 (max error ~1e-6; 50 steps: ~3e-5; tests/data/test_data_labelled.py checks against 200)."""
         from ..solvers import solve
 
         x = x0.detach().to(_F64)

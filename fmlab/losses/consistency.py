@@ -230,7 +230,7 @@ def facm_loss(model: nn.Module, batch: Batch, teacher: Any = None, relax_p: floa
     the cosine anchor (its minimiser is a mean direction, not the mean velocity), the clip of g (g is linear in v,
     clip(g) is not) and the adaptive normaliser (q > 0 correlates the weight with the noise). FACM from scratch is
     unbiased only with cos_weight = 0, clamp = None and norm_p = 0; the defaults (k = 1, clip 1, q = 0.5) move the
-    fixed point (measured in tests/test_losses_mixture_stationarity.py). Our two-time network holds both tasks, so
+    fixed point (measured: tests/losses/test_losses_mixture_stationarity.py). Our two-time network holds both, so
     the anchor sits on the diagonal s = t (the official code's auxiliary-time option; its default instead shifts the
     anchor's time to 2 - t).
     Stop-gradient: the whole CM target (JVP included) and the adaptive normaliser; the anchor is plain regression.

@@ -58,7 +58,7 @@ def adaptive_weight(err: Tensor, p: float, c: float) -> Tensor:
     d)^p, our weight with c = c_paper / d up to the constant d^-p. SoFlow's official code weights the mean, as here.
     With p > 0 the weight depends on the noise of a conditional target, so the expected update no longer vanishes
     at the conditional mean: the fixed point becomes E[w y | x] / E[w | x] (mode seeking when the target is
-    multimodal; benchmarks/meanflow_weighting.py, tests/test_losses_mixture_stationarity.py).
+    multimodal; benchmarks/meanflow_weighting.py, tests/losses/test_losses_mixture_stationarity.py).
     """
     check_float(p, "norm_p", 0.0)
     check_float(c, "norm_c", 0.0)

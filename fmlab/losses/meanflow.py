@@ -35,7 +35,7 @@ benchmarks/results/meanflow_weighting.json), W2 at 1 -> 4 sampling steps:
 p = 0.5 lies in between (c = old c or c = 1 per dimension; in the json). With p = 0 no loss gets worse with more
 steps on average; iMF's moons seed 0 ties (0.201 at 1 step, 0.202 at 4), both at the level of a flow-matching
 model solved in 100 Euler steps (0.214, fmlab/viz/results/flowmaps.json). The mixture test
-(tests/test_losses_mixture_stationarity.py) shows the bias of p = 1 directly in the expected update.
+(tests/losses/test_losses_mixture_stationarity.py) shows the bias of p = 1 directly in the expected update.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ arithmetic, dominates (benchmarks/jvp.py). For the layers of fmlab's MLP the tan
 Every step is an ordinary differentiable torch operation (tanh's tangent is aten's tanh_backward kernel, which has a
 derivative of its own; aten's silu_backward has none, so SiLU's is written out), so reverse-mode autograd runs through
 the tangent too: losses that backpropagate through a JVP (EMD, LMD, TVM) get exact gradients. Tested against
-torch.func.jvp in float64, values and parameter gradients through the tangent (tests/test_tangent.py).
+torch.func.jvp in float64, values and parameter gradients through the tangent (tests/models/test_tangent.py).
 """
 
 from __future__ import annotations

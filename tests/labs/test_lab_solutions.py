@@ -11,7 +11,7 @@ import pytest
 
 nbclient = pytest.importorskip("nbclient")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LABS = ["01_paths", "02_vector_fields", "03_training", "04_solvers", "05_couplings", "06_parametrisation",
         "11_flow_maps", "09_guidance", "07_score_sde", "08_likelihood", "13_celeba64"]
 STUB = "raise NotImplementedError"

@@ -18,7 +18,7 @@ import pytest
 
 nbclient = pytest.importorskip("nbclient")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUNS = 2  # kernels started, each running the view cells once (the zoo cell only in the first: it imports torch)
 VIEW_CELLS = 6
 CELL_TIMEOUT = 20  # s per view cell: each takes well under 1 s; a stalled one returns only at its timeout

@@ -17,7 +17,7 @@ from fmlab.models import ExactFlowMapModel, build_model
 from fmlab.viz import loss_zoo as Z
 from fmlab.viz import loss_zoo_results as ZR
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -119,7 +119,7 @@ def test_exact_map_is_a_stationary_point(name):
     res = stationarity(get_loss(name), n=65536)
     assert res.ratio < 0.05, res
     # the papers' adaptive weight p = 1 looks stationary here too: on a Gaussian the target's noise is symmetric.
-    # On a mixture it is not (tests/test_losses_mixture_stationarity.py shows the bias)
+    # On a mixture it is not (tests/losses/test_losses_mixture_stationarity.py shows the bias)
     res_paper = stationarity(get_loss(name), n=65536, norm_p=1.0)
     assert res_paper.ratio < 0.1, res_paper
 

@@ -12,8 +12,8 @@ the gradient w.r.t. eps is taken on equal chunks of one batch; the test asserts 
 matters only for the noise-free distillation losses). With 16 chunks a coordinate passes 5 SE by chance with
 probability ~1.6e-4 (Student t, 15 degrees of freedom), ~0.3% over the 18 coordinates of one loss.
 
-Measured (`PYTHONPATH=. python tests/test_losses_mixture_stationarity.py`, one batch per case, seed 0; max over the
-coordinates of |mean| / SE):
+Measured (`PYTHONPATH=.:tests python tests/losses/test_losses_mixture_stationarity.py`, one batch per case, seed 0; max
+over the coordinates of |mean| / SE):
   - conditional-target losses (n = 6144, 16 chunks, RK4 8 steps): MeanFlow 2.84, iMF 2.76, SoFlow 2.67, ESD 1.35,
     SGFlow 2.28, CT 2.26, CTM 1.48, LSD 2.92, TVM 2.92, Shortcut 2.18, PSD 2.92, SplitMeanFlow 1.31, FMM 2.52,
     FACM from scratch without cosine, clip and adaptive weight 1.91: all pass;
@@ -30,7 +30,7 @@ coordinates of |mean| / SE):
 Losses with a finite-difference bias run with a small step (PID h = 1e-3, CT delta = 1e-3, SoFlow l_ratio = 1e-3,
 CD delta = 5e-3; FreeFlow's default h = 1e-3). A moved stop-gradient that keeps every sample's residual zero at the
 exact map (ESD's spatial JVP, FreeFlow's time derivative) cannot show here: the gradient tests catch those
-(tests/test_losses_gradients.py).
+(tests/losses/test_losses_gradients.py).
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def test_a_weight_left_under_the_gradient_passes_on_a_gaussian_and_fails_on_the_
 
 def report() -> None:
     """Print every case's statistics (the numbers quoted in the module docstring):
-    PYTHONPATH=. python tests/test_losses_mixture_stationarity.py"""
+    PYTHONPATH=.:tests python tests/losses/test_losses_mixture_stationarity.py"""
     torch.set_num_threads(1)
     noisy, precise = MixtureFlowMapModel(TARGET, 8), MixtureFlowMapModel(TARGET, 16)
     rows = [(c, 6144, 16, noisy, "pass") for c in NOISY]

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "strip_notebooks.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "strip_notebooks.py"
 spec = importlib.util.spec_from_file_location("strip_notebooks", SCRIPT)
 S = importlib.util.module_from_spec(spec)
 sys.modules["strip_notebooks"] = S
