@@ -57,8 +57,11 @@
 #   nothing downloaded. If something looks odd, *Kernel → Restart Kernel and Run All Cells*.
 # * **Sliders and dropdowns** redraw their figure at once. Views that cost more to redraw update when you release
 #   the slider. If a redraw fails, a red line under the figure says why.
-# * **Training cells** show a progress bar. Their result is cached for the running kernel, keyed on the training
-#   configuration: re-running the cell, or moving a slider afterwards, is instant.
+# * **Training cells** show a progress bar. Their result is cached on disk, keyed on the training configuration:
+#   re-running the cell, moving a slider afterwards or re-opening the lab tomorrow is instant. A lecturer can train
+#   everything the night before with `python -m fmlab prewarm` (labs/README.md).
+# * **On a projector**, run `presentation(True)` (imported in the next cell) in any lab: every figure drawn
+#   afterwards has larger fonts, markers and lines.
 # * **Fast mode.** Starting Jupyter with the environment variable `FMLAB_FAST=1` shrinks training steps and sample
 #   sizes (this is how the labs are tested automatically). The code path is the same; only the numbers are smaller,
 #   so pictures are a little rougher. Without it you get the real lesson, a few minutes at most per lab on a laptop.
@@ -70,7 +73,9 @@
 
 # %%
 from fmlab.labkit import device_summary, steps
+from fmlab.viz.style import presentation
 
+presentation(False)  # notebook sizes; presentation(True) for a projector (any lab, any time)
 print(device_summary())
 
 # %% [markdown]

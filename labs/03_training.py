@@ -133,8 +133,8 @@ T.render_particle_animation(traj.xs, traj.ts, data=GMM.sample(1000, generator=to
 #
 # Left: the exact marginal velocity $v^*(x, t)$ (black). Middle: the network's $v_\theta(x, t)$ (green), with the same
 # arrow scale. Right: the error $\|v_\theta - v^*\|$ as a heat map, under grey contour lines of the density $p_t$ of
-# $x_t$. The title gives the error averaged over $x \sim p_t$. Move $t$ (the figure redraws when you release the
-# slider).
+# $x_t$. The title gives the error averaged over $x \sim p_t$. Drag $t$ from 0 to 1 and watch where the error
+# lives: the figure redraws as you drag.
 
 # %%
 T.field_comparison_widget(model, GMM, t=0.5)

@@ -257,7 +257,7 @@ def fields_widget(data: str = "three_points") -> View:
     """t slider, data selector and data-point selector over `render_fields`; the data-point choices follow the
     number of components of the selected data."""
     controls = {
-        "t": t_slider(0.5, T_MAX, continuous_update=False),
+        "t": t_slider(0.5, T_MAX),  # redraws while dragging
         "data": dropdown("data", list(FIELD_DATA), data),
         "point": dropdown("data point x1 (component)", list(range(_data(data).n_components)), 0),
     }

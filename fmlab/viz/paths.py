@@ -302,9 +302,9 @@ def worked_example_check(t: float = 0.5) -> str:
 # --- widgets ------------------------------------------------------------------------------------------------------
 
 def paths_widget(x1: tuple[float, float] = (2.0, 1.0), n: int = 500) -> View:
-    """t slider, schedule and mixture selectors over `render_paths` (redraws when the slider is released)."""
+    """t slider (redraws while dragging), schedule and mixture selectors over `render_paths`."""
     return interactive_view(render_paths, {
-        "t": t_slider(0.5, continuous_update=False),
+        "t": t_slider(0.5),  # redraws while dragging
         "schedule": dropdown("schedule", {v: k for k, v in SCHEDULE_LABELS.items()}),
         "mixture": dropdown("data", list(MIXTURES)),
     }, x1=tuple(x1), n=n)

@@ -11,6 +11,13 @@ promise for the run, the kernel's status messages and the server's REST API), th
   changes the data or title of a plotly figure, or the src of an image (matplotlib in an Output widget),
   without an error from the kernel.
 
+Every control is moved FMLAB_LATENCY_MOVES times (default 3; back and forth) and the time from the student's input
+(the key press, click or change event, in the page's clock) to the first moment the changed figure is fully drawn is
+recorded, with whether a new progress bar appeared (the control trained). The table (median and 95th percentile per
+control) goes to artifacts/browser/latency.json and latency.md and into pytest's terminal summary; labs/README.md
+keeps a recorded copy. With FMLAB_BROWSER_WARM=1 (after `python -m fmlab prewarm`) a control that trains, or that
+takes over WARM_LIMIT_MS, fails the check.
+
 Screenshots of the whole notebook before and after the interaction go to artifacts/browser/<name>-before.png
 and -after.png; their paths are printed in pytest's terminal summary so that a CI log names them.
 
@@ -56,12 +63,16 @@ CONTROL_TIMEOUT_S = 60.0  # kernel work after moving one control
 REDRAW_TIMEOUT_S = 10.0  # browser work after the kernel went idle
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 16000  # Chromium's limit for one capture is 16384 px
+LATENCY_MOVES = int(os.environ.get("FMLAB_LATENCY_MOVES", "3"))
+WARM = os.environ.get("FMLAB_BROWSER_WARM", "") not in ("", "0")
+WARM_LIMIT_MS = 1000.0
 
 collect_ignore_glob = ["fixtures/*"]  # the harness's own fixture notebooks are not tests (nor nbval items)
 
 _SCREENSHOTS: list[Path] = []
 _TIMINGS: dict[str, float] = {}
 _CONSOLE: dict[str, list[str]] = {}
+_LATENCY: list[dict[str, Any]] = []  # one row per control: lab, control, latencies (ms), trained
 
 
 # --- JupyterLab server ----------------------------------------------------------------------------------------
@@ -363,6 +374,45 @@ PAGE_HELPERS = r"""
       });
       return {figs, imgs: F.images().map((img) => hash(img.src))};
     },
+    watch(before) {  // time the next input until the figures differ from `before` and are drawn
+      F.watchBefore = JSON.stringify(before);
+      F.t0 = null; F.tChanged = null; F.sawProgress = false; F.watching = true;
+      F.progressBefore = F.node().querySelectorAll('.widget-progress').length;
+      if (!F.observer) {
+        F.observer = new MutationObserver(() => F.checkChange());
+        F.observer.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+        for (const type of ['keydown', 'change', 'click']) {
+          document.addEventListener(type, () => { if (F.watching && F.t0 === null) F.t0 = performance.now(); }, true);
+        }
+      }
+    },
+    checkChange() {
+      if (!F.watching || F.t0 === null) return;
+      if (F.node().querySelectorAll('.widget-progress').length > F.progressBefore) F.sawProgress = true;
+      if (F.tChanged !== null) return;
+      if (JSON.stringify(F.snapshot()) !== F.watchBefore && F.drawn()) F.tChanged = performance.now();
+    },
+    latency() {  // [ms from input to drawn change or null, whether a new progress bar appeared]
+      F.checkChange();
+      F.watching = false;
+      return [F.tChanged === null || F.t0 === null ? null : F.tChanged - F.t0, F.sawProgress];
+    },
+    overflow() {  // outputs (figures, widgets, images) whose right edge passes the notebook cell's right edge
+      const bad = [];
+      for (const out of F.node().querySelectorAll('.jp-OutputArea-output')) {
+        const cell = out.closest('.jp-Cell');
+        if (!cell) continue;
+        const right = cell.getBoundingClientRect().right;
+        for (const el of [out, ...out.querySelectorAll('.js-plotly-plot, img, .jupyter-widgets')]) {
+          const box = el.getBoundingClientRect();
+          if (box.width > 0 && box.right > right + 1) {
+            const what = String(el.className || el.tagName).slice(0, 60);
+            bad.push(`${what} ends at ${Math.round(box.right)} px, past the cell's ${Math.round(right)} px`);
+          }
+        }
+      }
+      return bad;
+    },
     fullHeight() {  // window height that shows the whole notebook without scrolling; scrolls to the top
       const node = F.panel().content.node;
       const outer = node.querySelector('.jp-WindowedPanel-outer') || node;
@@ -394,6 +444,7 @@ class LabReport:
     controls: list[str] = field(default_factory=list)
     screenshots: list[Path] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
+    overflow: list[str] = field(default_factory=list)  # outputs wider than the notebook's cells
 
 
 class LabHarness:
@@ -402,8 +453,10 @@ class LabHarness:
     def __init__(self, server: JupyterLabServer, context: Any, artifacts: Path):
         self.server, self.context, self.artifacts = server, context, artifacts
 
-    def check(self, notebook: Path, name: str | None = None, require_controls: bool = True) -> LabReport:
-        """Open `notebook`, run it, check what is drawn, move every control, screenshot before and after."""
+    def check(self, notebook: Path, name: str | None = None, require_controls: bool = True, setup: str = "",
+              move: bool = True) -> LabReport:
+        """Open `notebook`, run it, check what is drawn, move every control (unless not `move`), screenshot before
+        and after. `setup`: code the kernel runs before the notebook's cells (e.g. presentation mode)."""
         notebook = Path(notebook).resolve()
         rel = notebook.relative_to(self.server.root).as_posix()
         report = LabReport(name or notebook.stem)
@@ -412,11 +465,15 @@ class LabHarness:
         page.on("console", lambda msg: msg.type == "error" and report.console_errors.append(msg.text[:500]))
         try:
             self._open(page, rel)
+            if setup:
+                page.evaluate("(code) => __fmlab.kernel().requestExecute({code}).done.then(() => true)", setup)
             self._run_all(page, report, rel)
             self._check_drawn(page, report)
+            report.overflow = page.evaluate("__fmlab.overflow()")
             report.screenshots.append(self._screenshot(page, f"{report.name}-before.png"))
-            self._move_controls(page, report, rel, require_controls)
-            report.screenshots.append(self._screenshot(page, f"{report.name}-after.png"))
+            if move:
+                self._move_controls(page, report, rel, require_controls)
+                report.screenshots.append(self._screenshot(page, f"{report.name}-after.png"))
             problems = page.evaluate("__fmlab.cellProblems()")
             assert not problems, f"{report.name}: errors after moving the controls:\n" + "\n".join(problems)
         except AssertionError:
@@ -495,37 +552,63 @@ class LabHarness:
             if not el.is_enabled():  # an earlier control made this one inapplicable (the lab greys it out)
                 report.controls.append(f"{kind} {label!r}: disabled by an earlier control, left alone")
                 continue
-            before = page.evaluate("__fmlab.snapshot()")
-            sent = page.evaluate("__fmlab.sent")
-            moved = self._move(page, kind, el)
-            report.controls.append(f"{kind} {label!r}: {moved}")
-            try:  # the page sent the new value; wait for the kernel to answer every message it sent
-                page.wait_for_function(f"() => __fmlab.sent > {sent} && __fmlab.settled()",
-                                       timeout=CONTROL_TIMEOUT_S * 1000)
-            except Exception as err:
-                raise AssertionError(f"{report.name}: after moving {kind} {label!r} ({moved}) the kernel did not "
-                                     f"get the new value or stayed busy for {CONTROL_TIMEOUT_S:.0f} s") from err
-            self._wait_server_idle(report.name, rel)
-            errors = page.evaluate("__fmlab.errors")
-            assert not errors, f"{report.name}: moving {kind} {label!r} raised in the kernel:\n" + "\n".join(errors)
-            try:
-                page.wait_for_function(
-                    "(b) => JSON.stringify(__fmlab.snapshot()) !== JSON.stringify(b)", arg=before,
-                    timeout=REDRAW_TIMEOUT_S * 1000)
-            except Exception:
-                unchanged.append(f"{kind} {label!r} ({moved})")
+            times, trained = [], False
+            for move in range(max(1, LATENCY_MOVES)):
+                moved, changed, ms, progress = self._move_once(page, report, rel, kind, el, label, back=move % 2 == 1)
+                if move == 0:
+                    report.controls.append(f"{kind} {label!r}: {moved}")
+                    if not changed:
+                        unchanged.append(f"{kind} {label!r} ({moved})")
+                        break
+                trained |= progress
+                if ms is not None:
+                    times.append(round(ms, 1))
+            _LATENCY.append({"lab": report.name, "control": f"{kind} {label!r}", "ms": times, "trained": trained})
+            if WARM:
+                slow = [t for t in times if t > WARM_LIMIT_MS]
+                assert not trained and not slow, (f"{report.name}: with the cache warm, {kind} {label!r} "
+                                                  f"{'trained' if trained else f'took {slow} ms'}")
         assert not unchanged, (f"{report.name}: moving these controls changed no figure (plotly data/title or "
                                f"image): {unchanged}")
 
-    def _move(self, page: Any, kind: str, el: Any) -> str:
-        """Move one control like a student would; return what was done."""
-        if kind == "slider":  # one step up with the keyboard, or down when already at the maximum
+    def _move_once(self, page: Any, report: LabReport, rel: str, kind: str, el: Any, label: str, back: bool
+                   ) -> tuple[str, bool, float | None, bool]:
+        """Move `el` once and wait for the kernel and the redraw: (what was done, whether a figure changed, ms
+        from the input to the drawn change, whether a new progress bar appeared)."""
+        before = page.evaluate("__fmlab.snapshot()")
+        sent = page.evaluate("__fmlab.sent")
+        page.evaluate("(b) => __fmlab.watch(b)", before)
+        moved = self._move(page, kind, el, back)
+        try:  # the page sent the new value; wait for the kernel to answer every message it sent
+            page.wait_for_function(f"() => __fmlab.sent > {sent} && __fmlab.settled()",
+                                   timeout=CONTROL_TIMEOUT_S * 1000)
+        except Exception as err:
+            raise AssertionError(f"{report.name}: after moving {kind} {label!r} ({moved}) the kernel did not "
+                                 f"get the new value or stayed busy for {CONTROL_TIMEOUT_S:.0f} s") from err
+        self._wait_server_idle(report.name, rel)
+        errors = page.evaluate("__fmlab.errors")
+        assert not errors, f"{report.name}: moving {kind} {label!r} raised in the kernel:\n" + "\n".join(errors)
+        try:
+            page.wait_for_function(
+                "(b) => JSON.stringify(__fmlab.snapshot()) !== JSON.stringify(b) && __fmlab.drawn()", arg=before,
+                timeout=REDRAW_TIMEOUT_S * 1000)
+            changed = True
+        except Exception:
+            changed = False
+        ms, progress = page.evaluate("__fmlab.latency()")
+        return moved, changed, ms, progress
+
+    def _move(self, page: Any, kind: str, el: Any, back: bool = False) -> str:
+        """Move one control like a student would; return what was done. `back`: a slider steps the other way."""
+        if kind == "slider":  # one step up with the keyboard, or down at the maximum; `back` reverses it
             readout = el.locator("xpath=ancestor::*[contains(@class, 'widget-slider')][1]//*[contains(@class, "
                                  "'widget-readout')]").first
             old = readout.inner_text() if readout.count() else el.get_attribute("aria-valuenow")
-            at_max = float(el.get_attribute("aria-valuenow") or 0) >= float(el.get_attribute("aria-valuemax") or 1)
+            now = float(el.get_attribute("aria-valuenow") or 0)
+            at_max = now >= float(el.get_attribute("aria-valuemax") or 1)
+            at_min = now <= float(el.get_attribute("aria-valuemin") or 0)
             el.focus()
-            el.press("ArrowLeft" if at_max else "ArrowRight")
+            el.press(("ArrowRight" if at_min else "ArrowLeft") if back else ("ArrowLeft" if at_max else "ArrowRight"))
             new = readout.inner_text() if readout.count() else el.get_attribute("aria-valuenow")
             return f"{old} -> {new}"
         if kind == "dropdown":
@@ -577,8 +660,33 @@ def _label(el: Any) -> str:
     }""")
 
 
+def latency_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per control, the median and 95th percentile of its input-to-figure times and whether it trained."""
+    lines = ["| lab | control | moves | median ms | p95 ms | trains |", "|---|---|---:|---:|---:|---|"]
+    for row in rows:
+        ms = sorted(row["ms"])
+        if ms:
+            median = ms[len(ms) // 2] if len(ms) % 2 else (ms[len(ms) // 2 - 1] + ms[len(ms) // 2]) / 2
+            p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+            cells = f"{len(ms)} | {median:.0f} | {p95:.0f}"
+        else:
+            cells = "0 | - | -"
+        control = row["control"].replace("|", "\\|")
+        lines.append(f"| {row['lab']} | {control} | {cells} | {'yes' if row['trained'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Name the screenshots (CI keeps them from its log) and the time each notebook took to run."""
+    """Name the screenshots (CI keeps them from its log), the time each notebook took to run and the latency of
+    every control (also written to artifacts/browser/latency.json and latency.md)."""
+    if _LATENCY:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "latency.json").write_text(json.dumps(_LATENCY, indent=1) + "\n", encoding="utf-8")
+        table = latency_table(_LATENCY)
+        (ARTIFACTS / "latency.md").write_text(table, encoding="utf-8")
+        terminalreporter.section(f"browser: input -> figure drawn, per control ({LATENCY_MOVES} moves; FMLAB_FAST=1)")
+        for line in table.splitlines():
+            terminalreporter.write_line(line)
     if _TIMINGS:
         terminalreporter.section("browser: Run All time per notebook (FMLAB_FAST=1)")
         for name, seconds in _TIMINGS.items():

@@ -28,3 +28,14 @@ def test_labs_are_found():
     assert LABS_DIR.is_dir(), f"labs folder missing: {LABS_DIR}"
     if not LABS:
         pytest.skip(f"no labs/NN_*.ipynb in {LABS_DIR} yet")
+
+
+def test_presentation_mode_fits_the_notebook(lab_harness):
+    """Lab 01 with `presentation(True)` (larger fonts, markers and lines for a projector): drawn, no output wider
+    than the notebook's cells (screenshot artifacts/browser/presentation-01_paths-before.png)."""
+    notebook = LABS_DIR / "01_paths.ipynb"
+    report = lab_harness.check(notebook, name="presentation-01_paths", move=False,
+                               setup="from fmlab.viz.style import presentation\npresentation(True)")
+    assert report.counts["plotly"] > 0, "lab 01 drew no figure in presentation mode"
+    assert not report.overflow, "in presentation mode these outputs overflow the notebook:\n" + "\n".join(
+        report.overflow)

@@ -34,7 +34,8 @@ def test_arrow_traces_point_along_the_vectors():
     p = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
     v = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
     shafts, heads = T.arrow_traces(p, v, 0.5, "#000000", "v")
-    assert list(shafts.x[:3]) == [0.0, 0.5, None] and list(shafts.y[3:6]) == [1.0, 2.0, None]
+    assert list(shafts.x[:2]) == [0.0, 0.5] and list(shafts.y[3:5]) == [1.0, 2.0]
+    assert math.isnan(shafts.x[2]) and math.isnan(shafts.y[5])  # a gap between arrows
     assert list(heads.marker.angle[:2]) == pytest.approx([90.0, 0.0])  # right: 90 clockwise from up; up: 0
     assert heads.marker.size[2] == 0  # no arrow head on a zero vector
 
