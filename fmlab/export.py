@@ -8,8 +8,8 @@ Each lab is executed headless (nbclient) with FMLAB_EXPORT=1 in its kernel. In t
 written as static HTML (`STATIC_RENDERER`: a div and a Plotly.newPlot call, no widget) and every interactive view
 (`fmlab.viz.widgets.View`, `ReplayView`) shows the figure of its controls' initial state, with a line saying that the
 controls move it when the lab runs. nbconvert's HTML exporter then writes one page per lab (matplotlib figures are
-embedded PNGs); plotly.js is copied next to the pages once, so the site needs no network. `index.html` lists the
-labs in order.
+embedded PNGs); plotly.js is copied next to the pages once, and labs/artefacts/ (images the labs' text shows) beside
+them, so the site needs no network. `index.html` lists the labs in order.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def export_labs(out: str | Path, names: Sequence[str] | None = None, fast: bool 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(plotly.__file__).parent / "package_data" / "plotly.min.js", out / "plotly.min.js")
+    artefacts = Path(labs_dir) / "artefacts"  # images the labs' text shows (lab 13's long run), at the same path
+    if artefacts.is_dir():
+        shutil.copytree(artefacts, out / "artefacts", dirs_exist_ok=True)
     saved = {k: os.environ.get(k) for k in (EXPORT_ENV, "FMLAB_FAST")}
     os.environ[EXPORT_ENV] = "1"
     os.environ["FMLAB_FAST"] = "1" if fast else "0"

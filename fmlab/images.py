@@ -22,9 +22,9 @@ from .train_images import (
     image_dataset,
 )
 
-__all__ = ["LAB_RUNS", "LAB_EVAL_STEPS", "LabPlan", "plan_lab", "train_lab_run", "lab_samples", "lab_sampler",
-           "lab_reference", "lab_scores", "preset_table", "LAB_GUIDANCE_P_UNCOND", "train_lab_guidance",
-           "guided_lab_samples", "sample_images"]  # sample_images: fmlab.runs's, for lab 13 (`I.sample_images`)
+__all__ = ["LAB_RUNS", "LAB_EVAL_STEPS", "LabPlan", "CPU_MINUTES", "plan_lab", "train_lab_run", "lab_samples",
+           "lab_sampler", "lab_reference", "DATA_DRAWS", "lab_scores", "preset_table", "LAB_GUIDANCE_P_UNCOND",
+           "train_lab_guidance", "guided_lab_samples", "sample_images"]  # sample_images: fmlab.runs's, for lab 13
 
 
 # --- the final lab: plan, train, sample, score ---------------------------------------------------------------------
@@ -80,15 +80,21 @@ class LabPlan:
                 f"  evaluation: {self.n_eval} samples at {', '.join(map(str, self.eval_steps))} steps")
 
 
+CPU_MINUTES = 4.0  # lab 13's default minutes of flow matching per model on a CPU (the lab's MINUTES_PER_MODEL)
+
+
 def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: str | None = None,
-             data_root: str | None = None) -> LabPlan:
+             data_root: str | None = None, minutes: float | None = None) -> LabPlan:
     """Size lab 13's runs from a throughput measured on this device.
 
     fast (default: FMLAB_FAST): procedural faces at 16 px, the 'tiny' UNet, 20-30 steps per run (seconds). On a GPU:
     CelebA if found (data_root / $FMLAB_CELEBA) else the procedural faces, 64 px, the 'small' UNet (9.6M), batch 128,
-    5 minutes of flow matching per run. On a CPU: 16 px, 'tiny', batch 32, 30 s of flow matching per run (a MeanFlow
-    step costs 1.8-2.4x a flow-matching step on a CPU, benchmarks/README.md, Images). `budget_s` overrides the time
-    per run.
+    5 minutes of flow matching per run. On a CPU: faces at 32 px, 'tiny', batch 32, lr 1e-3, CPU_MINUTES of flow
+    matching per run (benchmarks/README.md, "Faces on a CPU": recognisable faces after ~1000 steps). `minutes`
+    sets the minutes per run on a CPU or GPU (fast mode keeps its seconds); `budget_s` overrides the time per run
+    in every mode. The measured throughput is kept in the disk cache (keyed on the configuration and the machine),
+    so that a new kernel makes the same plan and finds its trained runs there; `python -m fmlab cache clear`
+    measures again.
     """
     from .data.celeba import celeba_available
     from .device import pick_device
@@ -100,17 +106,33 @@ def plan_lab(budget_s: float | None = None, fast: bool | None = None, device: st
     data = "celeba" if kind != "fast" and celeba_available(data_root) else "faces"
     sizes = {"fast": dict(preset="tiny", image_size=16, batch_size=12, lr=3e-3, budget_s=2.0, n_eval=16,
                           n_faces=512, limits=(20, 30)),
-             "cpu": dict(preset="tiny", image_size=16, batch_size=32, lr=2e-3, budget_s=30.0, n_eval=64,
-                         n_faces=4096, limits=(200, 5000)),
+             "cpu": dict(preset="tiny", image_size=32, batch_size=32, lr=1e-3, budget_s=60 * CPU_MINUTES,
+                         n_eval=256, n_faces=4096, limits=(200, 50_000)),
              "gpu": dict(preset="small", image_size=64, batch_size=128, lr=2e-4, budget_s=300.0, n_eval=5000,
                          n_faces=20_000, limits=(500, 200_000))}[kind]
     low, high = sizes.pop("limits")
+    if minutes is not None and kind != "fast":
+        sizes["budget_s"] = 60.0 * float(minutes)
     if budget_s is not None:
         sizes["budget_s"] = float(budget_s)
     plan = LabPlan(kind=kind, device=str(dev), data=data, data_root=data_root, steps=1, images_per_s=1.0, **sizes)
-    measured = measure_throughput(plan.config("cfm"), steps=1 if fast else 3, warmup=1)
-    steps = plan_steps(measured["images_per_s"], plan.budget_s, plan.batch_size, low, high)
-    return dataclasses.replace(plan, images_per_s=measured["images_per_s"], steps=steps)
+    images_per_s = _lab_throughput(plan.config("cfm"), fast)
+    steps = plan_steps(images_per_s, plan.budget_s, plan.batch_size, low, high)
+    return dataclasses.replace(plan, images_per_s=images_per_s, steps=steps)
+
+
+def _lab_throughput(config: ImageTrainConfig, fast: bool) -> float:
+    """Images per second of flow matching with `config` on this machine: measured once, then read from the cache."""
+    import platform
+
+    from .labkit import cache_key, persisted
+
+    config = dataclasses.replace(config, steps=1)  # the throughput does not depend on the run's length
+    key = cache_key("fmlab.images.plan_lab throughput", config, platform.node(), platform.machine(),
+                    torch.__version__)
+    measured = persisted(key, lambda: measure_throughput(config, steps=1 if fast else 3, warmup=1),
+                         lambda m: {k: float(v) for k, v in m.items()}, dict)
+    return float(measured["images_per_s"])
 
 
 def train_lab_run(plan: LabPlan, label: str, live: bool = True) -> ImageTrainer:
@@ -196,11 +218,16 @@ def lab_reference(plan: LabPlan, n: int | None = None, seed: int = 0) -> tuple[n
     return np.asarray(dataset.images[pick]), dataset
 
 
+DATA_DRAWS = 3  # disjoint draws of real images scored like samples: the proxies' floor and their spread at n_eval
+
+
 def lab_scores(plan: LabPlan, samples: dict[str, dict[int, np.ndarray]], inception: str | None = None
                ) -> list[dict[str, Any]]:
-    """Rows {'model', 'steps', 'name', 'value', 'n', 'note'}: FID (labelled by sample size; only with Inception
-    weights) and the proxies, for every model and step count, plus a baseline row 'noise (no training)': the
-    scores of Gaussian noise images, what a model that learned nothing would get."""
+    """Rows {'model', 'steps', 'name', 'value', 'n', 'note', 'spread'}: FID (labelled by sample size; only with
+    Inception weights) and the proxies, for every model and step count, plus two baselines scored the same way:
+    'noise (no training)', Gaussian noise images (what a model that learned nothing gets), and 'data (held-out
+    draws)', DATA_DRAWS disjoint sets of n_eval real images: the floor a perfect model reaches, with 'spread' the
+    standard deviation over the draws (a difference between models well below about twice it is sampling noise)."""
     from .fid import image_scores, inception_extractor, reference_stats
 
     reference, dataset = lab_reference(plan)
@@ -213,8 +240,24 @@ def lab_scores(plan: LabPlan, samples: dict[str, dict[int, np.ndarray]], incepti
         for k, images in by_steps.items():
             for score in image_scores(images, reference, extractor, stats):
                 rows.append({"model": label, "steps": k, "name": score.name, "value": score.value, "n": score.n,
-                             "note": score.note})
+                             "note": score.note, "spread": None})
+    draws = [image_scores(images, reference, extractor, stats) for images in _data_draws(plan, dataset)]
+    for i, score in enumerate(draws[0] if draws else []):
+        values = np.array([d[i].value for d in draws])
+        rows.append({"model": "data (held-out draws)", "steps": 0, "name": score.name, "value": float(values.mean()),
+                     "n": score.n, "note": f"mean of {len(draws)} draws", "spread": float(values.std(ddof=1))
+                     if len(draws) > 1 else None})
     return rows
+
+
+def _data_draws(plan: LabPlan, dataset: Any) -> list[np.ndarray]:
+    """Up to DATA_DRAWS sets of n_eval real images, disjoint from each other and from `lab_reference`'s."""
+    total = len(dataset.images)
+    n = min(plan.n_eval, total)
+    used = set(np.random.default_rng(0).choice(total, size=n, replace=False).tolist())  # lab_reference's pick
+    rest = np.random.default_rng(1).permutation(np.array([i for i in range(total) if i not in used]))
+    return [np.asarray(dataset.images[np.sort(rest[k * n:(k + 1) * n])]) for k in range(min(DATA_DRAWS,
+                                                                                             len(rest) // n))]
 
 
 def preset_table(image_size: int = 64) -> str:

@@ -38,11 +38,24 @@
 # **Convention.** Noise $x_0 \sim \mathcal N(0, I)$ at $t = 0$, images $x_1 \in [-1, 1]^{3 \times 64 \times 64}$ at
 # $t = 1$, $x_t = (1-t)\,x_0 + t\,x_1$, velocity $x_1 - x_0$.
 #
-# **Where this runs.** On a GPU the lab trains for real: every model gets the number of steps that 5 minutes of flow
-# matching take on your device; a MeanFlow step costs more (it takes a JVP: 1.8 to 2.4 times a flow-matching step on a
-# CPU, `benchmarks/README.md`, "Images"), so that run takes longer. On a CPU the lab runs a short, clearly labelled
-# version on small images, and under `FMLAB_FAST=1` (CI) a few dozen steps per model: the pictures then show the
-# pipeline working, not a result.
+# **Where this runs.** Every model trains for `MINUTES_PER_MODEL` minutes of flow matching (the next cell; change it
+# and re-run from there). fmlab measures the training throughput on your device once and turns the minutes into steps;
+# a MeanFlow step costs more (it takes a JVP: 1.8 to 2.4 times a flow-matching step on a CPU, `benchmarks/README.md`,
+# "Images"), so that run takes longer. On a GPU: CelebA (or the procedural faces) at 64 x 64, 5 minutes per model by
+# default. On a CPU: the procedural faces at 32 x 32 with the 'tiny' UNet, 4 minutes per model by default, about 20
+# minutes for the lab. What to expect on a CPU, measured on a 2-core machine (`benchmarks/README.md`, "Faces on a CPU":
+# 126 images/s, so one minute is about 240 steps of batch 32; a 4-core laptop does about twice as many):
+#
+# | minutes per model (2 cores) | steps | what the 50-step samples look like | SWD-LapPyr (noise: 168) |
+# |---|---:|---|---:|
+# | 1 | 250 | a face layout: skin-coloured oval, hair, background; no features | 80 |
+# | 2 | 500 | faces with hair and eyes, noisy, some smeared | 52 |
+# | 4 | 1000 | clearly faces: eyes, mouth, hair and clothes in place | 35 |
+# | 6 | 1500 | a little cleaner; the proxy barely moves | 34 |
+#
+# (One seed, 256 samples against 256 training images; the 50-step samples' proxy, explained in section 5.)
+# Under `FMLAB_FAST=1` (CI) each model takes a few dozen steps at 16 x 16: the pictures then show the pipeline
+# working, not a result.
 
 # %%
 import torch
@@ -54,7 +67,8 @@ from fmlab.viz import images as V
 
 torch.manual_seed(0)
 print(device_summary())
-PLAN = I.plan_lab()  # measures the training throughput of flow matching on this device
+MINUTES_PER_MODEL = 5 if torch.cuda.is_available() else 4  # your budget: minutes of flow matching per model
+PLAN = I.plan_lab(minutes=MINUTES_PER_MODEL)  # measures the training throughput on this device (once; then cached)
 print(PLAN.describe())
 
 # %% [markdown]
@@ -209,8 +223,11 @@ V.samples_widget(SAMPLES, sample=I.lab_sampler(PLAN, TRAINERS))
 #
 # Without the weights the table shows two **weights-free proxies**, named as such and never called FID:
 # **SWD-LapPyr**, the sliced Wasserstein distance between 7 x 7 patches of Laplacian-pyramid levels (Karras et al.
-# 2018), and **SWD-pixels**, the sliced Wasserstein distance between images as vectors. The first row scores Gaussian
-# noise images: what a model that learned nothing would get.
+# 2018), and **SWD-pixels**, the sliced Wasserstein distance between images as vectors. Two baselines are scored the
+# same way: Gaussian noise images (what a model that learned nothing would get) and **real images**, three draws
+# disjoint from the reference: the floor a perfect model reaches, with the standard deviation over the draws. That
+# spread is the proxy's own sampling noise at this sample size: a difference between two models smaller than about
+# twice it (the shaded band in the figure) is not a result.
 
 # %%
 ROWS = I.lab_scores(PLAN, SAMPLES)

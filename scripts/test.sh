@@ -25,7 +25,8 @@ if [ "$#" -gt 0 ]; then  # a selection of tests: run just that
   python -m pytest -q "$@"
   exit
 fi
-# Everything but the browser tests on every core (pytest-xdist; one worker per test file, at most 4 workers), then
-# the browser tests alone: they share one JupyterLab server and Chromium, and time the kernel's answers.
-python -m pytest -q -m "not browser" -n auto --maxprocesses 4 --dist loadfile --durations 15
-python -m pytest -q -m browser --durations 5
+# Everything but the browser tests and the site export on every core (pytest-xdist; one worker per test file, at
+# most 4 workers); it fills the disk cache. Then, alone, the export of every lab (their figures, from the warm cache)
+# and the browser tests: they share one JupyterLab server and Chromium, and time the kernel's answers.
+python -m pytest -q -m "not browser and not site" -n auto --maxprocesses 4 --dist loadfile --durations 15
+python -m pytest -q -m "site or browser" --durations 5

@@ -55,12 +55,15 @@ def test_export_writes_offline_pages_with_their_figures(tmp_path, monkeypatch):
                                   " {'a': slider('a', 0.0, 2.0, 0.5, 1.0)})"),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, labs / "00_tiny.ipynb")
+    (labs / "artefacts" / "00_tiny").mkdir(parents=True)
+    (labs / "artefacts" / "00_tiny" / "grid.png").write_bytes(b"\x89PNG")  # an image the lab's text shows
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     pages = export_labs(tmp_path / "site", labs_dir=labs, timeout=300)
     page = pages[0].read_text()
     assert PLOTLY_SCRIPT in page and page.count("Plotly.newPlot") == 2  # both figures, drawn by the local plotly.js
     assert "plain" in page and "view 1.0" in page and "widget-view+json" not in page
     assert (tmp_path / "site" / "plotly.min.js").stat().st_size > 1_000_000
+    assert (tmp_path / "site" / "artefacts" / "00_tiny" / "grid.png").read_bytes() == b"\x89PNG"
     index = (tmp_path / "site" / "index.html").read_text()
     assert '<a href="00_tiny.html">Lab 00: a tiny lab</a>' in index and "fast mode" in index
     assert EXPORT_ENV not in os.environ or os.environ[EXPORT_ENV] != "1"  # the environment is restored

@@ -322,7 +322,8 @@ def scores_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[int, dict[
 def render_scores(rows: Sequence[Mapping[str, Any]], metric: str | None = None,
                   title: str | None = None) -> go.Figure:
     """Score of each model against the step count (lower is better), for one metric (default: the first listed:
-    FID when Inception weights are present, else the SWD-LapPyr proxy)."""
+    FID when Inception weights are present, else the SWD-LapPyr proxy). Baselines are dashed lines; one with a
+    'spread' (real images, `fmlab.images.lab_scores`) gets a band of ± 2 standard deviations."""
     names = list(dict.fromkeys(r["name"] for r in rows))
     if not names:
         raise ValueError("rows must not be empty")
@@ -333,11 +334,17 @@ def render_scores(rows: Sequence[Mapping[str, Any]], metric: str | None = None,
     step_counts = sorted({int(r["steps"]) for r in rows if int(r["steps"]) > 0})
     fig = go.Figure()
     for i, (model, by_steps) in enumerate(table.items()):
-        if set(by_steps) == {0}:  # a baseline without steps (e.g. noise images): a dashed horizontal line
+        if set(by_steps) == {0}:  # a baseline without steps (noise images, real images): a dashed horizontal line
             value = by_steps[0].get(metric)
+            color = COLORS["data"] if model.startswith("data") else COLORS["noise"]
             if value is not None and step_counts:
                 fig.add_trace(go.Scatter(x=[step_counts[0], step_counts[-1]], y=[value, value], mode="lines",
-                                         name=model, line=dict(color=COLORS["noise"], dash="dash", width=2)))
+                                         name=model, line=dict(color=color, dash="dash", width=2)))
+                spread = next((r["spread"] for r in rows if r["model"] == model and r["name"] == metric
+                               and r.get("spread") is not None), None)
+                if spread:  # ± 2 std of the score over draws of real images: differences inside it are noise
+                    fig.add_hrect(y0=value - 2 * spread, y1=value + 2 * spread, fillcolor=color, opacity=0.15,
+                                  line_width=0)
             continue
         ks = sorted(k for k in by_steps if metric in by_steps[k])
         fig.add_trace(go.Scatter(x=ks, y=[by_steps[k][metric] for k in ks], mode="lines+markers", name=model,
@@ -362,7 +369,10 @@ def format_scores(rows: Sequence[Mapping[str, Any]]) -> str:
         for model, by_steps in table.items():
             if set(by_steps) == {0}:
                 value = by_steps[0].get(name)
-                lines.append(f"{model:<{width}}" + (f"{value:>12.4g}" if value is not None else "") + "  (all steps)")
+                spread = next((r["spread"] for r in rows if r["model"] == model and r["name"] == name
+                               and r.get("spread") is not None), None)
+                lines.append(f"{model:<{width}}" + (f"{value:>12.4g}" if value is not None else "")
+                             + (f" ± {spread:.2g} (std over draws)" if spread is not None else "  (all steps)"))
                 continue
             cells = "".join(f"{by_steps[k][name]:>12.4g}" if name in by_steps.get(k, {}) else f"{'-':>12}"
                             for k in steps)

@@ -87,10 +87,12 @@ def _enlarge_traces(fig: Any, scale: float) -> None:
     """Scale every numeric marker size and line width set on a trace (arrays of sizes included)."""
     for trace in fig.data:
         marker, line = getattr(trace, "marker", None), getattr(trace, "line", None)
-        if marker is not None and marker.size is not None:
-            marker.size = np.asarray(marker.size, dtype=float) * scale if np.ndim(marker.size) else marker.size * scale
-        if line is not None and getattr(line, "width", None) is not None:
-            line.width = line.width * scale
+        size = getattr(marker, "size", None)  # None also where the trace type has no marker size (bars)
+        if size is not None:
+            marker.size = np.asarray(size, dtype=float) * scale if np.ndim(size) else size * scale
+        width = getattr(line, "width", None)
+        if width is not None:
+            line.width = np.asarray(width, dtype=float) * scale if np.ndim(width) else width * scale
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -153,6 +153,17 @@ def test_scores_table_figure_and_text():
         V.render_scores(ROWS, metric="FID")
 
 
+def test_scores_show_the_data_floor_with_its_spread():
+    rows = ROWS + [{"model": "data (held-out draws)", "steps": 0, "name": "SWD-pixels", "value": 0.1, "n": 8,
+                    "spread": 0.02}]
+    fig = V.render_scores(rows)
+    floor = next(t for t in fig.data if t.name.startswith("data"))
+    assert list(floor.y) == [0.1, 0.1]
+    band = fig.layout.shapes[0]
+    assert (band.y0, band.y1) == pytest.approx((0.06, 0.14))
+    assert "0.1 ± 0.02 (std over draws)" in V.format_scores(rows)
+
+
 def test_loss_curves():
     fig = V.render_loss_curves({"x": [{"step": 1, "loss": 2.0}], "y": [{"step": 1, "loss": 1.0}]})
     assert [t.name for t in fig.data] == ["x", "y"] and fig.layout.yaxis.type == "log"

@@ -27,7 +27,8 @@ def test_figures_get_the_lab_template_by_default():
 def test_presentation_enlarges_fonts_markers_and_lines_but_not_widths(notebook_mode):
     def draw():
         fig = go.Figure([go.Scatter(x=[0, 1], y=[0, 1], mode="markers", marker=dict(size=[4, 8])),
-                         go.Scatter(x=[0, 1], y=[1, 0], mode="lines", line=dict(width=2)), go.Heatmap(z=[[0, 1]])])
+                         go.Scatter(x=[0, 1], y=[1, 0], mode="lines", line=dict(width=2)), go.Heatmap(z=[[0, 1]]),
+                         go.Bar(x=[0], y=[1])])
         return style.apply_style(fig, title="t")
 
     small = draw()
