@@ -77,7 +77,9 @@ print(f"fast mode: {fast_mode()}; single-step FM budget {BASE} steps; dt = 1/{DT
 #
 # We first train a plain single-step flow-matching model (cached) and look at its windows. Move $L$, $t_0$ and the
 # number of Euler steps per unit time ($1/dt$): the green states $z_k$ drift from the black true points, and the
-# vermillion segment is $E_L$.
+# vermillion segment is $E_L$. Press **play** to unroll the window one Euler step at a time ($k = 0, 1, \dots, L$):
+# each green state is the model's step from the previous green state, not from the true point, which is how the
+# error compounds.
 
 # %%
 fm = E.run(R.equal_time_config(DATA, "cfm", BASE), eval_steps=(DT_STEPS, 100), n_eval=N_EVAL)

@@ -26,7 +26,7 @@ from ..diagnostics import (
     KStepDecomposition,
 )
 from ..losses.unrolled import unroll_window
-from .style import COLORS, SEQUENCE, apply_style
+from .style import COLORS, SEQUENCE, apply_style, to_numpy
 
 __all__ = [
     "window_view_data", "render_window", "render_decomposition", "render_variance", "window_batch_at",
@@ -50,35 +50,39 @@ def window_view_data(model: Any, x0: Tensor, x1: Tensor, t0: float, window: int,
     return {"true": true, "unrolled": win.xs.detach(), "x0": x0, "x1": x1}
 
 
-def render_window(view: Mapping[str, Tensor], t0: float, window: int, dt: float, extent: float = 3.5) -> go.Figure:
-    """The unrolled window against the true path: grey segments x0 -> x1, the true points x_{t0 + k dt} (black)
-    and the model's own states z_k (green), the terminal errors E_L = z_L - x_{t0 + L dt} in vermillion."""
+def render_window(view: Mapping[str, Tensor], t0: float, window: int, dt: float, extent: float = 3.5,
+                  k: int | None = None) -> go.Figure:
+    """The unrolled window against the true path: grey segments x0 -> x1, the true points x_{t0 + j dt} (black)
+    and the model's own states z_j (green) for j <= k (default: the whole window, k = L), and the error
+    z_k - x_{t0 + k dt} in vermillion: at k = L the terminal error E_L that WT-FM penalises. Step k from 0 to L
+    to watch the window unroll: each state is one Euler step of the model from the previous one."""
     true, unrolled, x0, x1 = view["true"], view["unrolled"], view["x0"], view["x1"]
+    k = window if k is None else max(0, min(int(k), window))
+    gap = torch.full((len(x0), 1), float("nan"), dtype=torch.float64)
+
+    def polylines(a: Tensor, b: Tensor) -> tuple[Any, Any]:  # segments a_i -> b_i broken by NaN gaps
+        pts = torch.stack([a.double(), b.double()], dim=1)  # [n, 2, 2]
+        return (to_numpy(torch.cat([pts[..., 0], gap], 1).reshape(-1)),
+                to_numpy(torch.cat([pts[..., 1], gap], 1).reshape(-1)))
+
     fig = go.Figure()
-    xs, ys = [], []
-    for a, b in zip(x0.tolist(), x1.tolist(), strict=True):
-        xs += [a[0], b[0], None]
-        ys += [a[1], b[1], None]
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=COLORS["path"], width=1), name="path x0 -> x1"))
-    fig.add_trace(go.Scatter(x=x1[:, 0].tolist(), y=x1[:, 1].tolist(), mode="markers", name="data x1",
+    px, py = polylines(x0, x1)
+    fig.add_trace(go.Scatter(x=px, y=py, mode="lines", line=dict(color=COLORS["path"], width=1), name="path x0 -> x1"))
+    fig.add_trace(go.Scatter(x=to_numpy(x1[:, 0]), y=to_numpy(x1[:, 1]), mode="markers", name="data x1",
                              marker=dict(color=COLORS["data"], size=6)))
-    for name, pts, color, sym in (("true x_{t0 + k dt}", true, COLORS["reference"], "circle-open"),
-                                  ("model's states z_k", unrolled, COLORS["model"], "circle")):
-        px, py = [], []
-        for i in range(pts.shape[1]):
-            px += pts[:, i, 0].tolist() + [None]
-            py += pts[:, i, 1].tolist() + [None]
-        fig.add_trace(go.Scatter(x=px, y=py, mode="lines+markers", name=name, line=dict(color=color, width=2),
-                                 marker=dict(color=color, size=6, symbol=sym)))
-    ex, ey = [], []
-    for a, b in zip(true[-1].tolist(), unrolled[-1].tolist(), strict=True):
-        ex += [a[0], b[0], None]
-        ey += [a[1], b[1], None]
-    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", name="terminal error E_L",
-                             line=dict(color=COLORS["highlight"], width=3)))
-    err = (true[-1] - unrolled[-1]).pow(2).sum(1).mean()
-    apply_style(fig, title=f"Window of L = {window} steps from t0 = {t0:.2f} (dt = {dt:.3g}): "
-                           f"mean ||E_L||^2 = {float(err):.4f}", x_title="coordinate 1", y_title="coordinate 2",
+    for name, pts, color, sym in (("true x_{t0 + j dt}", true, COLORS["reference"], "circle-open"),
+                                  ("model's states z_j", unrolled, COLORS["model"], "circle")):
+        seq = torch.cat([pts[: k + 1].double(), torch.full((1, len(x0), 2), float("nan"), dtype=torch.float64)])
+        lines = seq.permute(1, 0, 2).reshape(-1, 2)  # each particle's states j = 0..k, then a gap
+        fig.add_trace(go.Scatter(x=to_numpy(lines[:, 0]), y=to_numpy(lines[:, 1]), mode="lines+markers", name=name,
+                                 line=dict(color=color, width=2), marker=dict(color=color, size=6, symbol=sym)))
+    ex, ey = polylines(true[k], unrolled[k])
+    label = "terminal error E_L" if k == window else f"error z_{k} − x_(t0 + {k} dt)"
+    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", name=label, line=dict(color=COLORS["highlight"], width=3)))
+    err = (true[k] - unrolled[k]).pow(2).sum(1).mean()
+    step = "" if k == window else f", step {k} of {window}"
+    apply_style(fig, title=f"Window of L = {window} steps from t0 = {t0:.2f} (dt = {dt:.3g}{step}): "
+                           f"mean ||z_{k} − x||^2 = {float(err):.4f}", x_title="coordinate 1", y_title="coordinate 2",
                 square=True)
     fig.update_xaxes(range=[-extent, extent])
     fig.update_yaxes(range=[-extent, extent])
@@ -162,20 +166,30 @@ EULER_STEPS_SLIDER = ("Euler steps (dt = 1/steps)", 4, 64)  # the window's step 
 
 
 def window_widget(model: Any, data: str = "8gaussians", n: int = 12, euler_steps: int = 16, seed: int = 0) -> Any:
-    """Sliders for the window length L, its start t0 and the step count 1 / dt over `render_window` (the model's
-    own states z_k against the true path points of the same pairs)."""
-    from .widgets import int_slider, interactive_view, slider
+    """Sliders for the window length L, its start t0, the step count 1 / dt and the unrolled steps k (with a play
+    button that unrolls the window step by step) over `render_window` (the model's own states z_k against the true
+    path points of the same pairs)."""
+    from .widgets import int_slider, interactive_view, slider, with_play
 
     batch = window_batch_at(data, n, 0.0, seed)
 
-    def render(window: int, t0: float, euler_steps: int) -> go.Figure:
+    def render(window: int, t0: float, euler_steps: int, k: int) -> go.Figure:
         window, t0 = _fit_window(window, t0, euler_steps)
         dt = 1.0 / euler_steps
-        return render_window(window_view_data(model, batch.x0, batch.x1, t0, window, dt), t0, window, dt)
+        return render_window(window_view_data(model, batch.x0, batch.x1, t0, window, dt), t0, window, dt, k=k)
 
-    return interactive_view(render, {"window": int_slider("window length L", 1, 16, 4),
+    view = interactive_view(render, {"window": int_slider("window length L", 1, 16, 4),
                                      "t0": slider("window start t0", 0.0, 1.0, 0.05, 0.3),
-                                     "euler_steps": int_slider(*EULER_STEPS_SLIDER, euler_steps)})
+                                     "euler_steps": int_slider(*EULER_STEPS_SLIDER, euler_steps),
+                                     "k": int_slider("unrolled steps k", 0, 4, 4)})
+    window, k = view.controls["window"], view.controls["k"]
+
+    def follow_window(change: dict) -> None:  # a new L shows its whole window; play then unrolls 0..L
+        k.max = change["new"]
+        k.value = change["new"]
+
+    window.observe(follow_window, names="value")
+    return with_play(view, "k", interval_ms=600)
 
 
 def decomposition_widget(model: Any, data: str = "8gaussians", n: int = 512, euler_steps: int = 16,

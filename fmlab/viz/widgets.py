@@ -25,7 +25,7 @@ from ..export import export_mode
 
 __all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "enable_when", "figure_widget",
            "update_figure", "link", "controls_box", "interactive_view", "View", "LIVE_MODES", "ReplayView",
-           "live_run", "show_live", "show_final"]
+           "with_play", "live_run", "show_live", "show_final"]
 
 # Live figures carry plain lists, never numpy arrays. plotly.js answers a restyle with "trace deltas" holding its own
 # copies of the arrays; for numpy-backed traces these come back as typed-array dicts and plotly.py's FigureWidget then
@@ -250,6 +250,21 @@ def interactive_view(render: Callable[..., go.Figure], controls: Mapping[str, W.
     if not callable(render):
         raise ValueError(f"render must be callable, got {type(render).__name__}")
     return View(render, controls, fixed, per_row, live)
+
+
+def with_play(view: View, name: str, interval_ms: int = 500) -> View:
+    """Add a play button to `view` that steps its integer control `name` from its minimum to its maximum (an
+    ipywidgets.Play linked in the browser to the slider), placed before the controls; returns the view."""
+    control = view.controls.get(name)
+    if not isinstance(control, W.IntSlider):
+        raise ValueError(f"name must be an IntSlider control of the view, one of "
+                         f"{[k for k, c in view.controls.items() if isinstance(c, W.IntSlider)]}, got {name!r}")
+    play = W.Play(value=control.value, min=control.min, max=control.max, interval=interval_ms, description="play")
+    W.jslink((play, "value"), (control, "value"))  # in the browser: playback needs no kernel round trip to advance
+    W.dlink((control, "max"), (play, "max"))  # in the kernel: a render may change the slider's range
+    view.play = play
+    view.children = (W.HBox([play, W.Label(f"play: {control.description}")]), *view.children)
+    return view
 
 
 # --- live training: a figure redrawn while runs train, then replayable ----------------------------------------

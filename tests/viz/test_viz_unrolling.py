@@ -142,7 +142,12 @@ def test_window_view_starts_on_the_path_and_its_error_is_the_title():
     err = float((data["true"][-1] - data["unrolled"][-1]).pow(2).sum(1).mean())
     fig = U.render_window(data, 0.25, 3, 0.125)
     assert f"{err:.4f}" in fig.layout.title.text
-    assert "model's states z_k" in [tr.name for tr in fig.data]
+    assert "model's states z_j" in [tr.name for tr in fig.data] and "terminal error E_L" in [tr.name for tr in fig.data]
+    first = U.render_window(data, 0.25, 3, 0.125, k=1)  # one step unrolled: its error, not yet E_L
+    err1 = float((data["true"][1] - data["unrolled"][1]).pow(2).sum(1).mean())
+    assert "step 1 of 3" in first.layout.title.text and f"{err1:.4f}" in first.layout.title.text
+    states = next(tr for tr in first.data if tr.name == "model's states z_j")
+    assert len(states.x) == 5 * 3  # per particle: z_0, z_1 and a gap
     other = U.render_window(U.window_view_data(_model(), x0, x1, 0.25, 1, 0.125), 0.25, 1, 0.125)
     assert other.layout.title.text != fig.layout.title.text
 
@@ -237,6 +242,9 @@ def test_window_and_decomposition_widgets_respond_to_their_sliders():
     before = w.figure.layout.title.text
     w.controls["window"].value = 2
     assert w.figure.layout.title.text != before and w.status.value == ""
+    assert w.controls["k"].value == w.controls["k"].max == w.play.max == 2  # the whole new window, playable
+    w.controls["k"].value = 1
+    assert "step 1 of 2" in w.figure.layout.title.text
     before = w.figure.layout.title.text
     w.controls["euler_steps"].value = 8
     assert "dt = 0.125" in w.figure.layout.title.text and w.figure.layout.title.text != before

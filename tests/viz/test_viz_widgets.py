@@ -105,3 +105,18 @@ def test_enable_when_greys_out_a_control_that_would_change_nothing():
     assert box.disabled
     loss.value = "wtfm"
     assert not box.disabled
+
+
+def test_with_play_steps_an_integer_control_and_follows_its_range():
+    import plotly.graph_objects as go
+
+    from fmlab.viz.widgets import int_slider, interactive_view, slider, with_play
+
+    view = interactive_view(lambda k, a: go.Figure(layout=dict(title=dict(text=f"{k} {a}"))),
+                            {"k": int_slider("k", 0, 5, 2), "a": slider("a", 0.0, 1.0, 0.5, 0.5)})
+    with_play(view, "k", interval_ms=100)
+    assert view.children[0].children[0] is view.play and (view.play.min, view.play.max) == (0, 5)
+    view.controls["k"].max = 3
+    assert view.play.max == 3
+    with pytest.raises(ValueError, match="IntSlider control of the view"):
+        with_play(view, "a")
