@@ -29,7 +29,7 @@ LABS = {  # lab number -> the lab-support module whose prewarm_jobs(fast) lists 
     "00": "fmlab.viz.welcome", "02": "fmlab.viz.fields", "03": "fmlab.viz.training", "04": "fmlab.viz.solvers",
     "05": "fmlab.viz.couplings", "06": "fmlab.viz.parametrisation", "07": "fmlab.viz.score_sde",
     "08": "fmlab.viz.likelihood", "09": "fmlab.viz.guidance", "10": "fmlab.viz.unrolling_runs",
-    "12": "fmlab.viz.loss_zoo",
+    "12": "fmlab.viz.loss_zoo", "13": "fmlab.viz.images",
 }
 
 

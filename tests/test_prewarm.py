@@ -79,6 +79,23 @@ def test_prewarm_one_lab_in_fast_mode_then_the_lab_trains_nothing(cache, monkeyp
     assert diskcache.disk_info()["entries"] == 2
 
 
+def test_prewarm_lab13_then_a_new_kernel_plans_the_same_runs_and_trains_nothing(cache, monkeypatch):
+    from fmlab.images import LAB_RUNS, plan_lab, train_lab_guidance, train_lab_run
+    from fmlab.train_images import ImageTrainer
+
+    report = prewarm.prewarm(["13"], jobs=1, fast=True, progress=False)
+    entries = diskcache.disk_info()["entries"]
+    assert report["errors"] == [] and report["jobs"] == len(LAB_RUNS) + 1 and entries == report["jobs"] + 1  # + plan
+    labkit.clear_cache()  # a new kernel: memory empty, disk kept
+    fits = []
+    monkeypatch.setattr(ImageTrainer, "fit", lambda self, *a, **k: fits.append(self.config))
+    plan = plan_lab(fast=True)  # the throughput comes from the disk: the same steps as the pre-warm's plan
+    for label in LAB_RUNS:
+        assert train_lab_run(plan, label, live=False).step == plan.steps
+    train_lab_guidance(plan, live=False)
+    assert fits == [] and diskcache.disk_info()["entries"] == entries, "a pre-warmed lab 13 run trained again"
+
+
 def test_cli_cache_info_and_clear(cache, capsys):
     diskcache.save_entry(("an entry",), {"x": 1})
     assert main(["cache", "info"]) == 0

@@ -27,7 +27,7 @@ __all__ = ["png_source", "grid_image", "render_image_grid", "aligned_face", "ren
            "render_training", "LiveTraining", "render_samples", "samples_widget", "render_sample_overview",
            "render_loss_curves", "render_scores", "scores_table", "format_scores", "render_guided_grid",
            "guided_grid_widget", "STRIP_TIMES", "path_frames", "render_path_strip", "path_strip_widget",
-           "load_long_run", "render_long_run"]
+           "load_long_run", "render_long_run", "prewarm_jobs"]
 
 
 def png_source(image: np.ndarray) -> str:
@@ -433,3 +433,21 @@ def render_long_run(artefacts: Mapping[str, Any]) -> go.Figure:
     title = (f"A long run: {meta['command']}<br><sup>{meta['device']}, {meta['date']}, {minutes:.0f} min in all "
              f"({steps} steps)</sup>")
     return render_sample_overview(artefacts["grids"], n_show=1, title=title)
+
+
+# --- pre-warming ----------------------------------------------------------------------------------------------
+
+_STEP_COST = {"meanflow": 2.1, "anchored_consistency": 1.5}  # per step, relative to flow matching (a rough weight)
+
+
+def prewarm_jobs(fast: bool) -> list:
+    """Lab 13's four runs and its conditional run at the lab's default budget, for `python -m fmlab prewarm`
+    (fmlab.prewarm). The plan comes from the throughput kept in the disk cache (`fmlab.images.plan_lab`), so the
+    lab's own plan, in a later kernel, asks for exactly these configurations."""
+    from ..images import LAB_RUNS, plan_lab
+    from ..prewarm import job
+
+    plan = plan_lab(fast=fast)
+    runs = [job("13", "fmlab.images:train_lab_run", plan, label, live=False,
+                cost=max(1, round(plan.steps * _STEP_COST.get(loss, 1.0)))) for label, loss in LAB_RUNS.items()]
+    return runs + [job("13", "fmlab.images:train_lab_guidance", plan, live=False, cost=plan.steps)]
