@@ -4,9 +4,10 @@ An entry is one file, `<cache dir>/trained/<name>.pt`, holding tensors and plain
 numbers, the config), written atomically (fmlab.checkpoint.atomic_write: temp file + os.replace) and read with
 `torch.load(weights_only=True)`, which runs no pickled code. Its name is the SHA-256 of the entry's full key:
 
-    (ENTRY_FORMAT, fmlab.__version__, fast mode on/off, the cache key of the run: fmlab.labkit.cache_key(...))
+    (ENTRY_FORMAT, fmlab.__version__, fast mode on/off, build_model's defaults, the run's key: labkit.cache_key(...))
 
-so a new fmlab version, or fast mode against full mode, never reads another's entry. The key is also stored in the
+so a new fmlab version, fast mode against full mode, or another default architecture (e.g. the time embedding's
+highest frequency, which run configs do not hold) never reads another's entry. The key is also stored in the
 file and compared on load; a corrupt, truncated or mismatching file is ignored with a warning (the caller trains
 again and overwrites it), never an error.
 
@@ -32,7 +33,7 @@ import torch
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["CACHE_ENV", "OFF_VALUES", "ENTRY_FORMAT", "cache_root", "entries_dir", "persistable", "entry_key",
-           "entry_path", "load_entry", "save_entry", "storable", "clear_disk", "disk_info"]
+           "model_defaults", "entry_path", "load_entry", "save_entry", "storable", "clear_disk", "disk_info"]
 
 CACHE_ENV = "FMLAB_CACHE"
 OFF_VALUES = {"off", "0", "no", "false", "none", "disabled"}
@@ -78,7 +79,17 @@ def entry_key(key: Any) -> str:
 
     if not persistable(key):
         raise ValueError(f"key must hold only tuples, strings, numbers, booleans and None, got {key!r}")
-    return repr((ENTRY_FORMAT, fmlab.__version__, "fast" if fast_mode() else "full", key))
+    return repr((ENTRY_FORMAT, fmlab.__version__, "fast" if fast_mode() else "full", model_defaults(), key))
+
+
+def model_defaults() -> tuple:
+    """The keyword defaults of `fmlab.models.build_model` (e.g. the time embedding's highest frequency): they shape
+    every 2D model without appearing in its run config, so an entry trained under other defaults must miss."""
+    import inspect
+
+    from .models.parametrisation import build_model
+
+    return tuple((name, p.default) for name, p in inspect.signature(build_model).parameters.items())
 
 
 def entry_path(key: Any) -> Path | None:

@@ -12,6 +12,7 @@ import torch
 
 import fmlab
 from fmlab import diskcache, labkit
+from fmlab.models.embeddings import DEFAULT_TIME_FREQ_MAX
 from fmlab.train import TrainConfig, Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,6 +100,17 @@ def test_fast_and_full_mode_never_share_an_entry(cache, fits, monkeypatch):
 def test_another_fmlab_version_misses(cache, fits, monkeypatch):
     labkit.train_cached(TrainConfig(**TINY), progress=False)
     monkeypatch.setattr(fmlab, "__version__", fmlab.__version__ + ".post1")
+    labkit.clear_cache()
+    labkit.train_cached(TrainConfig(**TINY), progress=False)
+    assert len(fits) == 2
+
+
+def test_another_default_architecture_misses(cache, fits, monkeypatch):
+    """The time embedding's highest frequency is a build_model default, not a run-config field: changing it (as
+    fmlab did from 200 to 10) must not load models trained with the old embedding."""
+    assert ("time_freq_max", DEFAULT_TIME_FREQ_MAX) in diskcache.model_defaults()
+    labkit.train_cached(TrainConfig(**TINY), progress=False)
+    monkeypatch.setattr(diskcache, "model_defaults", lambda: (("time_freq_max", 200.0),))
     labkit.clear_cache()
     labkit.train_cached(TrainConfig(**TINY), progress=False)
     assert len(fits) == 2
