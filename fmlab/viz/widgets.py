@@ -8,8 +8,10 @@ go.Figure` that tests call directly, and a thin widget function that calls
 which draws `render_xxx(t=0.5, fixed_param=...)` and re-renders whenever a control moves. By default the figure
 sits in an ipywidgets.Output and is replaced on each change (robust wherever the cell is in the notebook; see
 View); `live="figurewidget"` instead keeps one plotly `go.FigureWidget` and copies the new data and layout into it
-inside `batch_update()`. Render functions keep themselves fast (precompute, cache); controls whose redraw costs
-more than ~50 ms use `continuous_update=False` so that the figure updates when the slider is released.
+inside `batch_update()`. Render functions keep themselves fast (precompute, cache, numpy arrays rather than lists
+for plotly); a t or s slider over a view that trains nothing redraws while it is dragged (input to drawn figure in
+about 100-200 ms: the latency table in labs/README.md), and controls whose redraw costs more than that use
+`continuous_update=False`, so that the figure updates when the slider is released.
 """
 
 from __future__ import annotations
