@@ -28,7 +28,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-__all__ = ["log_sinkhorn", "sinkhorn_plan_torch", "sinkhorn_bias"]
+__all__ = ["log_sinkhorn", "sinkhorn_plan_torch", "sinkhorn_bias", "plan_statistics"]
 
 
 def log_sinkhorn(cost: Tensor, eps: float, max_iter: int = 10_000, tol: float = 1e-9, check_every: int = 10
@@ -100,12 +100,17 @@ def sinkhorn_bias(x0: Tensor, x1: Tensor, regs: Sequence[float], max_iter: int =
     for reg in regs:
         log_p, iters, err = log_sinkhorn(cost / cost.mean(), float(reg), max_iter)
         p = log_p.exp()
-        row = p / p.sum(1, keepdim=True)  # the partner distribution of each x0
-        entropy = -(row * torch.where(row > 0, row.log(), torch.zeros_like(row))).sum(1)
-        rows.append({"reg": float(reg), "eps": float(reg) * independent,
-                     "plan_cost": float((row * cost).sum(1).mean()) / exact,
-                     "partners": float(entropy.exp().mean()),
+        rows.append({"reg": float(reg), "eps": float(reg) * independent, **plan_statistics(p, cost, exact),
                      "off_permutation": float(0.5 * (n * p - pi).abs().sum() / n),
                      "iterations": iters, "marginal_error": err})
         rows[-1].update(exact_cost=exact, independent_cost=independent)
     return rows
+
+
+def plan_statistics(plan: Tensor, cost: Tensor, exact_cost: float) -> dict[str, float]:
+    """For rows of a plan P (all of it, or the first rows) and their costs C: plan_cost, the expected cost of a pair
+    drawn from P (x0 uniform, its partner from its row) over `exact_cost` (the exact OT pairs' mean cost), and
+    partners, the mean over x0 of exp(entropy of its row): 1 for a permutation, n for the independent coupling."""
+    row = plan / plan.sum(1, keepdim=True)  # the partner distribution of each x0
+    entropy = -(row * torch.where(row > 0, row.log(), torch.zeros_like(row))).sum(1)
+    return {"plan_cost": float((row * cost).sum(1).mean()) / exact_cost, "partners": float(entropy.exp().mean())}

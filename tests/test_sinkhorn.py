@@ -91,3 +91,13 @@ def test_bad_input():
         sinkhorn_plan_torch(torch.zeros(3, 2), torch.zeros(3, 2), reg=-1.0)
     with pytest.raises(ValueError, match="same shape"):
         sinkhorn_bias(torch.zeros(3, 2), torch.zeros(4, 2), [0.1])
+
+
+def test_plan_statistics_of_a_permutation_and_of_the_independent_plan():
+    from fmlab.sinkhorn import plan_statistics
+
+    cost = torch.tensor([[1.0, 4.0], [9.0, 2.0]], dtype=torch.float64)
+    exact = plan_statistics(torch.eye(2, dtype=torch.float64) / 2, cost, exact_cost=1.5)
+    assert exact == pytest.approx({"plan_cost": 1.0, "partners": 1.0})
+    uniform = plan_statistics(torch.full((2, 2), 0.25, dtype=torch.float64), cost, exact_cost=1.5)
+    assert uniform == pytest.approx({"plan_cost": 4.0 / 1.5, "partners": 2.0})

@@ -27,10 +27,11 @@ from ..couplings import COUPLINGS, couple, pairing_cost
 from ..data import GaussianMixture
 from ..metrics import wasserstein
 from ..solvers import Field, solve
-from .style import COLORS, NOTEBOOK_WIDTH, SEQUENCE, apply_style
+from .style import COLORS, NOTEBOOK_WIDTH, SEQUENCE, apply_style, to_numpy
 from .training import AXIS_X, AXIS_Y, EXTENT, scatter
 
-__all__ = ["minibatch_pairs", "crossing_fraction", "render_coupling", "coupling_widget", "posterior_variance_knn",
+__all__ = ["minibatch_pairs", "crossing_fraction", "render_coupling", "coupling_widget", "SINKHORN_REGS",
+           "render_sinkhorn_coupling", "sinkhorn_widget", "posterior_variance_knn",
            "posterior_variance_curves", "render_posterior_variance", "sample_steps", "render_samples_grid",
            "samples_widget", "w2_table", "render_w2_vs_steps", "batch_sizes", "lab05_configs", "prewarm_jobs"]
 
@@ -122,6 +123,67 @@ def coupling_widget(x0: Tensor, x1: Tensor, batch_size: int | None = None, metho
                                 description="batch size", continuous_update=False,
                                 style={"description_width": "initial"}, layout={"width": "420px"})
     return interactive_view(render, {"batch_size": control})
+
+
+# --- entropic OT (Sinkhorn): a blurred coupling -------------------------------------------------------------------
+
+SINKHORN_REGS = (0.01, 0.03, 0.1, 0.3, 1.0)  # relative to the mean cost: eps = reg * mean(C)
+_WEIGHT_BANDS = ((0.5, 1.01, 0.9), (0.2, 0.5, 0.45), (0.05, 0.2, 0.15))  # P_ij / max_j P_ij range, line opacity
+
+
+def render_sinkhorn_coupling(x0: Tensor, x1: Tensor, reg: float, n_show: int = 48, extent: float = EXTENT
+                             ) -> go.Figure:
+    """The entropic plan between the batches x0 and x1 (fmlab.sinkhorn, eps = reg * mean cost): from each of the
+    first `n_show` noise points a line to every partner j whose weight P_ij is at least 5% of its row's largest,
+    darker for heavier weights. The title reports, from `fmlab.sinkhorn.sinkhorn_bias`, the expected squared length
+    of a pair drawn from the plan over the exact OT pairs' and the effective number of partners per noise point
+    (`fmlab.sinkhorn.plan_statistics`)."""
+    from ..couplings import cost_matrix, ot_permutation
+    from ..sinkhorn import plan_statistics, sinkhorn_plan_torch
+
+    a, b = x0.detach().double().cpu(), x1.detach().double().cpu()
+    plan = sinkhorn_plan_torch(a, b, float(reg))
+    cost = cost_matrix(a, b)
+    bias = plan_statistics(plan, cost, float(cost[torch.arange(len(a)), ot_permutation(a, b)].mean()))
+    plan = plan[:n_show]
+    weight = plan / plan.max(dim=1, keepdim=True).values
+    fig = go.Figure()
+    for low, high, opacity in _WEIGHT_BANDS:
+        i, j = torch.nonzero((weight >= low) & (weight < high), as_tuple=True)
+        gap = torch.full((len(i), 1), float("nan"), dtype=torch.float64)
+        lx = torch.cat([a[i, :1], b[j, :1], gap], 1).reshape(-1)
+        ly = torch.cat([a[i, 1:], b[j, 1:], gap], 1).reshape(-1)
+        fig.add_trace(go.Scatter(x=to_numpy(lx), y=to_numpy(ly), mode="lines", opacity=opacity, hoverinfo="skip",
+                                 line=dict(color=COLORS["ot"], width=1.2), name=f"weight {low:g}-{min(high, 1):g}"))
+    fig.add_trace(scatter(a[:n_show], COLORS["noise"], f"noise x0 (first {n_show})", size=6, opacity=0.9))
+    fig.add_trace(scatter(b, COLORS["data"], "data x1", size=5, opacity=0.7))
+    title = (f"Sinkhorn, reg = {reg:g}: pairs cost {bias['plan_cost']:.2f}x the exact OT pairs', "
+             f"{bias['partners']:.1f} partners per x0")
+    apply_style(fig, title=title, x_title=AXIS_X, y_title=AXIS_Y, square=True)
+    fig.update_xaxes(range=[-extent, extent], constrain="domain")
+    fig.update_yaxes(range=[-extent, extent], constrain="domain")
+    fig.update_layout(width=820, height=640, legend=dict(x=1.02, y=1.0, xanchor="left"), margin=dict(r=160),
+                      title_font_size=16)
+    return fig
+
+
+def sinkhorn_widget(x0: Tensor, x1: Tensor, reg: float = 0.03) -> Any:
+    """A regularisation slider (SINKHORN_REGS) over `render_sinkhorn_coupling`; each plan is solved once."""
+    import ipywidgets as W
+
+    from .widgets import interactive_view
+
+    memo: dict[float, go.Figure] = {}
+
+    def render(reg: float) -> go.Figure:
+        if reg not in memo:
+            memo[reg] = render_sinkhorn_coupling(x0, x1, reg)
+        return memo[reg]
+
+    control = W.SelectionSlider(options=list(SINKHORN_REGS), value=reg if reg in SINKHORN_REGS else 0.03,
+                                description="Sinkhorn reg", continuous_update=False,
+                                style={"description_width": "initial"}, layout={"width": "420px"})
+    return interactive_view(render, {"reg": control})
 
 
 # --- posterior variance Var(x1 | x_t) ----------------------------------------------------------------------------

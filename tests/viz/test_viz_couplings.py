@@ -1,6 +1,8 @@
 """fmlab.viz.couplings (lab 05 figures) and fmlab.exercises.couplings: minibatch pairing, crossing lines, the k-NN
 posterior variance against the mixture's closed form, few-step samples."""
 
+import re
+
 import pytest
 import torch
 
@@ -61,6 +63,24 @@ def test_render_coupling_and_widget():
     before = view.figure.layout.title.text
     view.controls["batch_size"].value = 32
     assert "batch size 32" in view.figure.layout.title.text and view.figure.layout.title.text != before
+
+
+def test_sinkhorn_view_blurs_the_coupling_as_reg_grows():
+    g = torch.Generator().manual_seed(0)
+    x1, x0 = gmm_2d("8modes").sample(96, generator=g), torch.randn(96, 2, generator=g)
+    sharp, blurred = C.render_sinkhorn_coupling(x0, x1, 0.01, n_show=16), C.render_sinkhorn_coupling(x0, x1, 1.0,
+                                                                                                       n_show=16)
+
+    def ratio_and_partners(fig):
+        cost, partners = re.findall(r"cost ([0-9.]+)x.*?([0-9.]+) partners", fig.layout.title.text)[0]
+        return float(cost), float(partners)
+
+    (c_sharp, p_sharp), (c_blur, p_blur) = ratio_and_partners(sharp), ratio_and_partners(blurred)
+    assert 1.0 <= c_sharp < 1.1 < c_blur and p_sharp < p_blur  # entropic blur: more partners, costlier pairs
+    assert sum(tr.name.startswith("weight") for tr in sharp.data) == 3
+    view = C.sinkhorn_widget(x0, x1, reg=0.1)
+    view.controls["reg"].value = 0.3
+    assert "reg = 0.3" in view.figure.layout.title.text and view.status.value == ""
 
 
 def test_knn_posterior_variance_matches_the_closed_form_for_independent_pairs():
