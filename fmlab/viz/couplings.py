@@ -131,7 +131,7 @@ SINKHORN_REGS = (0.01, 0.03, 0.1, 0.3, 1.0)  # relative to the mean cost: eps = 
 _WEIGHT_BANDS = ((0.5, 1.01, 0.9), (0.2, 0.5, 0.45), (0.05, 0.2, 0.15))  # P_ij / max_j P_ij range, line opacity
 
 
-def render_sinkhorn_coupling(x0: Tensor, x1: Tensor, reg: float, n_show: int = 48, extent: float = EXTENT
+def render_sinkhorn_coupling(x0: Tensor, x1: Tensor, reg: float, n_show: int = 20, extent: float = EXTENT
                              ) -> go.Figure:
     """The entropic plan between the batches x0 and x1 (fmlab.sinkhorn, eps = reg * mean cost): from each of the
     first `n_show` noise points a line to every partner j whose weight P_ij is at least 5% of its row's largest,
