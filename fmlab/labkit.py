@@ -27,7 +27,8 @@ from .checks import check_int
 from .diskcache import clear_disk, load_entry, save_entry, storable
 
 __all__ = ["FAST_ENV", "fast_mode", "steps", "pick", "cached", "cache_key", "session_cache", "clear_cache",
-           "cache_info", "persisted", "trainer_state", "restore_trainer", "train_cached", "device_summary", "seeded"]
+           "cache_info", "computed_count", "persisted", "trainer_state", "restore_trainer", "train_cached",
+           "device_summary", "seeded"]
 
 FAST_ENV = "FMLAB_FAST"
 _TRUE = {"1", "true", "yes", "on"}
@@ -134,6 +135,16 @@ def cache_info() -> int:
     return len(_CACHE)
 
 
+_COMPUTED = [0]  # results computed (trained) in this kernel, rather than found in memory or on disk
+
+
+def computed_count() -> int:
+    """How many `persisted` results this kernel computed (trained) instead of finding them in memory or on disk:
+    the browser suite reads it before and after moving a control to tell a control that trains from one that
+    only redraws."""
+    return _COMPUTED[0]
+
+
 def persisted(key: Hashable, compute: Callable[[], T], to_state: Callable[[T], dict[str, Any]],
               from_state: Callable[[dict[str, Any]], T], refresh: bool = False) -> T:
     """The result of `key`: from this kernel's cache, else rebuilt from its disk entry (`from_state(state)`), else
@@ -152,6 +163,7 @@ def persisted(key: Hashable, compute: Callable[[], T], to_state: Callable[[T], d
         except (ValueError, KeyError, TypeError, RuntimeError) as err:
             warnings.warn(f"fmlab cache: the stored entry of {key[0] if isinstance(key, tuple) else key!r} could not "
                           f"be rebuilt ({type(err).__name__}: {err}); training again", RuntimeWarning, stacklevel=2)
+    _COMPUTED[0] += 1
     result = compute()
     try:
         state = to_state(result)

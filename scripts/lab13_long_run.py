@@ -3,6 +3,7 @@
     python scripts/lab13_long_run.py --minutes 60                        # a CPU: an hour of flow matching per model
     python scripts/lab13_long_run.py --gpus 8 --minutes 30               # CelebA-64 (if $FMLAB_CELEBA) with torchrun
     python scripts/lab13_long_run.py --steps 2 --n 8 --out /tmp/lab13    # a smoke run
+    python scripts/lab13_long_run.py --steps 1500 --no-train             # sample and score the runs again
 
 The plan is lab 13's (fmlab.images.plan_lab: the device's kind, data, preset, batch and learning rate) with
 --minutes of flow matching per model (MeanFlow's JVP makes its run longer) or a fixed --steps. Every run goes through
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,6 +69,20 @@ def train(argv: list[str], gpus: int) -> float:
     return (time.perf_counter() - start) / 60
 
 
+def describe_device(device: Any, gpus: int) -> str:
+    """'cpu: <processor>, N physical cores (torch threads T)' or 'cuda: <GPU name> x gpus'."""
+    import platform
+
+    import torch
+
+    from fmlab.device import physical_cores
+
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}" + (f" x {gpus}" if gpus > 1 else "")
+    name = platform.processor() or platform.machine()
+    return f"cpu: {name}, {physical_cores()} physical cores (torch threads {torch.get_num_threads()})"
+
+
 def loss_curve(run: Path) -> list[list[float]]:
     """[[step, loss], ...] from the run's metrics.jsonl."""
     records = [json.loads(line) for line in (run / METRICS_NAME).read_text().splitlines() if line.strip()]
@@ -83,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None)
     parser.add_argument("--runs", default=str(ROOT / "runs" / "lab13"), help="where the runs (weights) go")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="where the artefacts go")
+    parser.add_argument("--no-train", action="store_true",
+                        help="use the runs already in --runs: sample and score them again (same seeds, same artefacts)")
     args = parser.parse_args(argv)
     plan = plan_lab(budget_s=60 * args.minutes, fast=False, device=args.device)
     if args.steps is not None:
@@ -96,18 +114,23 @@ def main(argv: list[str] | None = None) -> int:
                                                          if k != "data_root"},
             "describe": plan.describe(), "runs": {}}
     samples, curves = {}, {}
+    before = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else {}
+    if args.no_train:  # the training command and times are those of the run that trained
+        meta.update(command=before.get("command", meta["command"]), date=before.get("date", meta["date"]))
     for label, loss in LAB_RUNS.items():
         run = runs / loss
-        minutes = train(train_argv(plan, loss, run), args.gpus)
+        minutes = (before.get("runs", {}).get(label, {}).get("minutes") if args.no_train
+                   else train(train_argv(plan, loss, run), args.gpus))
         model, config = load_image_run(run, device=args.device)
         samples[label] = {k: to_uint8(sample_images(model, plan.n_eval, k, seed=1, loss=loss))
                           for k in plan.eval_steps}
         for k, images in samples[label].items():
             save_png(out / f"grid_{loss}_{k}.png", make_grid(images[:16], 4))
         curves[label] = loss_curve(run)
-        meta["runs"][label] = {"loss": loss, "steps": config.steps, "minutes": round(minutes, 2)}
-        print(f"{label}: {config.steps} steps in {minutes:.1f} min", flush=True)
-    meta["device"] = str(next(model.parameters()).device) + (f" x {args.gpus}" if args.gpus > 1 else "")
+        meta["runs"][label] = {"loss": loss, "steps": config.steps,
+                               "minutes": None if minutes is None else round(minutes, 2)}
+        print(f"{label}: {config.steps} steps" + ("" if minutes is None else f" in {minutes:.1f} min"), flush=True)
+    meta["device"] = describe_device(next(model.parameters()).device, args.gpus)
     (out / "scores.json").write_text(json.dumps(lab_scores(plan, samples), indent=1) + "\n", encoding="utf-8")
     (out / "loss_curves.json").write_text(json.dumps(curves) + "\n", encoding="utf-8")
     (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")

@@ -90,3 +90,15 @@ def test_device_summary_and_seeded(monkeypatch):
     assert torch.equal(torch.rand(3, generator=labkit.seeded(5)), torch.rand(3, generator=labkit.seeded(5)))
     with pytest.raises(ValueError, match="seed"):
         labkit.seeded(-1)
+
+
+def test_computed_count_counts_what_was_trained_not_what_was_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
+    labkit.clear_cache()
+    start = labkit.computed_count()
+    key = labkit.cache_key("test_computed_count", 1)
+    for _ in range(2):  # computed once, then found in memory
+        labkit.persisted(key, lambda: {"w": torch.ones(2)}, lambda r: r, lambda s: s)
+    labkit.clear_cache()  # a new kernel: found on disk
+    labkit.persisted(key, lambda: {"w": torch.ones(2)}, lambda r: r, lambda s: s)
+    assert labkit.computed_count() == start + 1

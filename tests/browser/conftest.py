@@ -11,12 +11,13 @@ promise for the run, the kernel's status messages and the server's REST API), th
   changes the data or title of a plotly figure, or the src of an image (matplotlib in an Output widget),
   without an error from the kernel.
 
-Every control is moved FMLAB_LATENCY_MOVES times (default 3; back and forth) and the time from the student's input
-(the key press, click or change event, in the page's clock) to the first moment the changed figure is fully drawn is
-recorded, with whether a new progress bar appeared (the control trained). The table (median and 95th percentile per
-control) goes to artifacts/browser/latency.json and latency.md and into pytest's terminal summary; labs/README.md
-keeps a recorded copy. With FMLAB_BROWSER_WARM=1 (after `python -m fmlab prewarm`) a control that trains, or that
-takes over WARM_LIMIT_MS, fails the check.
+Every control is moved FMLAB_LATENCY_MOVES times (default 3; back and forth, so an odd number of moves leaves it
+one step from where it started) and the time from the student's input (the key press, click or change event, in
+the page's clock) to the first moment the changed figure is fully drawn is recorded, with whether the control
+trained (a new progress bar appeared, or fmlab.labkit.computed_count() grew in the kernel). The table (median and
+95th percentile per control) goes to artifacts/browser/latency.json and latency.md and into pytest's terminal
+summary; labs/README.md keeps a recorded copy. With FMLAB_BROWSER_WARM=1 (after `python -m fmlab prewarm`) a
+control that trains, or that takes over WARM_LIMIT_MS, fails the check.
 
 Screenshots of the whole notebook before and after the interaction go to artifacts/browser/<name>-before.png
 and -after.png; their paths are printed in pytest's terminal summary so that a CI log names them.
@@ -392,6 +393,13 @@ PAGE_HELPERS = r"""
       if (F.tChanged !== null) return;
       if (JSON.stringify(F.snapshot()) !== F.watchBefore && F.drawn()) F.tChanged = performance.now();
     },
+    async computed() {  // fmlab.labkit.computed_count() in the kernel (a silent request; -1 without fmlab)
+      const expr = "__import__('fmlab.labkit').labkit.computed_count()";
+      const reply = await F.kernel().requestExecute({code: '', silent: true, store_history: false,
+                                                     user_expressions: {n: expr}}).done;
+      const out = reply.content.user_expressions.n;
+      return out && out.status === 'ok' ? parseInt(out.data['text/plain'], 10) : -1;
+    },
     latency() {  // [ms from input to drawn change or null, whether a new progress bar appeared]
       F.checkChange();
       F.watching = false;
@@ -574,7 +582,8 @@ class LabHarness:
     def _move_once(self, page: Any, report: LabReport, rel: str, kind: str, el: Any, label: str, back: bool
                    ) -> tuple[str, bool, float | None, bool]:
         """Move `el` once and wait for the kernel and the redraw: (what was done, whether a figure changed, ms
-        from the input to the drawn change, whether a new progress bar appeared)."""
+        from the input to the drawn change, whether the kernel trained)."""
+        computed = page.evaluate("__fmlab.computed()")
         before = page.evaluate("__fmlab.snapshot()")
         sent = page.evaluate("__fmlab.sent")
         page.evaluate("(b) => __fmlab.watch(b)", before)
@@ -596,7 +605,8 @@ class LabHarness:
         except Exception:
             changed = False
         ms, progress = page.evaluate("__fmlab.latency()")
-        return moved, changed, ms, progress
+        trained = progress or page.evaluate("__fmlab.computed()") > computed >= 0  # fmlab.labkit.computed_count
+        return moved, changed, ms, trained
 
     def _move(self, page: Any, kind: str, el: Any, back: bool = False) -> str:
         """Move one control like a student would; return what was done. `back`: a slider steps the other way."""
@@ -615,7 +625,8 @@ class LabHarness:
             options = el.locator("option").all()
             values = [o.get_attribute("value") for o in options]
             current = el.input_value()
-            target = values[(values.index(current) + 1) % len(values)] if current in values else values[0]
+            step = -1 if back else 1  # back and forth: after an odd number of moves, one step from the start
+            target = values[(values.index(current) + step) % len(values)] if current in values else values[0]
             el.select_option(target)
             return f"{current!r} -> {target!r}"
         if kind in ("checkbox", "toggle"):
