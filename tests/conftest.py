@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+from fmlab import labkit
+
 
 @pytest.fixture(scope="session", autouse=True)
 def disk_cache_in_a_temp_dir(tmp_path_factory):
@@ -43,3 +45,13 @@ def one_thread():
         os.environ.pop("OMP_NUM_THREADS", None)
     else:
         os.environ["OMP_NUM_THREADS"] = env
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty disk cache of its own and an empty memory cache, restored empty afterwards (disk-cache tests)."""
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("FMLAB_FAST", "1")
+    labkit.clear_cache()
+    yield tmp_path
+    labkit.clear_cache()

@@ -22,16 +22,6 @@ TINY = dict(data="moons", steps=6, batch_size=32, hidden=16, depth=2, log_every=
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """An empty disk cache of its own and an empty memory cache (restored empty afterwards)."""
-    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
-    monkeypatch.setenv("FMLAB_FAST", "1")
-    labkit.clear_cache()
-    yield tmp_path
-    labkit.clear_cache()
-
-
-@pytest.fixture
 def fits(monkeypatch):
     """Counts Trainer.fit calls (training still happens)."""
     calls = []

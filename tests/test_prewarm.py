@@ -13,15 +13,6 @@ from fmlab.viz import score_sde, training
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
-    monkeypatch.setenv("FMLAB_FAST", "1")
-    labkit.clear_cache()
-    yield tmp_path
-    labkit.clear_cache()
-
-
 @pytest.mark.parametrize("fast", [True, False])
 def test_every_registered_lab_lists_jobs_that_resolve(fast):
     for lab, module in prewarm.LABS.items():
