@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..checks import check_int
 from ..data.gaussian import EmpiricalDistribution, GaussianMixture, gmm_2d, worked_example_1d
-from .paths import segments
+from .paths import segments, square_grid
 from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
 from .widgets import View, dropdown, interactive_view, t_slider
 
@@ -136,13 +136,6 @@ def posterior_colors(weights: Tensor, lighten: float = 0.35) -> Tensor:
 
 
 @functools.lru_cache(maxsize=4)
-def _grid(lim: float, res: int) -> tuple[Tensor, Tensor]:
-    axis = torch.linspace(-lim, lim, res, dtype=torch.float64)
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    return axis, torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
-
-
-@functools.lru_cache(maxsize=4)
 def _pairs(name: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
     x1 = _data(name).sample(n, generator=g).double()
@@ -150,7 +143,7 @@ def _pairs(name: str, n: int, seed: int) -> tuple[Tensor, Tensor]:
 
 
 def _background(name: str, t: float, res: int) -> go.Image:
-    axis, pts = _grid(LIM, res)
+    axis, pts = square_grid(LIM, res)
     pi = _data(name).posterior_weights(pts, t)  # p(k | x_t = x) [res*res, K]
     rgb = posterior_colors(pi).reshape(res, res, 3)
     step = float(axis[1] - axis[0])
@@ -183,7 +176,7 @@ def render_fields(t: float = 0.5, data: str = "three_points", point: int = 0, re
     mix = _data(data) if data in FIELD_DATA else field_data(data)
     check_int(point, "point", 0)
     point = point % mix.n_components
-    axis, pts = _grid(LIM - 0.4, res)
+    axis, pts = square_grid(LIM - 0.4, res)
     cap = 1.4 * float(axis[1] - axis[0])
     x1 = mix.means[point]
     u_cond = conditional_velocity(pts, x1, t)

@@ -26,7 +26,7 @@ from ..paths import SCHEDULES, get_schedule, unit_time
 from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
 from .widgets import View, dropdown, interactive_view, t_slider
 
-__all__ = ["SCHEDULE_LABELS", "MIXTURES", "schedule_values", "path_samples", "render_conditional_path",
+__all__ = ["square_grid", "SCHEDULE_LABELS", "MIXTURES", "schedule_values", "path_samples", "render_conditional_path",
            "render_marginal_path", "render_paths", "render_schedules", "render_worked_example",
            "worked_example_check", "paths_widget", "schedules_widget", "worked_example_widget", "segments"]
 
@@ -71,7 +71,8 @@ def _noise(n: int, seed: int) -> Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _grid(lim: float, res: int) -> tuple[Tensor, Tensor]:
+def square_grid(lim: float, res: int) -> tuple[Tensor, Tensor]:
+    """(axis [res], points [res * res, 2]) of a res x res grid over [-lim, lim]^2, rows = y (float64, cached)."""
     axis = torch.linspace(-lim, lim, res, dtype=torch.float64)
     yy, xx = torch.meshgrid(axis, axis, indexing="ij")
     return axis, torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)
@@ -80,7 +81,7 @@ def _grid(lim: float, res: int) -> tuple[Tensor, Tensor]:
 @functools.lru_cache(maxsize=256)
 def _marginal_density(mixture: str, schedule: str, t: float, res: int) -> Tensor:
     """p_t(x) on a res x res grid over [-LIM, LIM]^2 (rows = y), cached per slider position."""
-    _, pts = _grid(LIM, res)
+    _, pts = square_grid(LIM, res)
     return gmm_2d(mixture).marginal_log_prob(pts, t, schedule).exp().reshape(res, res)
 
 
@@ -129,7 +130,7 @@ def _marginal_traces(t: float, mixture: str, schedule: str, n: int, seed: int, r
     a, s = (float(v) for v in schedule_values(schedule, t))
     x0, x1 = path_samples(mixture, n, seed)
     xt = a * x1 + s * x0  # x_t = alpha_t x1 + sigma_t x0, each x1 drawn from the mixture
-    axis, _ = _grid(LIM, res)
+    axis, _ = square_grid(LIM, res)
     dens = _marginal_density(mixture, schedule, round(t, 6), res)
     return [
         go.Contour(x=to_numpy(axis), y=to_numpy(axis), z=to_numpy(dens), name="p_t(x) (closed form)",
