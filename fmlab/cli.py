@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="site", help="output folder")
     p.add_argument("--full", action="store_true", help="the full lessons (default: fast mode, FMLAB_FAST=1)")
     p.add_argument("--labs-dir", default="labs", help="the folder of the lab notebooks")
+    p.add_argument("--jobs", type=int, default=1, help="labs executed at once, each in its own kernel (default 1)")
     return parser
 
 
@@ -305,7 +306,7 @@ def _eval_data(config, args: argparse.Namespace):
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_labs
 
-    pages = export_labs(args.out, args.labs, fast=not args.full, labs_dir=Path(args.labs_dir))
+    pages = export_labs(args.out, args.labs, fast=not args.full, labs_dir=Path(args.labs_dir), jobs=args.jobs)
     print(f"wrote {len(pages)} lab pages and index.html to {args.out} (open {Path(args.out) / 'index.html'})")
     return 0
 

@@ -67,14 +67,28 @@ def _title(nb) -> str:
     return "untitled"
 
 
-def export_labs(out: str | Path, names: Sequence[str] | None = None, fast: bool = True, timeout: int = 3600,
-                labs_dir: Path = LABS_DIR) -> list[Path]:
-    """Execute the labs (fast or full mode) and write out/NN_name.html for each, plotly.min.js and index.html.
-    Returns the pages written."""
+def _execute(path: Path, timeout: int):
+    """The notebook at `path`, executed headless in a fresh kernel (its working directory: the notebook's folder)."""
     import nbformat
-    import plotly
     from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=False,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb
+
+
+def export_labs(out: str | Path, names: Sequence[str] | None = None, fast: bool = True, timeout: int = 3600,
+                labs_dir: Path = LABS_DIR, jobs: int = 1) -> list[Path]:
+    """Execute the labs (fast or full mode) and write out/NN_name.html for each, plotly.min.js and index.html.
+    `jobs` labs execute at once, each in its own kernel (the pages come out the same). Returns the pages written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import plotly
     from nbconvert import HTMLExporter
+
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,10 +101,10 @@ def export_labs(out: str | Path, names: Sequence[str] | None = None, fast: bool 
     os.environ["FMLAB_FAST"] = "1" if fast else "0"
     pages, entries = [], []
     try:
-        for path in lab_notebooks(names, labs_dir):
-            nb = nbformat.read(path, as_version=4)
-            NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=False,
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
+        paths = lab_notebooks(names, labs_dir)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:  # the kernels do the work; a thread only waits on one
+            executed = list(pool.map(lambda path: _execute(path, timeout), paths))
+        for path, nb in zip(paths, executed, strict=True):
             body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
             page = out / f"{path.stem}.html"
             page.write_text(body.replace("</head>", f"{PLOTLY_SCRIPT}\n</head>", 1), encoding="utf-8")

@@ -67,3 +67,22 @@ def test_export_writes_offline_pages_with_their_figures(tmp_path, monkeypatch):
     index = (tmp_path / "site" / "index.html").read_text()
     assert '<a href="00_tiny.html">Lab 00: a tiny lab</a>' in index and "fast mode" in index
     assert EXPORT_ENV not in os.environ or os.environ[EXPORT_ENV] != "1"  # the environment is restored
+
+
+def test_export_runs_labs_side_by_side_and_keeps_their_order(tmp_path, monkeypatch):
+    labs = tmp_path / "labs"
+    labs.mkdir()
+    for name, pause in (("00_slow", 1.5), ("01_quick", 0.0)):  # the first lab finishes last
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_markdown_cell(f"# Lab {name}"),
+            nbformat.v4.new_code_cell(f"import time\ntime.sleep({pause})\nprint('ran {name}')"),
+        ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        nbformat.write(nb, labs / f"{name}.ipynb")
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    pages = export_labs(tmp_path / "site", labs_dir=labs, timeout=300, jobs=2)
+    assert [p.name for p in pages] == ["00_slow.html", "01_quick.html"]
+    assert all(f"ran {p.stem}" in p.read_text() for p in pages)
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert index.index("00_slow.html") < index.index("01_quick.html")
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        export_labs(tmp_path / "site", labs_dir=labs, jobs=0)

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_exported_lab_page_shows_its_figures(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     notebooks = lab_notebooks(labs_dir=ROOT / "labs")
-    pages = export_labs(tmp_path / "site", labs_dir=ROOT / "labs", timeout=600)
+    pages = export_labs(tmp_path / "site", labs_dir=ROOT / "labs", timeout=600, jobs=2)  # two kernels at a time
     assert [p.stem for p in pages] == [p.stem for p in notebooks]
     missing = []
     for page in pages:
