@@ -17,9 +17,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${FMLAB_CHROMIUM:-}" ]; then
 fi
 export FMLAB_FAST=1 MPLBACKEND=Agg
 # One intra-op thread per process (pytest workers, lab kernels, JupyterLab's kernel): the test processes already use
-# every core between them, and torch's OpenMP threads competing for the same cores slow small ops several-fold
-# (lab 05's Sinkhorn table: 1.6 s with one thread against 7.6-8.6 s with two, two copies beside a busy process on
-# the 2-core CI machine). A student's kernel, alone, keeps torch's default.
+# every core between them, and torch's OpenMP threads competing for the same cores slow small ops several-fold.
+# A student's kernel, alone, keeps torch's default.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # The labs' disk cache of trained results (fmlab.diskcache) goes to a fresh temporary directory, removed at exit: a
 # test run never reads or writes the user's cache, and no run is sped up (or hidden) by an earlier one.
