@@ -106,23 +106,21 @@ def render_coupling(x0: Tensor, x1: Tensor, batch_size: int, method: str = "ot",
 
 
 def coupling_widget(x0: Tensor, x1: Tensor, batch_size: int | None = None, method: str = "ot") -> Any:
-    """A batch-size slider (powers of two up to len(x0)) over `render_coupling`; each pairing is computed once."""
+    """A batch-size slider (powers of two up to len(x0)) over `render_coupling`; each pairing is computed once, the
+    neighbouring batch sizes in the background (interactive_view's prefetch)."""
     import ipywidgets as W
 
     from .widgets import interactive_view
 
     sizes = batch_sizes(len(x0))
-    memo: dict[int, go.Figure] = {}
 
     def render(batch_size: int) -> go.Figure:
-        if batch_size not in memo:
-            memo[batch_size] = render_coupling(x0, x1, batch_size, method)
-        return memo[batch_size]
+        return render_coupling(x0, x1, batch_size, method)
 
     control = W.SelectionSlider(options=sizes, value=batch_size if batch_size in sizes else sizes[-1],
                                 description="batch size", continuous_update=False,
                                 style={"description_width": "initial"}, layout={"width": "420px"})
-    return interactive_view(render, {"batch_size": control})
+    return interactive_view(render, {"batch_size": control}, prefetch=True)
 
 
 # --- entropic OT (Sinkhorn): a blurred coupling -------------------------------------------------------------------
@@ -168,22 +166,19 @@ def render_sinkhorn_coupling(x0: Tensor, x1: Tensor, reg: float, n_show: int = 2
 
 
 def sinkhorn_widget(x0: Tensor, x1: Tensor, reg: float = 0.03) -> Any:
-    """A regularisation slider (SINKHORN_REGS) over `render_sinkhorn_coupling`; each plan is solved once."""
+    """A regularisation slider (SINKHORN_REGS) over `render_sinkhorn_coupling`; each plan is solved once, the
+    neighbouring ones in the background."""
     import ipywidgets as W
 
     from .widgets import interactive_view
 
-    memo: dict[float, go.Figure] = {}
-
     def render(reg: float) -> go.Figure:
-        if reg not in memo:
-            memo[reg] = render_sinkhorn_coupling(x0, x1, reg)
-        return memo[reg]
+        return render_sinkhorn_coupling(x0, x1, reg)
 
     control = W.SelectionSlider(options=list(SINKHORN_REGS), value=reg if reg in SINKHORN_REGS else 0.03,
                                 description="Sinkhorn reg", continuous_update=False,
                                 style={"description_width": "initial"}, layout={"width": "420px"})
-    return interactive_view(render, {"reg": control})
+    return interactive_view(render, {"reg": control}, prefetch=True)
 
 
 # --- posterior variance Var(x1 | x_t) ----------------------------------------------------------------------------
@@ -275,18 +270,17 @@ def render_samples_grid(samples: Mapping[str, Tensor], data: Tensor, steps: int,
 
 def samples_widget(fields: Mapping[str, Field], x0: Tensor, data: Tensor, steps: int = 1,
                    colors: Mapping[str, str] | None = None) -> Any:
-    """A step-count slider (1 to 16, redraws on release) over `render_samples_grid`; every figure is kept."""
+    """A step-count slider (1 to 16, redraws on release) over `render_samples_grid`; every figure is kept, and the
+    neighbouring step counts are drawn in the background (interactive_view's prefetch)."""
     from .widgets import int_slider, interactive_view
 
     fields = dict(fields)  # the models at the time of the call: a lab that adds one later gets a new widget
-    memo: dict[int, go.Figure] = {}
 
     def render(steps: int) -> go.Figure:
-        if steps not in memo:
-            memo[steps] = render_samples_grid(sample_steps(fields, x0, steps), data, steps, colors=colors)
-        return memo[steps]
+        return render_samples_grid(sample_steps(fields, x0, steps), data, steps, colors=colors)
 
-    return interactive_view(render, {"steps": int_slider("Euler steps", 1, 16, steps, continuous_update=False)})
+    return interactive_view(render, {"steps": int_slider("Euler steps", 1, 16, steps, continuous_update=False)},
+                            prefetch=True)
 
 
 def w2_table(fields: Mapping[str, Field], x0: Tensor, data: Tensor, steps: Sequence[int] = (1, 2, 4, 8, 32)

@@ -470,19 +470,15 @@ def transition_profiles(models: Mapping[str, Any], data: str = "moons", n: int =
 
 
 def transition_widget(models: Mapping[str, Any], euler_steps: int = 16) -> Any:
-    """A slider for the Euler step count (dt = 1 / steps) over `render_transition_norms` (redraws on release)."""
+    """A slider for the Euler step count (dt = 1 / steps) over `render_transition_norms` (redraws on release; every
+    figure kept, the neighbouring step counts drawn in the background)."""
     from .widgets import int_slider, interactive_view
 
-    memo: dict[int, go.Figure] = {}
-
     def render(euler_steps: int) -> go.Figure:
-        if euler_steps not in memo:
-            memo[euler_steps] = render_transition_norms(transition_profiles(models, euler_steps=euler_steps),
-                                                        1.0 / euler_steps)
-        return memo[euler_steps]
+        return render_transition_norms(transition_profiles(models, euler_steps=euler_steps), 1.0 / euler_steps)
 
     return interactive_view(render, {"euler_steps": int_slider("Euler steps (dt = 1/steps)", 4, 64, euler_steps,
-                                                                continuous_update=False)})
+                                                                continuous_update=False)}, prefetch=True)
 
 
 def prewarm_jobs(fast: bool) -> list:

@@ -321,7 +321,7 @@ def render_weightings(gamma: float = 5.0, sampler: str = "uniform", axis: str = 
         "weight on ‖velocity error‖² (log scale)", f"share of the weight (t ~ {sampler})"))
     dashes = ["solid", "solid", "dash", "solid", "solid"]
     for i, loss in enumerate(LOSSES):
-        x, w, share = weight_profile(loss, gamma, sampler, axis)
+        x, w, share = weight_profile(loss, gamma, sampler, axis, n=401)  # smooth curves; fewer points to draw
         color = SEQUENCE[i % len(SEQUENCE)]
         for col, y in ((1, w), (2, share)):
             fig.add_trace(go.Scatter(x=x.numpy(), y=y.numpy(), mode="lines", name=loss, legendgroup=loss,

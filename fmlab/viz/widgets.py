@@ -26,8 +26,8 @@ import plotly.graph_objects as go
 from ..export import export_mode
 
 __all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "enable_when", "figure_widget",
-           "update_figure", "link", "controls_box", "interactive_view", "View", "LIVE_MODES", "ReplayView",
-           "with_play", "live_run", "show_live", "show_final"]
+           "update_figure", "link", "controls_box", "interactive_view", "neighbours", "View", "LIVE_MODES",
+           "ReplayView", "with_play", "live_run", "show_live", "show_final"]
 
 # Live figures carry plain lists, never numpy arrays. plotly.js answers a restyle with "trace deltas" holding its own
 # copies of the arrays; for numpy-backed traces these come back as typed-array dicts and plotly.py's FigureWidget then
@@ -191,12 +191,14 @@ class View(W.VBox):
     """
 
     def __init__(self, render: Callable[..., go.Figure], controls: Mapping[str, W.ValueWidget],
-                 fixed: Mapping[str, Any] | None = None, per_row: int = 3, live: str = "output"):
+                 fixed: Mapping[str, Any] | None = None, per_row: int = 3, live: str = "output",
+                 prefetch: bool = False):
         if live not in LIVE_MODES:
             raise ValueError(f"live must be one of {LIVE_MODES}, got {live!r}")
         self.render, self.controls, self.fixed, self.live = render, dict(controls), dict(fixed or {}), live
         self.status = W.HTML("")
-        first = render(**self.params())
+        self._prefetcher = _Prefetcher(render) if prefetch else None
+        first = self._figure(self.params())
         if live == "figurewidget":
             self.figure = figure_widget(first)
             shown: W.Widget = self.figure
@@ -233,9 +235,16 @@ class View(W.VBox):
             return _static_bundle(self.figure, list(self.controls))
         return super()._repr_mimebundle_(**kwargs)
 
+    def _figure(self, params: dict[str, Any]) -> go.Figure:
+        if self._prefetcher is None:
+            return self.render(**params)
+        fig = self._prefetcher.get(params)
+        self._prefetcher.around(params, neighbours(self.controls, params))
+        return fig
+
     def redraw(self) -> None:
         try:
-            fig = self.render(**self.params())
+            fig = self._figure(self.params())
             if self.live == "figurewidget":
                 update_figure(self.figure, fig)
             else:
@@ -246,12 +255,96 @@ class View(W.VBox):
 
 
 def interactive_view(render: Callable[..., go.Figure], controls: Mapping[str, W.ValueWidget], per_row: int = 3,
-                     live: str = "output", **fixed: Any) -> View:
+                     live: str = "output", prefetch: bool = False, **fixed: Any) -> View:
     """Controls wired to a pure render function: `render(**fixed, **{name: control.value})` on every change
-    (see View for `live`)."""
+    (see View for `live`). prefetch=True keeps every figure drawn and, in a live kernel, draws the figures one move
+    away from the current setting in the background (`neighbours`): for views whose render computes for a few
+    hundred ms, so that the next step of a slider, a menu or a checkbox is already there."""
     if not callable(render):
         raise ValueError(f"render must be callable, got {type(render).__name__}")
-    return View(render, controls, fixed, per_row, live)
+    return View(render, controls, fixed, per_row, live, prefetch)
+
+
+def neighbours(controls: Mapping[str, W.ValueWidget], params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The settings one move away from `params`: each slider one step down and up, each menu's other options,
+    each checkbox flipped (one control changed at a time; disabled controls left alone)."""
+    out = []
+    for name, control in controls.items():
+        if getattr(control, "disabled", False) or name not in params:
+            continue
+        value = params[name]
+        if isinstance(control, W.Checkbox):
+            values = [not value]
+        elif isinstance(control, W.SelectionSlider):  # the options on either side
+            options = _option_values(control)
+            here = options.index(value) if value in options else 0
+            values = options[max(0, here - 1):here] + options[here + 1:here + 2]
+        elif isinstance(control, W.Dropdown):  # every other option
+            values = [o for o in _option_values(control) if o != value]
+        elif isinstance(control, (W.IntSlider, W.FloatSlider)):
+            values = [v for v in (value - control.step, value + control.step) if control.min <= v <= control.max]
+            values = [round(v, 10) for v in values] if isinstance(control, W.FloatSlider) else values
+        else:
+            continue
+        out += [{**params, name: v} for v in values]
+    return out
+
+
+def _option_values(control: W.Widget) -> list[Any]:
+    options = control.options
+    if isinstance(options, Mapping):
+        return list(options.values())
+    return [o[1] if isinstance(o, tuple) and len(o) == 2 else o for o in options]
+
+
+class _Prefetcher:
+    """Figures of `render` by setting, kept; `around` queues settings to draw in one background thread (a newer
+    call replaces the queue). One lock serialises every render, so a render never runs twice at once (a model's
+    autograd state, plotly's caches) and a redraw waits at most for the render in progress."""
+
+    def __init__(self, render: Callable[..., go.Figure]):
+        import threading
+
+        self.render, self.figures, self.queue = render, {}, []
+        self.lock, self.wake = threading.Lock(), threading.Event()
+        self.thread: Any = None
+
+    @staticmethod
+    def key(params: Mapping[str, Any]) -> tuple:
+        return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+    def get(self, params: Mapping[str, Any]) -> go.Figure:
+        key = self.key(params)
+        if key in self.figures:  # drawn already: no wait for a render in progress
+            return self.figures[key]
+        with self.lock:
+            if key not in self.figures:
+                self.figures[key] = self.render(**params)
+            return self.figures[key]
+
+    def around(self, params: Mapping[str, Any], settings: Sequence[dict[str, Any]]) -> None:
+        from IPython import get_ipython
+
+        if get_ipython() is None or export_mode():  # scripts, tests and static pages draw only what is shown
+            return
+        self.queue = [s for s in settings if self.key(s) not in self.figures]
+        if self.thread is None:
+            import threading
+
+            self.thread = threading.Thread(target=self._work, name="fmlab-prefetch", daemon=True)
+            self.thread.start()
+        self.wake.set()
+
+    def _work(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            while self.queue:
+                params = self.queue.pop(0)
+                try:
+                    self.get(params)
+                except Exception:  # noqa: BLE001 - a setting that fails shows its error when the student picks it
+                    continue
 
 
 def with_play(view: View, name: str, interval_ms: int = 500) -> View:

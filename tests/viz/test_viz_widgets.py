@@ -120,3 +120,48 @@ def test_with_play_steps_an_integer_control_and_follows_its_range():
     assert view.play.max == 3
     with pytest.raises(ValueError, match="IntSlider control of the view"):
         with_play(view, "a")
+
+
+def test_neighbours_are_one_move_away_from_the_current_setting():
+    import ipywidgets
+
+    controls = {"n": W.int_slider("n", 1, 5, 1), "a": W.slider("a", 0.0, 1.0, 0.25, 0.5),
+                "kind": W.dropdown("kind", {"Lines": "lines", "Dots": "markers", "Both": "lines+markers"}, "lines"),
+                "show": W.checkbox("show", True),
+                "size": ipywidgets.SelectionSlider(options=[1, 2, 4, 8], value=8)}
+    params = {name: c.value for name, c in controls.items()}
+    moved = [{k: v for k, v in s.items() if v != params[k]} for s in W.neighbours(controls, params)]
+    assert moved == [{"n": 2}, {"a": 0.25}, {"a": 0.75}, {"kind": "markers"}, {"kind": "lines+markers"},
+                     {"show": False}, {"size": 4}]  # n at its minimum, size at its maximum: one side only
+    controls["kind"].disabled = True  # a greyed-out control changes nothing: no neighbour through it
+    assert not any("markers" in str(s["kind"]) for s in W.neighbours(controls, params))
+
+
+def test_prefetching_view_draws_each_setting_once_and_its_neighbours_in_the_background(monkeypatch):
+    import threading
+    import time
+
+    import IPython
+
+    calls: list[float] = []
+    drawn = threading.Event()
+
+    def render(a: float) -> go.Figure:
+        calls.append(a)
+        if len(calls) >= 4:
+            drawn.set()
+        return _render(a)
+
+    view = W.interactive_view(render, {"a": W.slider("a", 0.0, 1.0, 0.25, 0.5)}, prefetch=True)
+    assert calls == [0.5]  # outside a kernel nothing is drawn ahead
+    view.controls["a"].value = 0.75
+    view.controls["a"].value = 0.5  # kept: not drawn again
+    assert calls == [0.5, 0.75]
+    monkeypatch.setattr(IPython, "get_ipython", lambda: object())  # a live kernel: draw ahead
+    monkeypatch.setattr(W.View, "_show", lambda self, fig: setattr(self, "figure", fig))
+    view.controls["a"].value = 0.25
+    assert drawn.wait(10)  # 0.25's neighbours: 0.0 (0.5 is kept already)
+    time.sleep(0.1)
+    assert sorted(calls) == [0.0, 0.25, 0.5, 0.75]
+    view.controls["a"].value = 0.0  # drawn ahead: shown without a render
+    assert len(calls) == 4 and view.figure.layout.title.text == "a = 0.00, lines"
