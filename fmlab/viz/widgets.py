@@ -387,16 +387,23 @@ class ReplayView:
         update_figure(self.figure, self.render(upto))
 
     def finish(self, steps: Sequence[int]) -> None:
-        """Training done: the slider now replays the measurements at `steps`."""
+        """Training done: the slider now replays the measurements at `steps` (their figures drawn in the background
+        and kept, so that scrubbing and play only copy them into the figure)."""
         self.steps = list(steps)
+        render = self.render
+        self._replay = _Prefetcher(lambda upto: render(upto))
         top = max(1, len(self.steps) - 1)
         self.play.max = self.slider.max = top
         self.slider.value = top
         self.live(None)
+        self._replay.around({}, [{"upto": step} for step in reversed(self.steps)])
 
     def _show(self, index: int) -> None:
-        if self.steps:
-            self.live(self.steps[min(index, len(self.steps) - 1)])
+        if not self.steps:
+            return
+        step = self.steps[min(index, len(self.steps) - 1)]
+        replay = getattr(self, "_replay", None)
+        update_figure(self.figure, replay.get({"upto": step}) if replay else self.render(step))
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

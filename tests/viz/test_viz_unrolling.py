@@ -236,6 +236,22 @@ def test_replay_view_slider_redraws_the_measurement_it_points_to():
     assert "step 0" in view.figure.layout.title.text
 
 
+def test_replay_view_draws_each_measurement_once():
+    curves = {"field": ([0, 10, 20], torch.ones(3, 4))}
+    drawn = []
+
+    def render(upto):
+        drawn.append(upto)
+        return P.render_grad_norms(curves, (0.1, 0.4, 0.7, 0.9), upto=upto)
+
+    view = W.ReplayView(render, [0, 10, 20])
+    view.finish([0, 10, 20])
+    for index in (1, 0, 1, 2, 0):
+        view.slider.value = index
+    assert sorted(u for u in drawn if u is not None) == [0, 10, 20]  # scrubbing back replays the kept figures
+    assert "step 0" in view.figure.layout.title.text
+
+
 def test_window_and_decomposition_widgets_respond_to_their_sliders():
     model = _model()
     w = U.window_widget(model, n=6)
