@@ -3,6 +3,7 @@
     python benchmarks/images.py                                   # every preset x (cfm, meanflow, lsd), 64 px
     python benchmarks/images.py --presets small base --batch-size 128 --steps 20     # on a GPU
     python benchmarks/images.py --presets tiny mini --batch-size 8 --steps 3        # a quick CPU look
+    python benchmarks/images.py --presets tiny mini small --batch-size 8 32 128 --image-size 32   # memory by batch
 
 Each cell builds a fresh fmlab.train_images.ImageTrainer on procedural faces (no download; the data loader is part
 of the step, as in training), runs --warmup untimed steps, then times --steps steps. Reported: images/s and ms per
@@ -40,10 +41,10 @@ def device_line(device: torch.device) -> str:
             f"torch {torch.__version__}")
 
 
-def bench(preset: str, loss: str, args: argparse.Namespace) -> dict:
+def bench(preset: str, loss: str, batch_size: int, args: argparse.Namespace) -> dict:
     config = ImageTrainConfig(data="faces", model=UNetConfig(preset=preset, image_size=args.image_size, dropout=0.1),
-                              loss=loss, batch_size=args.batch_size, steps=args.steps + args.warmup, warmup=0,
-                              n_faces=max(args.batch_size * (args.steps + args.warmup), 64), sample_every=0,
+                              loss=loss, batch_size=batch_size, steps=args.steps + args.warmup, warmup=0,
+                              n_faces=max(batch_size * (args.steps + args.warmup), 64), sample_every=0,
                               log_every=10**6, ckpt_every=0, device=args.device, threads=args.threads, amp=args.amp,
                               compile=args.compile)
     trainer = ImageTrainer(config, progress_data=False)
@@ -61,7 +62,8 @@ def bench(preset: str, loss: str, args: argparse.Namespace) -> dict:
         torch.cuda.synchronize(dev)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
-    return {"preset": preset, "loss": loss, "params_M": params, "images_per_s": args.steps * args.batch_size / wall,
+    return {"preset": preset, "loss": loss, "batch": batch_size, "params_M": params,
+            "images_per_s": args.steps * batch_size / wall,
             "step_ms": 1000 * wall / args.steps, "cpu_ms": 1000 * cpu / args.steps,
             "precision": "bf16" if trainer.amp_dtype is not None else "fp32", **peak_memory(dev),
             "device": dev}
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", nargs="+", default=list(UNET_PRESETS), choices=list(UNET_PRESETS))
     parser.add_argument("--losses", nargs="+", default=list(LOSSES))
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 128 on CUDA, 8 on a CPU")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=None,
+                        help="one or more batch sizes (default: 128 on CUDA, 8 on a CPU)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 2 on a CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default: 5 on CUDA, 1 on a CPU)")
     parser.add_argument("--device", default=None)
@@ -81,23 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", default="off", help="torch.compile backend for the UNet (off, inductor, ...)")
     args = parser.parse_args(argv)
     cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-    args.batch_size = args.batch_size or (128 if cuda else 8)
+    args.batch_size = args.batch_size or [128 if cuda else 8]
     args.steps = args.steps or (20 if cuda else 2)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
     rows = []
     for preset in args.presets:
         for loss in args.losses:
-            row = bench(preset, loss, args)
-            rows.append(row)
-            print(f"# {preset:<6} {loss:<9} {row['images_per_s']:9.1f} img/s  {row['step_ms']:9.1f} ms/step  "
-                  f"{row['cpu_ms']:9.1f} CPU ms/step  {row.get('peak_mem_mb', float('nan')):8.0f} MB  "
-                  f"{row['precision']}", flush=True)
-    print(f"\nDevice: {device_line(rows[0]['device'])}; {args.image_size}x{args.image_size} images, batch "
-          f"{args.batch_size}, {args.steps} timed steps after {args.warmup} warmup, compile={args.compile}\n")
-    print("| preset | params | loss | precision | images/s | ms/step | CPU ms/step | peak memory |")
-    print("|--------|-------:|------|-----------|---------:|--------:|------------:|------------:|")
+            for batch_size in args.batch_size:
+                row = bench(preset, loss, batch_size, args)
+                rows.append(row)
+                print(f"# {preset:<6} {loss:<9} b{batch_size:<4} {row['images_per_s']:9.1f} img/s  "
+                      f"{row['step_ms']:9.1f} ms/step  "
+                      f"{row['cpu_ms']:9.1f} CPU ms/step  {row.get('peak_mem_mb', float('nan')):8.0f} MB  "
+                      f"{row['precision']}", flush=True)
+    print(f"\nDevice: {device_line(rows[0]['device'])}; {args.image_size}x{args.image_size} images, "
+          f"{args.steps} timed steps after {args.warmup} warmup, compile={args.compile}\n")
+    print("| preset | params | loss | batch | precision | images/s | ms/step | CPU ms/step | peak memory |")
+    print("|--------|-------:|------|------:|-----------|---------:|--------:|------------:|------------:|")
     for r in rows:
-        print(f"| {r['preset']} | {r['params_M']:.2f}M | {r['loss']} | {r['precision']} | {r['images_per_s']:.1f} | "
+        print(f"| {r['preset']} | {r['params_M']:.2f}M | {r['loss']} | {r['batch']} | {r['precision']} | "
+              f"{r['images_per_s']:.1f} | "
               f"{r['step_ms']:.0f} | {r['cpu_ms']:.0f} | {r.get('peak_mem_mb', float('nan')):.0f} MB |")
     return 0
 
