@@ -23,7 +23,9 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 # The labs' disk cache of trained results (fmlab.diskcache) goes to a fresh temporary directory, removed at exit: a
 # test run never reads or writes the user's cache, and no run is sped up (or hidden) by an earlier one.
 FMLAB_CACHE="$(mktemp -d -t fmlab_cache.XXXXXX)"
-export FMLAB_CACHE
+# ... shared by every pytest process of this run (tests/conftest.py would otherwise give each its own empty one), so
+# that the second phase below loads what the first trained.
+export FMLAB_CACHE FMLAB_TEST_SHARED_CACHE=1
 trap 'rm -rf "$FMLAB_CACHE"' EXIT
 if [ "$#" -gt 0 ]; then  # a selection of tests: run just that
   python -m pytest -q "$@"
@@ -34,4 +36,6 @@ fi
 # and the browser tests: they share one JupyterLab server and Chromium, and time the kernel's answers.
 python -m pytest -q -m "not browser and not site" -n auto --maxprocesses 4 --dist loadfile --durations 15
 # One timed move per control keeps CI short; the recorded latency table uses FMLAB_LATENCY_MOVES=5 (labs/README.md).
-FMLAB_LATENCY_MOVES="${FMLAB_LATENCY_MOVES:-1}" python -m pytest -q -m "site or browser" --durations 5
+# Screenshots only of a failed check (a lab's before/after pictures: run the browser suite alone, the default).
+FMLAB_LATENCY_MOVES="${FMLAB_LATENCY_MOVES:-1}" FMLAB_BROWSER_SCREENSHOTS="${FMLAB_BROWSER_SCREENSHOTS:-failures}" \
+  python -m pytest -q -m "site or browser" --durations 5

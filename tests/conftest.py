@@ -7,11 +7,21 @@ import torch
 
 from fmlab import labkit
 
+SHARED_CACHE_ENV = "FMLAB_TEST_SHARED_CACHE"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def disk_cache_in_a_temp_dir(tmp_path_factory):
     """fmlab's disk cache of trained results (fmlab.diskcache) goes to a fresh temporary directory for the test
-    session: tests never read or write the user's cache, and a warm cache from an earlier run cannot hide a failure."""
+    session: tests never read or write the user's cache, and a warm cache from an earlier run cannot hide a failure.
+
+    With FMLAB_TEST_SHARED_CACHE=1 the session keeps $FMLAB_CACHE instead: scripts/test.sh points it to a directory
+    that is fresh for the whole run, so that its test workers and its two phases share what the labs trained (the
+    browser suite and the site export then load the runs that the nbval phase trained). Tests of the cache itself
+    use the `cache` fixture, an empty directory of their own, either way."""
+    if os.environ.get(SHARED_CACHE_ENV) == "1" and os.environ.get("FMLAB_CACHE"):
+        yield
+        return
     old = os.environ.get("FMLAB_CACHE")
     os.environ["FMLAB_CACHE"] = str(tmp_path_factory.mktemp("fmlab_cache"))
     yield

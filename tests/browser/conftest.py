@@ -20,7 +20,8 @@ summary; labs/README.md keeps a recorded copy. With FMLAB_BROWSER_WARM=1 (after 
 control that trains, or that takes over WARM_LIMIT_MS, fails the check.
 
 Screenshots of the whole notebook before and after the interaction go to artifacts/browser/<name>-before.png
-and -after.png; their paths are printed in pytest's terminal summary so that a CI log names them.
+and -after.png; their paths are printed in pytest's terminal summary so that a CI log names them. With
+FMLAB_BROWSER_SCREENSHOTS=failures (scripts/test.sh, to keep CI short) only a failed check is photographed.
 
 One JupyterLab server (fixture `jupyter_lab`) and one Chromium (fixture `chromium_context`) serve the whole
 session. The server runs in the repository root (so labs/ keeps its real working directory) with a random token,
@@ -62,10 +63,21 @@ RUN_TIMEOUT_S = float(os.environ.get("FMLAB_BROWSER_RUN_TIMEOUT", "300"))
 SLOW_LAB_S = 60.0
 CONTROL_TIMEOUT_S = 60.0  # kernel work after moving one control
 REDRAW_TIMEOUT_S = 10.0  # browser work after the kernel went idle
+# A slider handle's readout text (ipywidgets' value label, else aria-valuenow) and its position, in one evaluation.
+SLIDER_STATE = """(e) => {
+  const box = e.closest('[class*="widget-slider"]');
+  const readout = box && box.querySelector('[class*="widget-readout"]');
+  const num = (name, dflt) => parseFloat(e.getAttribute(name) ?? dflt);
+  return {text: readout ? readout.innerText : e.getAttribute('aria-valuenow'), now: num('aria-valuenow', 0),
+          min: num('aria-valuemin', 0), max: num('aria-valuemax', 1)};
+}"""
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 16000  # Chromium's limit for one capture is 16384 px
 LATENCY_MOVES = int(os.environ.get("FMLAB_LATENCY_MOVES", "3"))
 WARM = os.environ.get("FMLAB_BROWSER_WARM", "") not in ("", "0")
+SCREENSHOTS = os.environ.get("FMLAB_BROWSER_SCREENSHOTS", "all")  # "all", or "failures": only a failed check's
+if SCREENSHOTS not in ("all", "failures"):
+    raise ValueError(f"FMLAB_BROWSER_SCREENSHOTS must be 'all' or 'failures', got {SCREENSHOTS!r}")
 WARM_LIMIT_MS = 1000.0
 
 collect_ignore_glob = ["fixtures/*"]  # the harness's own fixture notebooks are not tests (nor nbval items)
@@ -478,10 +490,12 @@ class LabHarness:
             self._run_all(page, report, rel)
             self._check_drawn(page, report)
             report.overflow = page.evaluate("__fmlab.overflow()")
-            report.screenshots.append(self._screenshot(page, f"{report.name}-before.png"))
+            if SCREENSHOTS == "all":
+                report.screenshots.append(self._screenshot(page, f"{report.name}-before.png"))
             if move:
                 self._move_controls(page, report, rel, require_controls)
-                report.screenshots.append(self._screenshot(page, f"{report.name}-after.png"))
+                if SCREENSHOTS == "all":
+                    report.screenshots.append(self._screenshot(page, f"{report.name}-after.png"))
             problems = page.evaluate("__fmlab.cellProblems()")
             assert not problems, f"{report.name}: errors after moving the controls:\n" + "\n".join(problems)
         except AssertionError:
@@ -611,16 +625,11 @@ class LabHarness:
     def _move(self, page: Any, kind: str, el: Any, back: bool = False) -> str:
         """Move one control like a student would; return what was done. `back`: a slider steps the other way."""
         if kind == "slider":  # one step up with the keyboard, or down at the maximum; `back` reverses it
-            readout = el.locator("xpath=ancestor::*[contains(@class, 'widget-slider')][1]//*[contains(@class, "
-                                 "'widget-readout')]").first
-            old = readout.inner_text() if readout.count() else el.get_attribute("aria-valuenow")
-            now = float(el.get_attribute("aria-valuenow") or 0)
-            at_max = now >= float(el.get_attribute("aria-valuemax") or 1)
-            at_min = now <= float(el.get_attribute("aria-valuemin") or 0)
+            old = el.evaluate(SLIDER_STATE)  # one round trip: the readout's text and the slider's position
+            at_max, at_min = old["now"] >= old["max"], old["now"] <= old["min"]
             el.focus()
             el.press(("ArrowRight" if at_min else "ArrowLeft") if back else ("ArrowLeft" if at_max else "ArrowRight"))
-            new = readout.inner_text() if readout.count() else el.get_attribute("aria-valuenow")
-            return f"{old} -> {new}"
+            return f"{old['text']} -> {el.evaluate(SLIDER_STATE)['text']}"
         if kind == "dropdown":
             options = el.locator("option").all()
             values = [o.get_attribute("value") for o in options]
