@@ -32,10 +32,20 @@ if [ "$#" -gt 0 ]; then  # a selection of tests: run just that
   exit
 fi
 # Everything but the browser tests and the site export on every core (pytest-xdist; one worker per test file, at
-# most 4 workers); it fills the disk cache. Then, alone, the export of every lab (their figures, from the warm cache)
-# and the browser tests: they share one JupyterLab server and Chromium, and time the kernel's answers.
+# most 4 workers); it fills the disk cache. Then the export of every lab (their figures, from the warm cache; one
+# kernel, in the background) beside the browser tests, which share one JupyterLab server and Chromium.
 python -m pytest -q -m "not browser and not site" -n auto --maxprocesses 4 --dist loadfile --durations 15
+site_log="$(mktemp -t fmlab_site.XXXXXX)"
+FMLAB_EXPORT_JOBS=1 python -m pytest -q -m site -p no:cacheprovider --durations 1 > "$site_log" 2>&1 &
+site_pid=$!
 # One timed move per control keeps CI short; the recorded latency table uses FMLAB_LATENCY_MOVES=5 (labs/README.md).
 # Screenshots only of a failed check (a lab's before/after pictures: run the browser suite alone, the default).
+browser_rc=0
 FMLAB_LATENCY_MOVES="${FMLAB_LATENCY_MOVES:-1}" FMLAB_BROWSER_SCREENSHOTS="${FMLAB_BROWSER_SCREENSHOTS:-failures}" \
-  python -m pytest -q -m "site or browser" --durations 5
+  python -m pytest -q -m browser --durations 5 || browser_rc=$?
+site_rc=0
+wait "$site_pid" || site_rc=$?
+echo "=== site export (tests/labs/test_export_site.py, run beside the browser tests) ==="
+cat "$site_log"
+rm -f "$site_log"
+[ "$browser_rc" = 0 ] && [ "$site_rc" = 0 ]

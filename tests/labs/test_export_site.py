@@ -1,7 +1,7 @@
 """Every lab exported (`python -m fmlab export`, fast mode) into a static site whose pages show their figures.
 
 This executes every lab once more, headless with nbclient (the path that `jupyter nbconvert --execute`, papermill and
-the export share), so it runs in the second phase of scripts/test.sh, after the first phase's nbval run has filled
+the export share), so scripts/test.sh runs it beside the browser tests, after the nbval run has filled
 the disk cache (`FMLAB_CACHE`): the labs load their trained runs instead of training again.
 """
 
@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_exported_lab_page_shows_its_figures(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     notebooks = lab_notebooks(labs_dir=ROOT / "labs")
-    pages = export_labs(tmp_path / "site", labs_dir=ROOT / "labs", timeout=600, jobs=2)  # two kernels at a time
+    jobs = int(os.environ.get("FMLAB_EXPORT_JOBS", "2"))  # labs executed at once (scripts/test.sh: 1, beside the browser)
+    pages = export_labs(tmp_path / "site", labs_dir=ROOT / "labs", timeout=600, jobs=jobs)
     assert [p.stem for p in pages] == [p.stem for p in notebooks]
     missing = []
     for page in pages:
