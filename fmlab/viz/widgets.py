@@ -109,17 +109,28 @@ def update_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
     Traces of the same types in the same order are updated in place (the browser restyles them); otherwise the
     traces are replaced. The layout is overwritten key by key, so titles, axis ranges and shapes follow `fig`.
     """
-    same = len(widget.data) == len(fig.data) and all(
-        a.type == b.type for a, b in zip(widget.data, fig.data, strict=True))
+    _apply_props(widget, _figure_props(fig))
+
+
+def _figure_props(fig: go.Figure) -> tuple[go.Figure, list[str], list[dict[str, Any]], dict[str, Any]]:
+    """What `update_figure` copies from `fig`: (fig, trace types, trace properties, layout without its template),
+    computed once so that a replay can keep it (ReplayView)."""
+    layout = fig.layout.to_plotly_json()
+    layout.pop("template", None)  # unchanged across renders; re-sending it is slow
+    return fig, [tr.type for tr in fig.data], [_trace_props(tr) for tr in fig.data], layout
+
+
+def _apply_props(widget: go.FigureWidget, props: tuple[go.Figure, list[str], list[dict[str, Any]], dict[str, Any]]
+                 ) -> None:
+    fig, types, traces, layout = props
+    same = len(widget.data) == len(types) and all(a.type == t for a, t in zip(widget.data, types, strict=True))
     with widget.batch_update():
         if same:
-            for old, new in zip(widget.data, fig.data, strict=True):
-                old.update(_trace_props(new), overwrite=True)
+            for old, new in zip(widget.data, traces, strict=True):
+                old.update(new, overwrite=True)
         else:
             widget.data = []
             widget.add_traces(list(fig.data))
-        layout = fig.layout.to_plotly_json()
-        layout.pop("template", None)  # unchanged across renders; re-sending it is slow
         widget.layout.update(layout, overwrite=True)
 
 
@@ -391,7 +402,7 @@ class ReplayView:
         and kept, so that scrubbing and play only copy them into the figure)."""
         self.steps = list(steps)
         render = self.render
-        self._replay = _Prefetcher(lambda upto: render(upto))
+        self._replay = _Prefetcher(lambda upto: _figure_props(render(upto)))  # kept ready to copy in
         top = max(1, len(self.steps) - 1)
         self.play.max = self.slider.max = top
         self.slider.value = top
@@ -403,7 +414,10 @@ class ReplayView:
             return
         step = self.steps[min(index, len(self.steps) - 1)]
         replay = getattr(self, "_replay", None)
-        update_figure(self.figure, replay.get({"upto": step}) if replay else self.render(step))
+        if replay is None:
+            update_figure(self.figure, self.render(step))
+        else:
+            _apply_props(self.figure, replay.get({"upto": step}))
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
