@@ -182,3 +182,11 @@ def test_coupling_workers_change_nothing_but_speed(tmp_path):
     assert main(["train", "--out", str(tmp_path / "three"), *small, "--coupling-workers", "3"]) == 0
     one, three = (load_checkpoint(tmp_path / name / "ckpt.pt")["model"] for name in ("one", "three"))
     assert all(torch.equal(one[k], three[k]) for k in one)
+
+
+def test_export_parser_takes_labs_and_jobs():
+    from fmlab.cli import build_parser
+
+    args = build_parser().parse_args(["export", "01_paths", "05_couplings", "--jobs", "2", "--full"])
+    assert args.labs == ["01_paths", "05_couplings"] and args.jobs == 2 and args.full
+    assert build_parser().parse_args(["export"]).jobs == 1

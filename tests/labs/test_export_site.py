@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_exported_lab_page_shows_its_figures(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     notebooks = lab_notebooks(labs_dir=ROOT / "labs")
-    jobs = int(os.environ.get("FMLAB_EXPORT_JOBS", "2"))  # labs executed at once (scripts/test.sh: 1, beside the browser)
+    jobs = int(os.environ.get("FMLAB_EXPORT_JOBS", "2"))  # labs at once (test.sh: 1, beside the browser)
     pages = export_labs(tmp_path / "site", labs_dir=ROOT / "labs", timeout=600, jobs=jobs)
     assert [p.stem for p in pages] == [p.stem for p in notebooks]
     missing = []
