@@ -60,34 +60,43 @@ def eval_sets(data: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x0, x1
 
 
-def train(recipe_name: str, data: str, seed: int) -> tuple[torch.nn.Module, float]:
-    """The EMA model of `recipe_name` on `data` with `seed`, and its training seconds (a teacher trained first)."""
+def train(recipe_name: str, data: str, seed: int) -> tuple[torch.nn.Module, float, dict]:
+    """The EMA model of `recipe_name` on `data` with `seed`, its training seconds, and {teacher recipe: (model,
+    seconds)} for a distillation recipe (its teacher trained first, same data and seed)."""
     recipe = dict(RECIPES[recipe_name])
     loss, teacher = recipe.pop("loss", "cfm"), recipe.pop("teacher", None)
-    runtime = {}
+    runtime, teachers = {}, {}
     if needs_teacher(loss):
         if teacher is None:
             raise ValueError(f"recipe {recipe_name!r}: loss {loss!r} distills a teacher; name its recipe")
-        runtime["teacher"] = train(teacher, data, seed)[0].requires_grad_(False).eval()
+        model, seconds, _ = train(teacher, data, seed)
+        teachers[teacher] = (model, seconds)
+        runtime["teacher"] = model.requires_grad_(False).eval()
     config = TrainConfig(data=data, loss=loss, seed=seed, threads=1, log_every=10**6, ckpt_every=0, **recipe)
     torch.manual_seed(seed)
     model = build_model(time_inputs=get_loss(loss).time_inputs, hidden=config.hidden, depth=config.depth)
     trainer = Trainer(config, model=model, runtime_settings=runtime)
     start = time.perf_counter()
     trainer.fit(progress=False)
-    return trainer.ema.eval(), time.perf_counter() - start
+    return trainer.ema.eval(), time.perf_counter() - start, teachers
 
 
-def run(job: dict) -> dict:
-    """W2 of one recipe, data set and seed: flow matching after FM_STEPS Euler steps, a flow map after one jump."""
-    torch.set_num_threads(1)
-    model, train_s = train(job["recipe"], job["data"], job["seed"])
-    loss = RECIPES[job["recipe"]].get("loss", "cfm")
+def score(recipe: str, model: torch.nn.Module, job: dict, train_s: float) -> dict:
+    """W2 of `model` (recipe `recipe`): flow matching after FM_STEPS Euler steps, a flow map after one jump."""
+    loss = RECIPES[recipe].get("loss", "cfm")
     steps = FM_STEPS if loss == "cfm" else 1
     x0, x1 = eval_sets(job["data"], job["n"])
     with torch.no_grad():
         samples = generate(model, loss, x0, steps, generator=torch.Generator().manual_seed(30_000 + steps))
-    return {**job, "loss": loss, "sample_steps": steps, "w2": wasserstein(samples, x1), "train_s": round(train_s, 1)}
+    return {**job, "recipe": recipe, "loss": loss, "sample_steps": steps, "w2": wasserstein(samples, x1),
+            "train_s": round(train_s, 1)}
+
+
+def run(job: dict) -> list[dict]:
+    """The records of one recipe, data set and seed: its teacher's (a distillation recipe) and its own."""
+    torch.set_num_threads(1)
+    model, train_s, teachers = train(job["recipe"], job["data"], job["seed"])
+    return [*(score(name, m, job, s) for name, (m, s) in teachers.items()), score(job["recipe"], model, job, train_s)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,12 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         floors[data] = noise_floor(partial(sample_toy, data), args.n, repeats=args.floor_draws)
         print(f"# floor {data} n={args.n}: {floors[data][0]:.4f} +- {floors[data][1]:.4f} "
               f"({args.floor_draws} draws)", flush=True)
-    jobs = [{"recipe": r, "data": d, "seed": s, "n": args.n} for r in recipes for d in datasets for s in seeds]
+    taught = {RECIPES[r].get("teacher") for r in recipes}  # trained (and scored) inside their students' jobs
+    recipes += [t for t in taught if t and t not in recipes]
+    jobs = [{"recipe": r, "data": d, "seed": s, "n": args.n} for r in recipes if r not in taught
+            for d in datasets for s in seeds]
     records = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.workers) as pool, out.open("a") as sink:
-        for record in pool.map(run, jobs):
+        for record in (r for records_of_job in pool.map(run, jobs) for r in records_of_job):
             record["floor"], record["floor_std"] = floors[record["data"]]
             record["ratio"] = record["w2"] / record["floor"]
             record["machine"] = f"{platform.machine()}, torch {torch.__version__}"
