@@ -203,6 +203,14 @@ assert costs["lmd"] > costs["meanflow"] > costs["cfm"]  # JVPs cost more; backpr
 # PID, FreeFlow, PFMM) inherit their teacher's error: on moons they measure 0.211-0.215 at one step (seed 0), their
 # teacher 0.215 +- 0.002 at 100 steps.
 #
+# **With a wider network and four times the budget both reach the floor** (`python benchmarks/flowmaps_floor.py
+# --recipes wide-8000,pid-wide-8000`: MLP 4 x 256, batch 512, EMA 0.999, 8000 steps; W2 at n = 2000, where the floor is
+# moons 0.063 +- 0.013 and checkerboard 0.299 +- 0.072; three seeds, table in `benchmarks/README.md`). Flow matching at
+# 100 steps: moons 0.066 +- 0.001 (1.05x the floor), checkerboard 0.277 +- 0.005 (0.92x). PID distilled from it, one
+# jump: 0.071 +- 0.002 (1.13x) and 0.294 +- 0.001 (0.98x). Ratios below 1 are within the floor's own spread (a W2
+# between two data samples of 2000 moves by +- 0.07 on the checkerboard). The zoo's ranking was made at the short
+# budget; at this one only PID was run.
+#
 # **SGFlow diverged on the checkerboard.** In expectation over $x_1 - x_0$ given the path point, its objective is
 # $\|\partial_s X + \nabla_x X\, v^*\|^2 - \|\nabla_x X\,(v^* - v_\theta)\|^2$: the subtracted term removes the bias of
 # the conditional velocity only once the model's own velocity $v_\theta$ is right. Before that the objective is
