@@ -209,7 +209,7 @@ def decomposition_widget(model: Any, data: str = "8gaussians", n: int = 512, eul
     return interactive_view(render, {"window": int_slider("window length L", 1, 8, 4, continuous_update=False),
                                      "t0": slider("window start t0", 0.0, 0.5, 0.05, 0.2, continuous_update=False),
                                      "euler_steps": int_slider(*EULER_STEPS_SLIDER, euler_steps,
-                                                               continuous_update=False)}, prefetch=True)
+                                                               continuous_update=False)})
 
 
 def variant_batch(data: str, n: int, window: int, euler_steps: int, seed: int = 0) -> Any:
@@ -345,7 +345,8 @@ def gradient_view(model: Any, batch: Any, loss: str, window: int, steps: int, de
 def gradient_widget(model: Any, data: str = "8gaussians", n: int = 256, euler_steps: int = 16,
                     seed: int = 0) -> Any:
     """Loss, L, step count, detach and cross-terms controls over `gradient_view` for the current model on a fixed
-    set of pairs: nothing trains; every setting drawn is kept and those one move away are drawn in the background."""
+    set of pairs: nothing trains, every change redraws at once. Not prefetched in the background: its per-call
+    gradients swap the model's parameters (torch.func.functional_call), which would race with later cells."""
     from .widgets import checkbox, dropdown, enable_when, int_slider, interactive_view
 
     def render(loss: str, window: int, euler_steps: int, detach: bool, cross_terms: bool) -> go.Figure:
@@ -360,7 +361,7 @@ def gradient_widget(model: Any, data: str = "8gaussians", n: int = 256, euler_st
         "window": int_slider("window length L", 1, 8, 4, continuous_update=False),
         "euler_steps": int_slider(*EULER_STEPS_SLIDER, euler_steps, continuous_update=False),
         "detach": checkbox("detach (stop-gradient between steps)", False),
-        "cross_terms": checkbox("keep the cross-terms (WT-FM)", True)}, prefetch=True)
+        "cross_terms": checkbox("keep the cross-terms (WT-FM)", True)})
     enable_when(view.controls["cross_terms"], view.controls["loss"], lambda loss: loss == "wtfm")
     return view
 
