@@ -12,7 +12,7 @@ inside `batch_update()`. Render functions keep themselves fast (precompute, cach
 for plotly); a t or s slider over a view that trains nothing redraws while it is dragged (input to drawn figure in
 about 100-200 ms: the latency table in labs/README.md), and controls whose redraw costs more than that use
 `continuous_update=False`, so that the figure updates when the slider is released. A view whose render computes
-(a coupling, a sampler, per-call gradients) passes `prefetch=True`: it keeps every figure it drew and draws the
+(a coupling, a sampler) passes `prefetch=True`: it keeps every figure it drew and draws the
 settings one move away in a background thread, so that the next step of a control is usually there already.
 """
 
