@@ -14,6 +14,7 @@ Euler steps of size dt runs forward from a true path point x_{t0} through the mo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,11 +103,16 @@ class _Predict(nn.Module):
 
 class _PerCall(nn.Module):
     """Runs `model` with a fresh leaf copy of its parameters at every call, so that d loss / d copy_k is the part of
-    d loss / d theta that flows through network call k (the sum over k is the whole gradient)."""
+    d loss / d theta that flows through network call k (the sum over k is the whole gradient).
+
+    functional_call swaps a module's parameters for the duration of a call, so it runs on a private deep copy of
+    `model`: the caller's module is never touched, and per-call gradients computed on one model from two threads
+    (a widget's background render beside a notebook cell) cannot see each other's parameters."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.inner, self.predictor = model, _Predict(model)
+        private = copy.deepcopy(model)
+        self.inner, self.predictor = private, _Predict(private)
         self.prediction = getattr(model, "prediction", "velocity")
         self.names = [name for name, _ in model.named_parameters()]
         self.copies: list[list[Tensor]] = []
@@ -127,7 +133,9 @@ class _PerCall(nn.Module):
 def per_call_gradients(model: nn.Module, loss_fn: Callable[[nn.Module], Tensor]) -> Tensor:
     """[calls, P]: row k is the gradient of loss_fn(model) with respect to the parameters as used by the k-th network
     call (flattened in model.parameters() order); the rows sum to d loss / d theta. A call made without a graph
-    (under no_grad, e.g. a detached teacher) gets a zero row. The model's own parameters and .grad are untouched."""
+    (under no_grad, e.g. a detached teacher) gets a zero row. The model itself is never called, swapped or changed
+    (its parameters and .grad are untouched; the calls run on a private copy), so this is safe beside other threads
+    that use the model."""
     wrapped = _PerCall(model)
     value = loss_fn(wrapped)
     if not wrapped.copies:

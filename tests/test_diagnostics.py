@@ -1,3 +1,5 @@
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 from torch import nn
@@ -112,6 +114,21 @@ def test_per_call_gradients_sum_to_the_gradient_and_skip_calls_without_a_graph(p
     with pytest.raises(ValueError, match="never called the model"):
         per_call_gradients(model, lambda m: torch.zeros((), requires_grad=True))
 
+
+def test_per_call_gradients_never_run_the_model_itself_so_two_threads_can_share_it():
+    # functional_call swaps a module's parameters during the call: on the caller's model, a second thread computing
+    # per-call gradients (lab 10's widget rendering in the background beside a cell) would see the first one's.
+    model, b = _model(), _batch(window=3)
+    loss = lambda m: wtfm_loss(m, b, window=3, steps=16)[0]  # noqa: E731
+    ran_on_model = []
+    model.register_forward_hook(lambda module, args, out: ran_on_model.append(module is model))
+    reference = per_call_gradients(model, loss)
+    assert ran_on_model and not any(ran_on_model)  # every call ran on a private copy
+    params = [p.detach().clone() for p in model.parameters()]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: per_call_gradients(model, loss), range(8)))
+    assert all(torch.equal(r, reference) for r in results)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), params, strict=True))
 
 def test_detached_gradient_split_matches_a_reference_with_explicit_detach():
     # call k, states frozen: single part (2 / L^2) J_k^T e_k, cross part (2 / L^2) J_k^T sum_{j != k} e_j (per coord.)

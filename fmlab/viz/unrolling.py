@@ -12,6 +12,7 @@ return a plotly figure.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -194,9 +195,13 @@ def window_widget(model: Any, data: str = "8gaussians", n: int = 12, euler_steps
 
 def decomposition_widget(model: Any, data: str = "8gaussians", n: int = 512, euler_steps: int = 16,
                          seed: int = 0) -> Any:
-    """Sliders for L, t0 and the step count 1 / dt over `render_decomposition` of the terminal loss on a fixed batch."""
+    """Sliders for L, t0 and the step count 1 / dt over `render_decomposition` of the terminal loss on a fixed batch,
+    for a snapshot of `model` taken now: every setting drawn is kept and those one move away are drawn in the
+    background, on the snapshot, so nothing a later cell does to `model` can race with them or change a kept figure."""
     from ..diagnostics import kstep_decomposition
     from .widgets import int_slider, interactive_view, slider
+
+    model = copy.deepcopy(model)
 
     def render(window: int, t0: float, euler_steps: int) -> go.Figure:
         window, t0 = _fit_window(window, t0, euler_steps)
@@ -209,7 +214,7 @@ def decomposition_widget(model: Any, data: str = "8gaussians", n: int = 512, eul
     return interactive_view(render, {"window": int_slider("window length L", 1, 8, 4, continuous_update=False),
                                      "t0": slider("window start t0", 0.0, 0.5, 0.05, 0.2, continuous_update=False),
                                      "euler_steps": int_slider(*EULER_STEPS_SLIDER, euler_steps,
-                                                               continuous_update=False)})
+                                                               continuous_update=False)}, prefetch=True)
 
 
 def variant_batch(data: str, n: int, window: int, euler_steps: int, seed: int = 0) -> Any:
@@ -344,10 +349,13 @@ def gradient_view(model: Any, batch: Any, loss: str, window: int, steps: int, de
 
 def gradient_widget(model: Any, data: str = "8gaussians", n: int = 256, euler_steps: int = 16,
                     seed: int = 0) -> Any:
-    """Loss, L, step count, detach and cross-terms controls over `gradient_view` for the current model on a fixed
-    set of pairs: nothing trains, every change redraws at once. Not prefetched in the background: its per-call
-    gradients swap the model's parameters (torch.func.functional_call), which would race with later cells."""
+    """Loss, L, step count, detach and cross-terms controls over `gradient_view` for a snapshot of `model` taken now,
+    on a fixed set of pairs: nothing trains; every setting drawn is kept and those one move away are drawn in the
+    background, on the snapshot (per-call gradients run on private copies: `fmlab.diagnostics.per_call_gradients`),
+    so nothing a later cell does to `model` can race with them or change a kept figure."""
     from .widgets import checkbox, dropdown, enable_when, int_slider, interactive_view
+
+    model = copy.deepcopy(model)
 
     def render(loss: str, window: int, euler_steps: int, detach: bool, cross_terms: bool) -> go.Figure:
         window = min(window, euler_steps)
@@ -361,7 +369,7 @@ def gradient_widget(model: Any, data: str = "8gaussians", n: int = 256, euler_st
         "window": int_slider("window length L", 1, 8, 4, continuous_update=False),
         "euler_steps": int_slider(*EULER_STEPS_SLIDER, euler_steps, continuous_update=False),
         "detach": checkbox("detach (stop-gradient between steps)", False),
-        "cross_terms": checkbox("keep the cross-terms (WT-FM)", True)})
+        "cross_terms": checkbox("keep the cross-terms (WT-FM)", True)}, prefetch=True)
     enable_when(view.controls["cross_terms"], view.controls["loss"], lambda loss: loss == "wtfm")
     return view
 

@@ -273,8 +273,9 @@ def interactive_view(render: Callable[..., go.Figure], controls: Mapping[str, W.
     (see View for `live`). prefetch=True keeps every figure drawn and, in a live kernel, draws the figures one move
     away from the current setting in the background (`neighbours`): for views whose render computes for a few
     hundred ms, so that the next step of a slider, a menu or a checkbox is already there. Only for renders that
-    share no mutable state with the notebook's other cells: a background render runs while later cells execute (a
-    render through torch.func.functional_call, which swaps a module's parameters for the call, must not prefetch)."""
+    share no mutable state with the notebook's other cells: a background render runs while later cells execute, so
+    a render of a model works on its own snapshot (copy.deepcopy when the view is built; lab 10's gradient widget)
+    and must not swap a shared module's parameters (torch.func.functional_call does, for the call)."""
     if not callable(render):
         raise ValueError(f"render must be callable, got {type(render).__name__}")
     return View(render, controls, fixed, per_row, live, prefetch)
