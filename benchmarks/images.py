@@ -9,7 +9,8 @@ Each cell builds a fresh fmlab.train_images.ImageTrainer on procedural faces (no
 of the step, as in training), runs --warmup untimed steps, then times --steps steps. Reported: images/s and ms per
 step (wall clock, device synchronised), CPU ms per step (process time, all threads: on a shared CPU machine this
 is what an idle core would take), and peak memory during the timed steps (CUDA: max allocated; CPU: the process's
-peak resident set size, reset before the timed steps on Linux, so it includes the Python process, ~0.3-0.5 GB).
+peak resident set size, reset before the timed steps on Linux, so it includes the Python process, ~0.3-0.5 GB;
+each cell then runs in a process of its own, so that no cell's peak holds memory an earlier one freed).
 MeanFlow and LSD take forward-mode JVPs, so on GPUs
 they run in fp32 while flow matching uses bf16 autocast (fmlab.train_images, amp='auto'); --amp overrides.
 Numbers go to stdout as a Markdown table; copy them into benchmarks/README.md ("Images") with the device line.
@@ -18,7 +19,9 @@ Numbers go to stdout as a Markdown table; copy them into benchmarks/README.md ("
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +72,30 @@ def bench(preset: str, loss: str, batch_size: int, args: argparse.Namespace) -> 
             "device": dev}
 
 
+def isolated(preset: str, loss: str, batch_size: int, argv: list[str] | None) -> dict:
+    """bench() in a fresh Python process. On a CPU the peak memory is the process's resident set, which keeps what
+    earlier cells freed (the allocator does not hand it back), so each cell runs alone to measure its own peak."""
+    rest = _without(list(sys.argv[1:] if argv is None else argv), ("--presets", "--losses", "--batch-size"))
+    cmd = [sys.executable, __file__, *rest, "--cell", "--presets", preset, "--losses", loss,
+           "--batch-size", str(batch_size)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    row = json.loads(out.strip().splitlines()[-1])
+    return {**row, "device": torch.device(row["device"])}
+
+
+def _without(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """argv with the given options and their values removed."""
+    kept, skipping = [], False
+    for arg in argv:
+        if arg.startswith("--"):
+            skipping = arg.split("=")[0] in options
+            if skipping:
+                continue
+        if not skipping:
+            kept.append(arg)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=list(UNET_PRESETS), choices=list(UNET_PRESETS))
@@ -82,16 +109,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"])
     parser.add_argument("--compile", default="off", help="torch.compile backend for the UNet (off, inductor, ...)")
+    parser.add_argument("--cell", action="store_true", help=argparse.SUPPRESS)  # internal: see isolated
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # as each cell's trainer does (the device line reports it)
     cuda = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     args.batch_size = args.batch_size or [128 if cuda else 8]
     args.steps = args.steps or (20 if cuda else 2)
     args.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+    if args.cell:  # one cell, in a process of its own (see isolated): print its row as JSON and stop
+        row = bench(args.presets[0], args.losses[0], args.batch_size[0], args)
+        print(json.dumps({**row, "device": str(row["device"])}))
+        return 0
     rows = []
     for preset in args.presets:
         for loss in args.losses:
             for batch_size in args.batch_size:
-                row = bench(preset, loss, batch_size, args)
+                row = isolated(preset, loss, batch_size, argv) if not cuda else bench(preset, loss, batch_size, args)
                 rows.append(row)
                 print(f"# {preset:<6} {loss:<9} b{batch_size:<4} {row['images_per_s']:9.1f} img/s  "
                       f"{row['step_ms']:9.1f} ms/step  "

@@ -7,6 +7,7 @@ same script as `nobody` through `setpriv` when the test runs as root, or as the 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -191,3 +192,18 @@ def test_lab13_long_run_artefacts_load_and_render(tmp_path):
     np.testing.assert_array_equal(artefacts["grids"]["field (cfm)"][50][0], grid)
     fig = V.render_long_run(artefacts)
     assert "--minutes 1" in fig.layout.title.text and "2 min in all" in fig.layout.title.text and len(fig.data) == 2
+
+
+def test_image_benchmark_measures_each_cpu_cell_in_a_process_of_its_own(capsys):
+    """benchmarks/images.py: on a CPU a cell's peak memory is the resident set, which keeps what earlier cells freed,
+    so every cell runs in a fresh process (the options it passes on drop the lists it was given)."""
+    spec = importlib.util.spec_from_file_location("bench_images", ROOT / "benchmarks" / "images.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench._without(["--presets", "tiny", "mini", "--steps", "1", "--batch-size=8", "--threads", "1"],
+                          ("--presets", "--batch-size")) == ["--steps", "1", "--threads", "1"]
+    argv = ["--presets", "tiny", "--losses", "cfm", "--batch-size", "2", "--image-size", "16", "--steps", "1",
+            "--warmup", "0", "--threads", "1", "--device", "cpu"]
+    assert bench.main(argv) == 0
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert row.startswith("| tiny | 0.30M | cfm | 2 | fp32 |") and row.endswith(" MB |") and " nan MB" not in row
