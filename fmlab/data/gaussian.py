@@ -179,21 +179,26 @@ class GaussianMixture:
                  rtol: float = 1e-9, atol: float = 1e-9) -> Tensor:
         """Reference flow map X(x, s, t): solve dx/dr = velocity(x, r) from r = s to r = t (s > t: backwards).
 
-        A DOP853 solve in float64 (fmlab.solvers.solve_adaptive); s and t are floats or per-sample [B] tensors
-        (samples sharing the same (s, t) are solved together). Near t = 1 the velocity of Dirac components
-        blows up like 1 / (1 - t): stop short of 1 for EmpiricalDistribution.
+        A DOP853 solve in float64 (fmlab.solvers.solve_adaptive); s and t are floats or per-sample [B] tensors.
+        One (s, t) for all: one solve in r. Several: still one solve, in tau from 0 to 1, of every sample's ODE
+        with its own clock r_i = s_i + tau (t_i - s_i), i.e. dx_i / dtau = (t_i - s_i) velocity(x_i, r_i) (a
+        training batch of distinct (s, t) pairs costs one solve, not one per pair). Near t = 1 the velocity of
+        Dirac components blows up like 1 / (1 - t): stop short of 1 for EmpiricalDistribution.
         """
         from fmlab.solvers import solve_adaptive
 
         x64 = x.detach().to(device=_work_device(x), dtype=_F64)
         s_b, t_b = _batch_time(s, x64, "s"), _batch_time(t, x64, "t")
-        out = torch.empty_like(x64)
-        pairs = torch.stack([s_b, t_b], dim=1)
-        uniq, inverse = torch.unique(pairs, dim=0, return_inverse=True)
-        for i, (s_i, t_i) in enumerate(uniq.tolist()):
-            rows = inverse == i
-            out[rows] = solve_adaptive(lambda y, r: self.velocity(y, r, schedule), x64[rows], s_i, t_i, rtol, atol)
-        return out.to(device=x.device, dtype=x.dtype)
+        if bool((s_b == s_b[0]).all() and (t_b == t_b[0]).all()):
+            out = solve_adaptive(lambda y, r: self.velocity(y, r, schedule), x64, float(s_b[0]), float(t_b[0]),
+                                 rtol, atol)
+            return out.to(device=x.device, dtype=x.dtype)
+        gap = t_b - s_b
+
+        def clock_field(y: Tensor, tau: Tensor) -> Tensor:  # dx_i / dtau = (t_i - s_i) v(x_i, s_i + tau (t_i - s_i))
+            return gap[:, None] * self.velocity(y, s_b + tau * gap, schedule)
+
+        return solve_adaptive(clock_field, x64, 0.0, 1.0, rtol, atol).to(device=x.device, dtype=x.dtype)
 
     # --- internals ---------------------------------------------------------------------------
     def _map(self, x: Tensor, t: Tensor | float, schedule: str | Schedule, fn: Callable[[_Stats], Tensor]) -> Tensor:

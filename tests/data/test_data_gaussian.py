@@ -409,3 +409,27 @@ def test_bad_input(asym, gauss):
         gmm_2d("nine_modes")
     with pytest.raises(ValueError, match="points"):
         EmpiricalDistribution(torch.zeros(5))
+
+
+def test_flow_map_with_per_sample_times_is_one_solve_that_matches_each_pair_solved_alone(asym):
+    # a batch of distinct (s, t) pairs (a training batch) is one solve in tau, r_i = s_i + tau (t_i - s_i)
+    x = torch.randn(5, 2, generator=_gen(7), dtype=F64)
+    s = torch.tensor([0.0, 0.2, 0.9, 0.5, 0.3], dtype=F64)
+    t = torch.tensor([1.0, 0.7, 0.1, 0.5, 0.95], dtype=F64)  # forward, backward and s = t rows
+    calls = []
+    real = asym.velocity
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    asym.velocity = counted
+    try:
+        batched = asym.flow_map(x, s, t)
+        n_batched = len(calls)
+        alone = torch.stack([asym.flow_map(x[i:i + 1], float(s[i]), float(t[i]))[0] for i in range(5)])
+    finally:
+        del asym.velocity
+    assert len(calls) - n_batched > 2 * n_batched  # the pairs alone take several solves' worth of calls
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-7)
+    torch.testing.assert_close(batched[3], x[3])
