@@ -72,14 +72,19 @@ def bench(preset: str, loss: str, batch_size: int, args: argparse.Namespace) -> 
             "device": dev}
 
 
-def isolated(preset: str, loss: str, batch_size: int, argv: list[str] | None) -> dict:
+def isolated(preset: str, loss: str, batch_size: int, argv: list[str] | None) -> dict | None:
     """bench() in a fresh Python process. On a CPU the peak memory is the process's resident set, which keeps what
     earlier cells freed (the allocator does not hand it back), so each cell runs alone to measure its own peak."""
     rest = _without(list(sys.argv[1:] if argv is None else argv), ("--presets", "--losses", "--batch-size"))
     cmd = [sys.executable, __file__, *rest, "--cell", "--presets", preset, "--losses", loss,
            "--batch-size", str(batch_size)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    row = json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if done.returncode:  # e.g. killed by the kernel when the cell does not fit in memory: say so, go on
+        why = ", killed: out of memory?" if done.returncode == -9 else ""
+        print(f"# {preset:<6} {loss:<9} b{batch_size:<4} failed (return code {done.returncode}{why}): "
+              f"{done.stderr.strip()[-300:]}", flush=True)
+        return None
+    row = json.loads(done.stdout.strip().splitlines()[-1])
     return {**row, "device": torch.device(row["device"])}
 
 
@@ -126,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         for loss in args.losses:
             for batch_size in args.batch_size:
                 row = isolated(preset, loss, batch_size, argv) if not cuda else bench(preset, loss, batch_size, args)
+                if row is None:
+                    continue
                 rows.append(row)
                 print(f"# {preset:<6} {loss:<9} b{batch_size:<4} {row['images_per_s']:9.1f} img/s  "
                       f"{row['step_ms']:9.1f} ms/step  "
                       f"{row['cpu_ms']:9.1f} CPU ms/step  {row.get('peak_mem_mb', float('nan')):8.0f} MB  "
                       f"{row['precision']}", flush=True)
+    if not rows:
+        return 1
     print(f"\nDevice: {device_line(rows[0]['device'])}; {args.image_size}x{args.image_size} images, "
           f"{args.steps} timed steps after {args.warmup} warmup, compile={args.compile}\n")
     print("| preset | params | loss | batch | precision | images/s | ms/step | CPU ms/step | peak memory |")

@@ -22,11 +22,13 @@ Parts:
     python benchmarks/jvp.py                                  # everything, ~15 minutes on a busy 2-core machine
     python benchmarks/jvp.py --parts losses --rounds 7
     python benchmarks/jvp.py --quick                          # smoke test
+    python benchmarks/jvp.py --parts losses --losses imf 'imf:aux_v_loss=False' --out results/jvp_imf.json
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import json
 import os
@@ -202,12 +204,24 @@ def jvp_losses() -> list[str]:
     return out
 
 
+def parse_variant(loss: str) -> tuple[str, dict[str, Any]]:
+    """'imf:aux_v_loss=False' -> ('imf', {'aux_v_loss': False}): a loss with some settings changed (Python values)."""
+    name, _, rest = loss.partition(":")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        overrides[key] = ast.literal_eval(value)
+    return name, overrides
+
+
 def step_fn(loss: str, kind: str, batch: int | None = None, seed: int = 0):
-    """batch + loss + backward on moons for `loss` with the network of `kind` (the optimizer step is not timed)."""
-    spec = get_loss(loss)
+    """batch + loss + backward on moons for `loss` (a name, or a variant: see parse_variant) with the network of
+    `kind` (the optimizer step is not timed)."""
+    name, overrides = parse_variant(loss)
+    spec = get_loss(name)
     model = network(kind, spec.time_inputs, seed)
-    teacher = network(kind, 1, seed + 1).requires_grad_(False) if needs_teacher(loss) else None
-    settings = spec.settings({"teacher": teacher} if teacher is not None else {})
+    teacher = network(kind, 1, seed + 1).requires_grad_(False) if needs_teacher(name) else None
+    settings = spec.settings({**overrides, **({"teacher": teacher} if teacher is not None else {})})
     n = batch or NETWORKS[kind][2]
     g = torch.Generator().manual_seed(seed)
     x1 = sample_toy("moons", n, generator=g)
@@ -240,7 +254,7 @@ def losses_part(kind: str, names: list[str], rounds: int, repeats: int) -> dict[
     res = ratios(fns, _forward(model, primals), rounds, repeats)
     rows = {}
     for name in ["cfm"] + names:
-        survey = SURVEY_COST.get(name)
+        survey = SURVEY_COST.get(parse_variant(name)[0])
         rows[name] = {"survey": survey, "torch.func": round(res.get((name, "torch.func"), res[(name, "hand")]), 2),
                       "hand": round(res[(name, "hand")], 2)}
     return {"network": kind, "rows": rows}
@@ -303,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "jvp.json")
+    parser.add_argument("--losses", nargs="+", default=None,
+                        help="losses part: these losses or variants (imf 'imf:aux_v_loss=False'), not every JVP loss")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.quick:
@@ -311,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"command": "python benchmarks/jvp.py " + " ".join(argv or []), "torch": torch.__version__,
                               "networks": NETWORKS, "load": {"start": load()}}
     started = time.time()
-    names = jvp_losses()
+    names = args.losses or jvp_losses()
     print(f"losses that take a JVP: {names}; {load()}", flush=True)
     if "profile" in args.parts:
         result["profile"] = profile_part(["meanflow", "emd"])
