@@ -197,13 +197,14 @@ def render_guidance(study: GuidanceStudy, w: float = 1.0, c: int = 0, t: float =
 
 def guidance_widget(study: GuidanceStudy, w: float = 1.0) -> View:
     """Guidance scale (0 to W_MAX, on release: a new w is a new solve), class, the field's time t and the reference
-    sampler, over `render_guidance`."""
+    sampler, over `render_guidance`. The settings one move away (the other class: its samples and W2 curves, about
+    3 s on a laptop core) are drawn in the background; the study only reads its model and memoises what it computes."""
     classes = {name: k for k, name in enumerate(study.mixture.class_names)}
     controls = {"w": slider("guidance scale w", 0.0, W_MAX, 0.5, w, continuous_update=False),
                 "c": dropdown("class c", classes),
                 "t": t_slider(0.5, 0.95, description="field time t"),
                 "reference": dropdown("black samples", REFERENCES)}
-    return interactive_view(render_guidance, controls, per_row=2, study=study)
+    return interactive_view(render_guidance, controls, per_row=2, prefetch=True, study=study)
 
 
 def combined_w2(study: GuidanceStudy, combine, c: int = 0, w: float = 3.0) -> tuple[float, float]:
