@@ -106,8 +106,11 @@ def figure_widget(fig: go.Figure) -> go.FigureWidget:
 def update_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
     """Copy the traces and layout of `fig` into `widget` in one batch update.
 
-    Traces of the same types in the same order are updated in place (the browser restyles them); otherwise the
-    traces are replaced. The layout is overwritten key by key, so titles, axis ranges and shapes follow `fig`.
+    Traces of the same types in the same order are updated in place, and only in the properties that differ from
+    what the widget shows (a slider that moves a curve sends its x and y, not its style); otherwise the traces are
+    replaced. The layout likewise: only its top-level keys that differ (titles, axis ranges, shapes) are sent. The
+    browser then restyles and relayouts what changed instead of redrawing every axis (lab 06's replay: a title and
+    eight curves per step).
     """
     _apply_props(widget, _figure_props(fig))
 
@@ -127,11 +130,36 @@ def _apply_props(widget: go.FigureWidget, props: tuple[go.Figure, list[str], lis
     with widget.batch_update():
         if same:
             for old, new in zip(widget.data, traces, strict=True):
-                old.update(new, overwrite=True)
+                changed = _changed(old.to_plotly_json(), new)
+                if changed:
+                    old.update(changed, overwrite=True)
         else:
             widget.data = []
             widget.add_traces(list(fig.data))
-        widget.layout.update(layout, overwrite=True)
+        changed = _changed(widget.layout.to_plotly_json(), layout)
+        if changed:
+            widget.layout.update(changed, overwrite=True)
+
+
+def _changed(shown: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The top-level keys of `wanted` whose values differ from `shown`'s (the widget's current properties)."""
+    return {k: v for k, v in wanted.items() if k not in shown or not _same(shown[k], v)}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal plotly property values: arrays and lists element by element (NaN and None alike), dicts by key."""
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype.kind in "biuf" and b.dtype.kind in "biuf":
+        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=True))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(_lists(a), dtype=object), np.asarray(_lists(b), dtype=object)
+        return a.shape == b.shape and bool((a == b).all())
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (list, tuple, dict)) or isinstance(b, (list, tuple, dict)):
+        return False
+    return a is b or (type(a) is type(b) or not isinstance(a, bool) and not isinstance(b, bool)) and bool(a == b)
 
 
 def _trace_props(trace: Any) -> dict[str, Any]:

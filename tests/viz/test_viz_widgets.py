@@ -1,5 +1,6 @@
 """fmlab.viz.widgets: controls, in-place figure updates, the interactive view."""
 
+import numpy as np
 import plotly.graph_objects as go
 import pytest
 
@@ -37,6 +38,24 @@ def test_update_figure_in_place_and_on_type_change():
     with pytest.raises(ValueError, match="go.Figure"):
         W.figure_widget("not a figure")
 
+
+
+def test_update_figure_sends_only_what_changed():
+    # the browser restyles and relayouts what it is sent: a moved curve sends its y and the new title, not the axes
+    fw = W.figure_widget(_render(1.0))
+    sent = []
+    fw._send_update_msg = lambda restyle_data, relayout_data, **_: sent.append((restyle_data, relayout_data))
+    fig = _render(2.0)
+    fig.update_layout(xaxis=dict(range=[0, 2]))
+    W.update_figure(fw, fig)
+    W.update_figure(fw, _render(2.0).update_layout(xaxis=dict(range=[0, 2])))  # nothing changed: nothing sent
+    W.update_figure(fw, _render(3.0).update_layout(xaxis=dict(range=[0, 2])))
+    assert len(sent) == 2
+    (restyle, relayout), (restyle2, relayout2) = sent
+    assert set(restyle) == {"y"} and {"title", "xaxis"} <= set(relayout)
+    assert set(restyle2) == {"y"} and set(relayout2) == {"title"}
+    assert tuple(fw.data[0].y) == (0, 3, 6) and fw.layout.title.text == "a = 3.00, lines"
+    assert W._same(np.array([1.0, np.nan]), [1.0, None]) and not W._same([1, 2], (1, 3)) and not W._same(True, 1)
 
 def test_interactive_view_redraws_on_control_change_and_reports_errors():
     view = W.interactive_view(_render, {"a": W.slider("a", 0, 3, 0.5, 1.0)}, kind="lines")
