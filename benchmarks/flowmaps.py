@@ -225,11 +225,13 @@ def _sized_model(hidden: int, depth: int) -> torch.nn.Module:
 
 
 def _timed(fn, repeats: int) -> float:
+    """CPU seconds per call (process time, one thread: what an idle core would take; wall-clock time on a machine
+    busy with other processes counts their time slices too)."""
     fn()  # warm-up
-    start = time.perf_counter()
+    start = time.process_time()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - start) / repeats
+    return (time.process_time() - start) / repeats
 
 
 def measure_costs(losses: list[str], teacher: torch.nn.Module, batch_size: int, rounds: int, repeats: int
@@ -273,8 +275,12 @@ def peak_memory(loss: str, teacher: torch.nn.Module, batch_size: int) -> float:
 
 def jvp_breakdown(batch_size: int, repeats: int, rounds: int, hidden: int = ZOO_MODEL["hidden"],
                   depth: int = ZOO_MODEL["depth"]) -> dict[str, float]:
-    """Forward-pass equivalents of the passes a flow-map loss combines, on a network of the given size."""
-    from torch.func import jvp
+    """Forward-pass equivalents of the passes a flow-map loss combines, on a network of the given size, with the
+    JVP the losses take (fmlab.flowmaps.flow_map_jvp: the MLP's hand tangent pass)."""
+    from fmlab.flowmaps import flow_map_jvp
+
+    def jvp(net, primals, tangent_dirs):
+        return flow_map_jvp(net, *primals, *tangent_dirs)
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
