@@ -17,7 +17,8 @@ the page's clock) to the first moment the changed figure is fully drawn is recor
 trained (a new progress bar appeared, or fmlab.labkit.computed_count() grew in the kernel). The table (median and
 95th percentile per control) goes to artifacts/browser/latency.json and latency.md and into pytest's terminal
 summary; labs/README.md keeps a recorded copy. With FMLAB_BROWSER_WARM=1 (after `python -m fmlab prewarm`) a
-control that trains, or that takes over WARM_LIMIT_MS, fails the check.
+control that trains, or that takes over WARM_LIMIT_MS, fails the check. The labs run in fast mode (FMLAB_FAST=1)
+unless FMLAB_BROWSER_FULL=1, which runs the full lessons (the pre-warm's full-mode entries, with FMLAB_CACHE).
 
 Screenshots of the whole notebook before and after the interaction go to artifacts/browser/<name>-before.png
 and -after.png; their paths are printed in pytest's terminal summary so that a CI log names them. With
@@ -25,7 +26,7 @@ FMLAB_BROWSER_SCREENSHOTS=failures (scripts/test.sh, to keep CI short) only a fa
 
 One JupyterLab server (fixture `jupyter_lab`) and one Chromium (fixture `chromium_context`) serve the whole
 session. The server runs in the repository root (so labs/ keeps its real working directory) with a random token,
-a free port, temporary config / settings / workspace / runtime directories, FMLAB_FAST=1, autosave off, and a
+a free port, temporary config / settings / workspace / runtime directories, FMLAB_FAST=1 (see FULL), autosave off, and a
 pre-save hook that refuses every save: the harness never writes a notebook.
 """
 
@@ -75,6 +76,8 @@ VIEWPORT = {"width": 1280, "height": 900}
 MAX_SCREENSHOT_HEIGHT = 16000  # Chromium's limit for one capture is 16384 px
 LATENCY_MOVES = int(os.environ.get("FMLAB_LATENCY_MOVES", "3"))
 WARM = os.environ.get("FMLAB_BROWSER_WARM", "") not in ("", "0")
+FULL = os.environ.get("FMLAB_BROWSER_FULL", "") not in ("", "0")  # the labs' full mode instead of FMLAB_FAST=1
+MODE = "full mode" if FULL else "FMLAB_FAST=1"
 SCREENSHOTS = os.environ.get("FMLAB_BROWSER_SCREENSHOTS", "all")  # "all", or "failures": only a failed check's
 if SCREENSHOTS not in ("all", "failures"):
     raise ValueError(f"FMLAB_BROWSER_SCREENSHOTS must be 'all' or 'failures', got {SCREENSHOTS!r}")
@@ -164,7 +167,7 @@ def _start_server(tmp: Path) -> JupyterLabServer:
         target = dirs["settings"] / pkg / f"{name}.jupyterlab-settings"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(values))
-    env = {**os.environ, "FMLAB_FAST": "1", "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+    env = {**os.environ, "FMLAB_FAST": "0" if FULL else "1", "JUPYTER_CONFIG_DIR": str(dirs["config"]),
            "JUPYTER_DATA_DIR": str(dirs["data"]), "JUPYTERLAB_SETTINGS_DIR": str(dirs["settings"]),
            "JUPYTERLAB_WORKSPACES_DIR": str(dirs["workspaces"]), "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
            "IPYTHONDIR": str(dirs["ipython"]), "JUPYTER_PLATFORM_DIRS": "1",
@@ -704,11 +707,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         (ARTIFACTS / "latency.json").write_text(json.dumps(_LATENCY, indent=1) + "\n", encoding="utf-8")
         table = latency_table(_LATENCY)
         (ARTIFACTS / "latency.md").write_text(table, encoding="utf-8")
-        terminalreporter.section(f"browser: input -> figure drawn, per control ({LATENCY_MOVES} moves; FMLAB_FAST=1)")
+        terminalreporter.section(f"browser: input -> figure drawn, per control ({LATENCY_MOVES} moves; {MODE})")
         for line in table.splitlines():
             terminalreporter.write_line(line)
     if _TIMINGS:
-        terminalreporter.section("browser: Run All time per notebook (FMLAB_FAST=1)")
+        terminalreporter.section(f"browser: Run All time per notebook ({MODE})")
         for name, seconds in _TIMINGS.items():
             slow = f"  (slower than {SLOW_LAB_S:.0f} s)" if seconds > SLOW_LAB_S else ""
             terminalreporter.write_line(f"{name}: {seconds:.1f} s{slow}")
