@@ -279,13 +279,20 @@ print(ZR.ayf_gap_text(AYF))
 # what a seed changes here, but the one-step difference between the two AYF variants is not judged.
 
 # %% [markdown]
-# ### Why our costs exceed the survey's
+# ### How our costs compare with the survey's
 #
-# The survey counts passes: a forward is 1, a backward 2, a JVP about 2 (the forward plus its tangent), and backpropagating
-# through a JVP roughly doubles again. On a wide network where arithmetic dominates our measurements agree; on the zoo's
-# small network (3 x 128, batch 256, one CPU thread) each operation's fixed overhead dominates, and forward-mode AD in
-# eager PyTorch (`torch.func.jvp`) wraps every operation in a dual tensor and runs decomposed kernels, so a JVP costs
-# several forwards. Memory follows: the JVP keeps a tangent beside every activation.
+# The survey counts passes: a forward is 1, a backward 2, a JVP with its forward 2, and a backward through both 4.
+# fmlab's MLP computes a JVP by carrying the tangent beside the value through each layer (`fmlab.models.tangent`: one
+# more matrix product per layer), so the passes cost about what the survey says: the breakdown printed below the
+# chart measures a JVP at about 2 forwards, with a backward about 4, with a backward through the tangent about 6. A
+# whole step also draws its times and evaluates the loss, which on this small network (3 x 128, batch 256, one CPU
+# thread) adds about one forward: flow matching costs 3.4 against the survey's 3. Where a loss sits far above its
+# estimate, our step does more than the survey's formula counts: CTM and PFMM integrate a *velocity* teacher with
+# Heun steps (4 and 16 teacher calls per step; the survey's PFMM assumes a flow-map teacher, one call per jump), and
+# iMF trains its velocity with the paper's auxiliary loss (7 by the survey's own rule). The chart is one run of the
+# benchmark; between runs on this machine a bar moves by up to about 30%. With eager `torch.func.jvp` instead (a dual
+# tensor around every operation) the JVP losses cost 1.6-2.3x more on this network (benchmarks/README.md, "JVPs at
+# their cost"). Memory follows the passes: a JVP keeps a tangent beside every activation.
 
 # %%
 ZR.render_costs(RESULTS)
