@@ -12,8 +12,9 @@ inside `batch_update()`. Render functions keep themselves fast (precompute, cach
 for plotly); a t or s slider over a view that trains nothing redraws while it is dragged (input to drawn figure in
 about 100-200 ms: the latency table in labs/README.md), and controls whose redraw costs more than that use
 `continuous_update=False`, so that the figure updates when the slider is released. A view whose render computes
-(a coupling, a sampler) passes `prefetch=True`: it keeps every figure it drew and draws the
-settings one move away in a background thread, so that the next step of a control is usually there already.
+(a coupling, a sampler, per-call gradients on a snapshot of the model) passes `prefetch=True`: it keeps every
+figure it drew and draws the settings one move away in a background thread, so that the next step of a control
+is usually there already.
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ def _same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, (list, tuple, dict)) or isinstance(b, (list, tuple, dict)):
         return False
-    return a is b or (type(a) is type(b) or not isinstance(a, bool) and not isinstance(b, bool)) and bool(a == b)
+    if isinstance(a, bool) or isinstance(b, bool):  # True == 1 in Python, not in a figure (visible=True vs 1)
+        return a is b
+    return bool(a == b)
 
 
 def _trace_props(trace: Any) -> dict[str, Any]:
