@@ -14,7 +14,8 @@ about 100-200 ms: the latency table in labs/README.md), and controls whose redra
 `continuous_update=False`, so that the figure updates when the slider is released. A view whose render computes
 (a coupling, a sampler, per-call gradients on a snapshot of the model) passes `prefetch=True`: it keeps every
 figure it drew and draws the settings one move away in a background thread, so that the next step of a control
-is usually there already.
+is usually there already; a move to a setting not drawn yet draws it at once, beside any background render, never
+after it.
 """
 
 from __future__ import annotations
@@ -304,8 +305,9 @@ def interactive_view(render: Callable[..., go.Figure], controls: Mapping[str, W.
     (see View for `live`). prefetch=True keeps every figure drawn and, in a live kernel, draws the figures one move
     away from the current setting in the background (`neighbours`): for views whose render computes for a few
     hundred ms, so that the next step of a slider, a menu or a checkbox is already there. Only for renders that
-    share no mutable state with the notebook's other cells: a background render runs while later cells execute, so
-    a render of a model works on its own snapshot (copy.deepcopy when the view is built; lab 10's gradient widget)
+    share no mutable state with the notebook's other cells or with another setting's render: a background render
+    runs while later cells execute and beside the render of a setting the student moved to, so a render of a model
+    works on its own snapshot (copy.deepcopy when the view is built; lab 10's gradient widget)
     and must not swap a shared module's parameters (torch.func.functional_call does, for the call)."""
     if not callable(render):
         raise ValueError(f"render must be callable, got {type(render).__name__}")
@@ -346,14 +348,20 @@ def _option_values(control: W.Widget) -> list[Any]:
 
 class _Prefetcher:
     """Figures of `render` by setting, kept; `around` queues settings to draw in one background thread (a newer
-    call replaces the queue). One lock serialises every render, so a render never runs twice at once (a model's
-    autograd state, plotly's caches) and a redraw waits at most for the render in progress."""
+    call replaces the queue).
+
+    A student's move never waits for a background render of another setting: it draws its own figure at once,
+    beside it (a prefetching render must be safe to run while other code runs: see interactive_view), and the
+    background thread starts nothing new while a move is drawing. A move to the setting the background is drawing
+    waits for that figure instead of drawing it twice. Each setting is drawn at most once at a time."""
 
     def __init__(self, render: Callable[..., go.Figure]):
         import threading
 
         self.render, self.figures, self.queue = render, {}, []
-        self.lock, self.wake = threading.Lock(), threading.Event()
+        self.drawing: set[tuple] = set()  # keys of the renders in progress, in any thread
+        self.moves = 0  # foreground renders in progress
+        self.changed, self.wake = threading.Condition(), threading.Event()
         self.thread: Any = None
 
     @staticmethod
@@ -361,20 +369,36 @@ class _Prefetcher:
         return tuple(sorted((k, repr(v)) for k, v in params.items()))
 
     def get(self, params: Mapping[str, Any]) -> go.Figure:
+        """The figure of `params` for the setting the student picked: kept, or drawn now."""
+        return self._draw(params, move=True)
+
+    def _draw(self, params: Mapping[str, Any], move: bool) -> go.Figure:
         key = self.key(params)
-        if key in self.figures:  # drawn already: no wait for a render in progress
-            return self.figures[key]
-        with self.lock:
-            if key not in self.figures:
-                self.figures[key] = self.render(**params)
-            return self.figures[key]
+        with self.changed:
+            while key not in self.figures and key in self.drawing:
+                self.changed.wait()  # being drawn (by the other thread): wait for that figure, not for others
+            if key in self.figures:
+                return self.figures[key]
+            self.drawing.add(key)
+            self.moves += move
+        try:
+            fig = self.render(**params)
+            with self.changed:
+                self.figures[key] = fig
+            return fig
+        finally:
+            with self.changed:
+                self.drawing.discard(key)
+                self.moves -= move
+                self.changed.notify_all()
 
     def around(self, params: Mapping[str, Any], settings: Sequence[dict[str, Any]]) -> None:
         from IPython import get_ipython
 
         if get_ipython() is None or export_mode():  # scripts, tests and static pages draw only what is shown
             return
-        self.queue = [s for s in settings if self.key(s) not in self.figures]
+        with self.changed:
+            self.queue = [s for s in settings if self.key(s) not in self.figures]
         if self.thread is None:
             import threading
 
@@ -382,14 +406,20 @@ class _Prefetcher:
             self.thread.start()
         self.wake.set()
 
+    def _next(self) -> dict[str, Any] | None:
+        """The next queued setting, once no move is drawing (a move gets the cores first); None when done."""
+        with self.changed:
+            while self.moves:
+                self.changed.wait()
+            return self.queue.pop(0) if self.queue else None
+
     def _work(self) -> None:
         while True:
             self.wake.wait()
             self.wake.clear()
-            while self.queue:
-                params = self.queue.pop(0)
+            while (params := self._next()) is not None:
                 try:
-                    self.get(params)
+                    self._draw(params, move=False)
                 except Exception:  # noqa: BLE001 - a setting that fails shows its error when the student picks it
                     continue
 

@@ -86,6 +86,16 @@ def test_zoo_view_measures_distance_to_the_exact_map(view):
     assert math.isfinite(view.exact_w2) and view.exact_w2 < min(view.w2.values())
 
 
+def test_zoo_view_w2_is_computed_when_shown_and_the_reference_shared(view, small_model):
+    from fmlab.metrics import wasserstein
+
+    fresh = Z.ZooView(small_model, "meanflow", n=80, n_paths=5, max_steps=4)
+    assert fresh._w2 == {}  # nothing solved until a step count is shown
+    Z.render_zoo(fresh, 2)
+    assert set(fresh._w2) == {2} and fresh.w2_at(2) == pytest.approx(wasserstein(fresh.samples[2], fresh.data))
+    assert fresh.x0 is view.x0 and fresh.exact_w2 == view.exact_w2  # one exact flow for every loss of a widget
+
+
 def test_render_zoo_follows_the_slider(view):
     f1, f3 = Z.render_zoo(view, 1), Z.render_zoo(view, 3)
     assert "1 step" in f1.layout.title.text and "3 step" in f3.layout.title.text
