@@ -162,13 +162,7 @@ for method, res in conv_net.items():
 # step of $1/64$ does not resolve it. See for yourself:
 
 # %%
-from fmlab.data import data_sampler
-from fmlab.labkit import train_cached
-from fmlab.models import build_model
-
-torch.manual_seed(0)
-wiggly = train_cached(CONFIG, progress=False, model=build_model(hidden=128, depth=3, time_freq_max=200.0),
-                      data_fn=data_sampler("8modes"), cache_name="lab 04, time frequencies up to 200").ema
+wiggly = S.wiggly_network(CONFIG).ema  # CONFIG's training, time frequencies up to 200 (cached like every run)
 conv_wiggly = S.convergence(wiggly, X0_SMALL, steps=(8, 16, 32, 64, 128, 256))
 S.render_convergence(conv_wiggly, title="The same training, time frequencies up to 200")
 

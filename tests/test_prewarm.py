@@ -25,8 +25,8 @@ def test_every_registered_lab_lists_jobs_that_resolve(fast):
 
 
 def test_lab_jobs_share_runs_and_name_bad_labs():
-    both = prewarm.lab_jobs(["03", "4"], fast=True)  # lab 04 samples lab 03's network: one run
-    assert len(both) == 1 and both[0].lab == "03"
+    both = prewarm.lab_jobs(["03", "4"], fast=True)  # lab 04 samples lab 03's network: one run, and its own
+    assert [(j.lab, j.function.split(":")[1]) for j in both] == [("03", "fit"), ("04", "wiggly_network")]
     with pytest.raises(ValueError, match="lab must be one of"):
         prewarm.lab_jobs(["99"], fast=True)
 
@@ -68,6 +68,23 @@ def test_prewarm_one_lab_in_fast_mode_then_the_lab_trains_nothing(cache, monkeyp
         assert trainer.step == n
     assert fits == [], "a pre-warmed run trained again"
     assert diskcache.disk_info()["entries"] == 2
+
+
+@pytest.mark.slow
+def test_prewarm_lab04_then_its_cells_train_nothing(cache, monkeypatch):
+    from fmlab.viz import solvers
+
+    report = prewarm.prewarm(["04"], jobs=1, fast=True, progress=False)
+    assert report["errors"] == [] and report["jobs"] == 2
+    labkit.clear_cache()  # a new kernel
+    fits = []
+    monkeypatch.setattr(Trainer, "fit", lambda self, *a, **k: fits.append(self.config))
+    config = training.lab03_config(fast=True)
+    assert training.fit(config).step == config.steps
+    wiggly = solvers.wiggly_network(config)
+    assert wiggly.step == config.steps
+    assert float(wiggly.ema.backbone.embed.freqs.max()) == pytest.approx(solvers.WIGGLY_TIME_FREQ_MAX)
+    assert fits == [], "a pre-warmed lab 04 run trained again"
 
 
 def test_prewarm_lab13_then_a_new_kernel_plans_the_same_runs_and_trains_nothing(cache, monkeypatch):

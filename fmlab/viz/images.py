@@ -397,13 +397,15 @@ def render_guided_grid(trainer: Any, w: float = 1.0, label: int = 1, n: int = 16
 
 
 def guided_grid_widget(trainer: Any, n: int = 16, steps: int = 8) -> Any:
-    """A guidance-scale slider (0 to 8, on release) and a class menu over `render_guided_grid`."""
+    """A guidance-scale slider (0 to 8, on release) and a class menu over `render_guided_grid`. The settings one move
+    away (w one step down and up, the other class: a UNet sampling run each, about 1 s on a laptop CPU in full mode)
+    are drawn in the background; a render only reads the trainer's EMA network and seeds its own noise."""
     from .widgets import dropdown, interactive_view, slider
 
     attribute = trainer.config.attribute
     controls = {"w": slider("guidance scale w", 0.0, 8.0, 0.5, 1.0, continuous_update=False),
                 "label": dropdown("class", {f"with {attribute}": 1, f"without {attribute}": 0})}
-    return interactive_view(render_guided_grid, controls, trainer=trainer, n=n, steps=steps)
+    return interactive_view(render_guided_grid, controls, prefetch=True, trainer=trainer, n=n, steps=steps)
 
 
 # --- what a long run gives (artefacts of scripts/lab13_long_run.py) ----------------------------------------------
