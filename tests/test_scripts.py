@@ -194,6 +194,38 @@ def test_lab13_long_run_artefacts_load_and_render(tmp_path):
     assert "--minutes 1" in fig.layout.title.text and "2 min in all" in fig.layout.title.text and len(fig.data) == 2
 
 
+def test_lab13_long_run_no_train_samples_the_runs_again_to_the_same_artefacts(monkeypatch, tmp_path):
+    """`--no-train` re-samples and re-scores the runs in --runs without training: the same artefacts (fixed seeds),
+    and meta.json keeps the command, date and minutes of the run that trained."""
+    from fmlab.cli import main as cli_main
+    from fmlab.images import LabPlan
+
+    long_run = _script("lab13_long_run")
+    plan = LabPlan(kind="cpu", device="cpu", data="faces", data_root=None, preset="tiny", image_size=8,
+                   batch_size=4, lr=1e-3, budget_s=30.0, images_per_s=100.0, steps=2, n_eval=6, eval_steps=(1, 2))
+    monkeypatch.setattr(long_run, "plan_lab", lambda **kw: plan)
+    trained = []
+
+    def train(argv, gpus):  # the CLI in this process (no subprocess): a tiny run of the lab's configuration
+        trained.append(argv[argv.index("--loss") + 1])
+        assert cli_main(argv) == 0
+        return 0.5
+
+    monkeypatch.setattr(long_run, "train", train)
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    common = ["--steps", "2", "--n", "6", "--device", "cpu", "--runs", str(runs), "--out", str(out)]
+    assert long_run.main(common) == 0 and sorted(trained) == sorted(long_run.LAB_RUNS.values())
+    first = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    monkeypatch.setattr(long_run, "train", lambda argv, gpus: pytest.fail("--no-train trained"))
+    assert long_run.main([*common, "--no-train"]) == 0
+    again = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert again.keys() == first.keys() and any(name.startswith("grid_") for name in again)
+    assert all(again[name] == first[name] for name in again if name != "meta.json")
+    meta, before = json.loads(again["meta.json"]), json.loads(first["meta.json"])
+    assert meta["command"] == before["command"] and "--no-train" not in meta["command"]
+    assert all(run["minutes"] == 0.5 for run in meta["runs"].values())
+
+
 def test_image_benchmark_measures_each_cpu_cell_in_a_process_of_its_own(capsys):
     """benchmarks/images.py: on a CPU a cell's peak memory is the resident set, which keeps what earlier cells freed,
     so every cell runs in a fresh process (the options it passes on drop the lists it was given)."""
