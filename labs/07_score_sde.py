@@ -318,26 +318,26 @@ assert under.mean_std(4.0)[0] < under.mean_std(0.0)[0] - 0.05  # noise helps the
 #
 # | training steps | | $\eta = 0$ (ODE) | $\eta = 0.5$ | $\eta = 1$ | $\eta = 2$ | $\eta = 4$ |
 # |---|---|---|---|---|---|---|
-# | 200 (under-trained) | W2 | 0.886 ± 0.069 | 0.823 ± 0.065 | 0.777 ± 0.063 | 0.717 ± 0.052 | 0.668 ± 0.037 |
-# | | W2($\eta$) − W2(0), paired | 0 | −0.063 ± 0.011 | −0.109 ± 0.011 | −0.169 ± 0.020 | −0.218 ± 0.034 |
-# | | mode blur (data: 0.50) | 1.306 ± 0.066 | 1.240 ± 0.065 | 1.186 ± 0.069 | 1.111 ± 0.073 | 1.029 ± 0.085 |
-# | | mode balance (TV) | 0.023 ± 0.008 | 0.032 ± 0.002 | 0.037 ± 0.007 | 0.040 ± 0.018 | 0.052 ± 0.029 |
-# | 500 | W2 | 0.377 ± 0.014 | 0.357 ± 0.020 | 0.355 ± 0.015 | 0.355 ± 0.013 | 0.379 ± 0.005 |
-# | | W2($\eta$) − W2(0), paired | 0 | −0.020 ± 0.011 | −0.021 ± 0.007 | −0.022 ± 0.008 | +0.003 ± 0.011 |
-# | 4000 (trained) | W2 | 0.259 ± 0.021 | 0.236 ± 0.033 | 0.240 ± 0.019 | 0.242 ± 0.032 | 0.258 ± 0.030 |
-# | | W2($\eta$) − W2(0), paired | 0 | −0.022 ± 0.025 | −0.018 ± 0.019 | −0.017 ± 0.027 | −0.001 ± 0.039 |
+# | 200 (under-trained) | W2 | 0.799 ± 0.009 | 0.731 ± 0.004 | 0.679 ± 0.009 | 0.614 ± 0.024 | 0.562 ± 0.036 |
+# | | W2($\eta$) − W2(0), paired | 0 | −0.068 ± 0.011 | −0.119 ± 0.013 | −0.185 ± 0.027 | −0.237 ± 0.040 |
+# | | mode blur (data: 0.50) | 1.215 ± 0.019 | 1.145 ± 0.012 | 1.089 ± 0.016 | 1.008 ± 0.020 | 0.921 ± 0.020 |
+# | | mode balance (TV) | 0.031 ± 0.011 | 0.037 ± 0.006 | 0.037 ± 0.007 | 0.039 ± 0.011 | 0.050 ± 0.017 |
+# | 500 | W2 | 0.382 ± 0.011 | 0.360 ± 0.011 | 0.358 ± 0.009 | 0.355 ± 0.006 | 0.371 ± 0.003 |
+# | | W2($\eta$) − W2(0), paired | 0 | −0.021 ± 0.010 | −0.024 ± 0.006 | −0.027 ± 0.010 | −0.010 ± 0.011 |
+# | 4000 (trained) | W2 | 0.262 ± 0.023 | 0.236 ± 0.031 | 0.238 ± 0.020 | 0.237 ± 0.035 | 0.256 ± 0.032 |
+# | | W2($\eta$) − W2(0), paired | 0 | −0.026 ± 0.022 | −0.024 ± 0.021 | −0.025 ± 0.028 | −0.006 ± 0.041 |
 #
 # (2000 samples, 200 Euler-Maruyama steps, mean ± std over the 3 training seeds of the mean over 2 sampling seeds; the
 # paired difference compares the noise levels on the same network and the same starting noise; the noise floor of W2
 # at this size is 0.240 ± 0.044, section 4.)
 #
-# - **Under-trained network: noise corrects errors, and more noise corrects more.** W2 falls by 0.22 ± 0.03 from the
+# - **Under-trained network: noise corrects errors, and more noise corrects more.** W2 falls by 0.24 ± 0.04 from the
 #   ODE to $\eta = 4$, six standard deviations. The gain is in the shape of the blobs: the ODE leaves them smeared (mode
-#   blur 1.31 against 0.50 for the data) and the score term pulls samples back towards the blob centres (1.03 at
-#   $\eta = 4$). Noise does not fix *how much* mass each blob gets: mode balance gets no better (0.023 ± 0.008 to
-#   0.052 ± 0.029, within the spread).
-# - **500 steps:** a small gain of about 0.02 at $\eta$ from 0.5 to 2 (two to three standard deviations), none at
-#   $\eta = 4$.
+#   blur 1.22 against 0.50 for the data) and the score term pulls samples back towards the blob centres (0.92 at
+#   $\eta = 4$). Noise does not fix *how much* mass each blob gets: mode balance gets no better (0.031 ± 0.011 to
+#   0.050 ± 0.017, within the spread).
+# - **500 steps:** a small gain of 0.02 to 0.03 at $\eta$ from 0.5 to 2 (two to four standard deviations), none
+#   beyond the spread at $\eta = 4$.
 # - **Trained network:** no difference beyond the spread over seeds at any noise level; the ODE is already close to the
 #   floor.
 #
@@ -436,7 +436,7 @@ ex.check_min_snr_switch(answer)
 # - Adding noise $g\,dW$ and the drift correction $\tfrac{g^2}{2}\,s$ leaves the marginals unchanged, for every noise
 #   level $\eta$: measured, W2 to the exact mixture stays on the noise floor from $\eta = 0$ to 4.
 # - With an imperfect network the noise level changes the samples: for an under-trained network W2 falls by
-#   0.22 ± 0.03 from the ODE to $\eta = 4$ (3 seeds) as the score term sharpens the smeared blobs; for a trained
+#   0.24 ± 0.04 from the ODE to $\eta = 4$ (3 seeds) as the score term sharpens the smeared blobs; for a trained
 #   network the differences are within the spread over seeds.
 # - DDIM is Euler's method on the flow's ODE; loss weightings differ in where on the log-SNR axis they put the effort.
 #
