@@ -233,13 +233,13 @@ ex.check_acceptance(answer)
 # measures W2 between the model's samples at $w = 1$ and fresh draws of $p(x \mid c)$, divided by the floor, in full
 # mode: the model of this lab trained for 6000 steps, $n = 2000$ samples per class, each W2 and the floor averaged over
 # 5 independent draws, 5 training seeds (`benchmarks/README.md` has the command). The ratio is
-# $0.95 \pm 0.14$ for class 0 and $1.10 \pm 0.10$ for class 1 (mean $\pm$ standard deviation over the seeds; at most
-# 1.22 over the 10 runs). A perfect model, the exact guided ODE from the same noise against the same draws, scores
+# $0.95 \pm 0.13$ for class 0 and $1.09 \pm 0.09$ for class 1 (mean $\pm$ standard deviation over the seeds; at most
+# 1.20 over the 10 runs). A perfect model, the exact guided ODE from the same noise against the same draws, scores
 # $0.87 \pm 0.15$ and $1.01 \pm 0.13$: the network's excess is within the noise of the measurement.
 #
 # Guidance magnifies the network's errors: $v_w$ multiplies the error of the difference $v(\cdot \mid c) - v$ by
-# $w$. In the same benchmark the model's W2 to $p(x \mid c)$ is 4 to 6% above the exact guided ODE's for
-# $w = 2$ to 4 (at $w = 4$: $1.44 \pm 0.02$ against $1.36 \pm 0.02$) and 12% above it at $w = 8$ ($2.05 \pm 0.04$
+# $w$. In the same benchmark the model's W2 to $p(x \mid c)$ is 3 to 5% above the exact guided ODE's for
+# $w = 2$ to 4 (at $w = 4$: $1.41 \pm 0.02$ against $1.36 \pm 0.02$) and 8% above it at $w = 8$ ($1.98 \pm 0.10$
 # against $1.83 \pm 0.02$). The cell below gives this kernel's numbers from one draw each (in fast mode, after 400 steps and
 # with a few hundred points, expect them to be noisier and the ratio larger).
 
