@@ -234,8 +234,8 @@ assert 0.3 < share[2, "states detached"] < share[4, "states detached"] < share[8
 # trained model the variants differ mainly in the length of the gradient, and in the noise the cross-terms carry
 # (section 5). `python benchmarks/unrolling.py variants` measures this table over 3 seeds (`benchmarks/README.md`):
 # the cross-terms supply $50 \pm 1\%$, $72 \pm 1\%$ and $85 \pm 0.4\%$ of the detached gradient at $L = 2, 4, 8$,
-# about as much as of the full-BPTT gradient, and the detached gradient's cosine to full BPTT is $0.998$, $0.995$
-# and $0.990$ (the dropped variant's: $0.996$, $0.982$, $0.981$).
+# about as much as of the full-BPTT gradient, and the detached gradient's cosine to full BPTT is $0.998$, $0.994$
+# and $0.988$ (the dropped variant's: $0.996$, $0.978$, $0.978$).
 
 # %% [markdown]
 # ## 4. Anchored consistency: what the manuscript calls dropping the cross-terms
@@ -365,11 +365,12 @@ assert float(final["ot"][3]) < float(final["independent"][3]), "OT should lower 
 # %% [markdown]
 # **Reading the figure.** The measured variance grows with $L$, but by a roughly constant factor per doubling of $L$
 # (like a power of $L$), where $\mathrm{Var}^L$ multiplies its growth at every doubling. `python benchmarks/unrolling.py
-# variance` (3 seeds, mean $\pm$ standard deviation, `benchmarks/README.md`) finds $\times 4.0 \pm 0.4$ from $L = 2$ to
-# 4 and $\times 3.5 \pm 0.3$ from 4 to 8, against $\times 7.8$ and $\times 60$ for the closed form. With the data
-# shrunk by $a = 0.25$ the closed form predicts a 16-fold, then a 250-fold *decay*; the measured variance does not
-# decay ($\times 1.7 \pm 0.1$, then $\times 1.1 \pm 0.3$). Minibatch OT lowers the variance, $2.5 \pm 0.5$ times at
-# $L = 2$ and $9.9 \pm 0.4$ times at $L = 8$, and slows its growth ($\times 2.3$, then $\times 1.5$ per doubling). In
+# variance` (3 seeds, mean $\pm$ standard deviation, `benchmarks/README.md`) finds $\times 4.4 \pm 0.3$ from $L = 2$ to
+# 4 and $\times 3.7 \pm 0.2$ from 4 to 8, against $\times 7.8$ and $\times 60$ for the closed form. With the data
+# shrunk by $a = 0.25$ the closed form predicts a 16-fold, then a 250-fold *decay*; the measured variance still grows,
+# then barely falls ($\times 1.77 \pm 0.04$, then $\times 0.92 \pm 0.02$). Minibatch OT lowers the variance,
+# $1.9 \pm 0.3$ times at $L = 2$ and $9.3 \pm 0.4$ times at $L = 8$, and slows its growth ($\times 2.3$, then
+# $\times 1.4$ per doubling). In
 # the short `FMLAB_FAST` runs the gap between the couplings only shows at long windows, which is what the check tests.
 
 # %% [markdown]
@@ -394,7 +395,7 @@ R.unrolling_widget(DATA, base_steps=BASE, n_eval=N_EVAL, euler_steps=DT_STEPS)
 # with its cross-terms dropped, and anchored consistency (detached), each with independent and with OT coupling,
 # every run with the training time of `BASE` single-step FM steps (the cost model above; the table also shows the
 # measured seconds). W1 is measured with 16 Euler steps (the sampler the windows imitate) and with 100. This is one
-# seed per method. Over 3 seeds `benchmarks/unrolling.py` measured a standard deviation of W1 between 1% and 16% of
+# seed per method. Over 3 seeds `benchmarks/unrolling.py` measured a standard deviation of W1 between 0.4% and 14% of
 # its value on 8 Gaussians (`benchmarks/README.md`), so the verdict below calls a difference under 15% within noise.
 
 # %%
@@ -432,9 +433,9 @@ assert ot_better >= (2 if fast_mode() else 3), w1  # OT helps most methods
 # - At equal training time (`python benchmarks/unrolling.py unrolling`, 3 seeds, `benchmarks/README.md`) full BPTT
 #   does not beat single-step flow matching and gets worse with the window. Detaching the states or dropping the
 #   cross-terms changes nothing measurable at $L = 4$ (W1 within noise of full BPTT on 8 Gaussians and moons).
-#   Anchored consistency with $L = 2$ is within noise of single-step FM on 8 Gaussians and behind it on moons (by 11%
-#   with independent coupling, 21% with OT). Minibatch OT improves every WT-FM variant with $L \ge 4$ beyond noise
-#   and rescues the longest windows (8 Gaussians, $L = 8$: W1 1.00 to 0.35): of the changes measured here it is the one that helps
+#   Anchored consistency with $L = 2$ is within noise of single-step FM on both data sets (on moons 7-9% behind, within
+#   two standard errors). Minibatch OT improves every WT-FM variant with $L \ge 4$ beyond noise
+#   and rescues the longest windows (8 Gaussians, $L = 8$: W1 1.16 to 0.35): of the changes measured here it is the one that helps
 #   most consistently, though on 8 Gaussians it does not measurably improve single-step FM at this budget.
 
 # %% [markdown]
