@@ -13,9 +13,9 @@ for plotly); a t or s slider over a view that trains nothing redraws while it is
 about 100-200 ms: the latency table in labs/README.md), and controls whose redraw costs more than that use
 `continuous_update=False`, so that the figure updates when the slider is released. A view whose render computes
 (a coupling, a sampler, per-call gradients on a snapshot of the model) passes `prefetch=True`: it keeps every
-figure it drew and draws the settings one move away in a background thread, so that the next step of a control
-is usually there already; a move to a setting not drawn yet draws it at once, beside any background render, never
-after it.
+figure it drew and draws the settings one move away in a background thread (`fmlab.viz.prefetcher`), so that the
+next step of a control is usually there already; a move to a setting not drawn yet draws it at once, beside any
+background render, never after it.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..export import export_mode
+from .prefetcher import Prefetcher, neighbours
 
 __all__ = ["T_STEP", "t_slider", "slider", "int_slider", "dropdown", "checkbox", "enable_when", "figure_widget",
-           "update_figure", "link", "controls_box", "interactive_view", "neighbours", "View", "LIVE_MODES",
+           "update_figure", "link", "controls_box", "interactive_view", "View", "LIVE_MODES",
            "ReplayView", "with_play", "live_run", "show_live", "show_final"]
 
 # Live figures carry plain lists, never numpy arrays. plotly.js answers a restyle with "trace deltas" holding its own
@@ -242,7 +243,7 @@ class View(W.VBox):
             raise ValueError(f"live must be one of {LIVE_MODES}, got {live!r}")
         self.render, self.controls, self.fixed, self.live = render, dict(controls), dict(fixed or {}), live
         self.status = W.HTML("")
-        self._prefetcher = _Prefetcher(render) if prefetch else None
+        self._prefetcher = Prefetcher(render) if prefetch else None
         first = self._figure(self.params())
         if live == "figurewidget":
             self.figure = figure_widget(first)
@@ -314,116 +315,6 @@ def interactive_view(render: Callable[..., go.Figure], controls: Mapping[str, W.
     return View(render, controls, fixed, per_row, live, prefetch)
 
 
-def neighbours(controls: Mapping[str, W.ValueWidget], params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The settings one move away from `params`: each slider one step down and up, each menu's other options,
-    each checkbox flipped (one control changed at a time; disabled controls left alone)."""
-    out = []
-    for name, control in controls.items():
-        if getattr(control, "disabled", False) or name not in params:
-            continue
-        value = params[name]
-        if isinstance(control, W.Checkbox):
-            values = [not value]
-        elif isinstance(control, W.SelectionSlider):  # the options on either side
-            options = _option_values(control)
-            here = options.index(value) if value in options else 0
-            values = options[max(0, here - 1):here] + options[here + 1:here + 2]
-        elif isinstance(control, W.Dropdown):  # every other option
-            values = [o for o in _option_values(control) if o != value]
-        elif isinstance(control, (W.IntSlider, W.FloatSlider)):
-            values = [v for v in (value - control.step, value + control.step) if control.min <= v <= control.max]
-            values = [round(v, 10) for v in values] if isinstance(control, W.FloatSlider) else values
-        else:
-            continue
-        out += [{**params, name: v} for v in values]
-    return out
-
-
-def _option_values(control: W.Widget) -> list[Any]:
-    options = control.options
-    if isinstance(options, Mapping):
-        return list(options.values())
-    return [o[1] if isinstance(o, tuple) and len(o) == 2 else o for o in options]
-
-
-class _Prefetcher:
-    """Figures of `render` by setting, kept; `around` queues settings to draw in one background thread (a newer
-    call replaces the queue).
-
-    A student's move never waits for a background render of another setting: it draws its own figure at once,
-    beside it (a prefetching render must be safe to run while other code runs: see interactive_view), and the
-    background thread starts nothing new while a move is drawing. A move to the setting the background is drawing
-    waits for that figure instead of drawing it twice. Each setting is drawn at most once at a time."""
-
-    def __init__(self, render: Callable[..., go.Figure]):
-        import threading
-
-        self.render, self.figures, self.queue = render, {}, []
-        self.drawing: set[tuple] = set()  # keys of the renders in progress, in any thread
-        self.moves = 0  # foreground renders in progress
-        self.changed, self.wake = threading.Condition(), threading.Event()
-        self.thread: Any = None
-
-    @staticmethod
-    def key(params: Mapping[str, Any]) -> tuple:
-        return tuple(sorted((k, repr(v)) for k, v in params.items()))
-
-    def get(self, params: Mapping[str, Any]) -> go.Figure:
-        """The figure of `params` for the setting the student picked: kept, or drawn now."""
-        return self._draw(params, move=True)
-
-    def _draw(self, params: Mapping[str, Any], move: bool) -> go.Figure:
-        key = self.key(params)
-        with self.changed:
-            while key not in self.figures and key in self.drawing:
-                self.changed.wait()  # being drawn (by the other thread): wait for that figure, not for others
-            if key in self.figures:
-                return self.figures[key]
-            self.drawing.add(key)
-            self.moves += move
-        try:
-            fig = self.render(**params)
-            with self.changed:
-                self.figures[key] = fig
-            return fig
-        finally:
-            with self.changed:
-                self.drawing.discard(key)
-                self.moves -= move
-                self.changed.notify_all()
-
-    def around(self, params: Mapping[str, Any], settings: Sequence[dict[str, Any]]) -> None:
-        from IPython import get_ipython
-
-        if get_ipython() is None or export_mode():  # scripts, tests and static pages draw only what is shown
-            return
-        with self.changed:
-            self.queue = [s for s in settings if self.key(s) not in self.figures]
-        if self.thread is None:
-            import threading
-
-            self.thread = threading.Thread(target=self._work, name="fmlab-prefetch", daemon=True)
-            self.thread.start()
-        self.wake.set()
-
-    def _next(self) -> dict[str, Any] | None:
-        """The next queued setting, once no move is drawing (a move gets the cores first); None when done."""
-        with self.changed:
-            while self.moves:
-                self.changed.wait()
-            return self.queue.pop(0) if self.queue else None
-
-    def _work(self) -> None:
-        while True:
-            self.wake.wait()
-            self.wake.clear()
-            while (params := self._next()) is not None:
-                try:
-                    self._draw(params, move=False)
-                except Exception:  # noqa: BLE001 - a setting that fails shows its error when the student picks it
-                    continue
-
-
 def with_play(view: View, name: str, interval_ms: int = 500) -> View:
     """Add a play button to `view` that steps its integer control `name` from its minimum to its maximum (an
     ipywidgets.Play linked in the browser to the slider), placed before the controls; returns the view."""
@@ -466,7 +357,7 @@ class ReplayView:
         and kept, so that scrubbing and play only copy them into the figure)."""
         self.steps = list(steps)
         render = self.render
-        self._replay = _Prefetcher(lambda upto: _figure_props(render(upto)))  # kept ready to copy in
+        self._replay = Prefetcher(lambda upto: _figure_props(render(upto)))  # kept ready to copy in
         top = max(1, len(self.steps) - 1)
         self.play.max = self.slider.max = top
         self.slider.value = top
