@@ -72,6 +72,7 @@ def test_prewarm_one_lab_in_fast_mode_then_the_lab_trains_nothing(cache, monkeyp
 
 @pytest.mark.slow
 def test_prewarm_lab04_then_its_cells_train_nothing(cache, monkeypatch):
+    from fmlab.train import LEGACY_TIME_FREQ_MAX
     from fmlab.viz import solvers
 
     report = prewarm.prewarm(["04"], jobs=1, fast=True, progress=False)
@@ -83,7 +84,7 @@ def test_prewarm_lab04_then_its_cells_train_nothing(cache, monkeypatch):
     assert training.fit(config).step == config.steps
     wiggly = solvers.wiggly_network(config)
     assert wiggly.step == config.steps
-    assert float(wiggly.ema.backbone.embed.freqs.max()) == pytest.approx(solvers.WIGGLY_TIME_FREQ_MAX)
+    assert float(wiggly.ema.backbone.embed.freqs.max()) == pytest.approx(LEGACY_TIME_FREQ_MAX)
     assert fits == [], "a pre-warmed lab 04 run trained again"
 
 

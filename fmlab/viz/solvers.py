@@ -25,8 +25,8 @@ from .training import AXIS_X, AXIS_Y, EXTENT, scatter
 
 __all__ = ["METHODS", "METHOD_COLORS", "METHOD_LABELS", "float64_field", "render_solver_samples", "SolverRuns",
            "solver_widget", "w2_vs_nfe", "render_w2_vs_nfe", "reference_solution", "convergence", "measured_order",
-           "render_convergence", "straightness_profile", "render_straightness", "render_paths", "WIGGLY_TIME_FREQ_MAX",
-           "wiggly_network", "prewarm_jobs"]
+           "render_convergence", "straightness_profile", "render_straightness", "render_paths", "wiggly_network",
+           "prewarm_jobs"]
 
 METHODS = ("euler", "midpoint", "heun", "rk4")
 METHOD_LABELS = {"euler": "Euler", "midpoint": "midpoint", "heun": "Heun", "rk4": "RK4"}
@@ -286,20 +286,18 @@ def render_paths(trajs: Mapping[str, Trajectory], data: Tensor | None = None, n_
 
 # --- the old time embedding ------------------------------------------------------------------------------------
 
-WIGGLY_TIME_FREQ_MAX = 200.0  # fmlab's default before: frequencies up to 200 make v_theta wiggle in t
-
-
 def wiggly_network(config: Any, progress: bool = False) -> Any:
-    """Lab 04's comparison run: lab 03's training `config` on the same MLP (3 layers of 128) with time frequencies up
-    to WIGGLY_TIME_FREQ_MAX, initialised from seed `config.seed`; cached on disk like every lab run
-    (fmlab.labkit.train_cached). Returns the trainer (`.ema` is the network to solve)."""
+    """Lab 04's comparison run: lab 03's training `config` on the same MLP with the time embedding fmlab had before,
+    frequencies up to fmlab.train.LEGACY_TIME_FREQ_MAX (200), initialised from seed `config.seed`; cached on disk
+    like every lab run (fmlab.labkit.train_cached). Returns the trainer (`.ema` is the network to solve)."""
     from ..data import data_sampler
     from ..labkit import train_cached
     from ..models import build_model
+    from ..train import LEGACY_TIME_FREQ_MAX
 
     with torch.random.fork_rng():  # the initial weights depend on the seed only, not on what ran before
         torch.manual_seed(config.seed)
-        model = build_model(hidden=128, depth=3, time_freq_max=WIGGLY_TIME_FREQ_MAX)
+        model = build_model(hidden=config.hidden, depth=config.depth, time_freq_max=LEGACY_TIME_FREQ_MAX)
     return train_cached(config, progress=progress, model=model, data_fn=data_sampler(config.data),
                         cache_name="lab 04, time frequencies up to 200")
 
