@@ -306,7 +306,8 @@ class Trainer:
 
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, Any], float]:
         """One optimizer step; returns (loss, grad_norm, diagnostics, lr used), tensors detached."""
-        self.model.train()
+        if not self.model.training:  # a callback or a lab may have called eval(); train() walks every module
+            self.model.train()
         batch = self.make_batch()
         loss, diagnostics = self.spec.fn(self.model, batch, **self.settings)
         self.optimizer.zero_grad(set_to_none=True)

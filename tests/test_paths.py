@@ -88,6 +88,14 @@ def test_min_snr_weights():
     assert torch.equal(P.loss_weight(t, "none"), torch.ones(3))
 
 
+def test_check_time_accepts_the_closed_unit_interval_and_rejects_the_rest():
+    P.check_time(torch.tensor([0.0, 0.5, 1.0]))
+    P.check_time(torch.tensor([]))
+    for bad, shown in (([0.5, 1.2], r"\[0.5, 1.2\]"), ([-0.1, 0.3], r"\[-0.1, 0.3\]"), ([float("nan"), 0.5], "nan")):
+        with pytest.raises(ValueError, match="s must lie in.*" + shown):
+            P.check_time(torch.tensor(bad), "s")
+
+
 def test_bad_input_names_the_parameter():
     with pytest.raises(ValueError, match="schedule"):
         P.get_schedule("quadratic")
