@@ -239,3 +239,42 @@ def test_image_benchmark_measures_each_cpu_cell_in_a_process_of_its_own(capsys):
     assert bench.main(argv) == 0
     row = capsys.readouterr().out.splitlines()[-1]
     assert row.startswith("| tiny | 0.30M | cfm | 2 | fp32 |") and row.endswith(" MB |") and " nan MB" not in row
+
+
+def _publish_badges():
+    spec = importlib.util.spec_from_file_location("publish_badges", ROOT / "scripts" / "publish_badges.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_publish_badges_puts_colab_and_binder_on_every_lab_and_a_setup_cell_first(tmp_path):
+    import jupytext
+
+    publish = _publish_badges()
+    (tmp_path / "labs").mkdir()
+    for source in sorted((ROOT / "labs").glob("[0-9][0-9]_*.py")):
+        shutil.copy(source, tmp_path / "labs" / source.name)
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    publish.main(["--repo", "other/fork", "--branch", "dev", "--root", str(tmp_path)])
+    publish.main(["--repo", "someone/fmlab", "--root", str(tmp_path)])  # a second run replaces the first
+    once = {p.name: p.read_text() for p in tmp_path.rglob("*") if p.is_file()}
+    publish.main(["--repo", "someone/fmlab", "--root", str(tmp_path)])
+    assert {p.name: p.read_text() for p in tmp_path.rglob("*") if p.is_file()} == once  # idempotent
+    labs = sorted((tmp_path / "labs").glob("*.py"))
+    assert len(labs) == len(list((ROOT / "labs").glob("[0-9][0-9]_*.py"))) >= 14
+    for path in labs:
+        nb = jupytext.read(path)
+        notebook = f"labs/{path.stem}.ipynb"
+        title = nb.cells[0].source
+        assert f"colab.research.google.com/github/someone/fmlab/blob/main/{notebook}" in title
+        assert f"mybinder.org/v2/gh/someone/fmlab/main?labpath={notebook.replace('/', '%2F')}" in title
+        assert "other/fork" not in path.read_text() and path.read_text().count(publish.MARK) == 1
+        code = [c.source for c in nb.cells if c.cell_type == "code"]
+        assert publish.SETUP_MARK in code[0] and sum(publish.SETUP_MARK in c for c in code) == 1
+        assert "git+https://github.com/someone/fmlab@main" in code[0]
+        exec(compile(code[0], str(path), "exec"), {})  # here fmlab is installed and this is not Colab: a no-op
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.count(publish.MARK) == 1 and "labpath=labs%2F00_welcome.ipynb" in readme
+    with pytest.raises(SystemExit):
+        publish.main(["--repo", "https://github.com/someone/fmlab", "--root", str(tmp_path)])
