@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -324,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.rounds, args.repeats, args.wide_rounds, args.no_wide = 1, 2, 1, True
         args.out = args.out.with_name("jvp_quick.json")
-    result: dict[str, Any] = {"command": "python benchmarks/jvp.py " + " ".join(argv or []), "torch": torch.__version__,
+    command = "python benchmarks/jvp.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result: dict[str, Any] = {"command": command, "torch": torch.__version__,
                               "networks": NETWORKS, "load": {"start": load()}}
     started = time.time()
     names = args.losses or jvp_losses()

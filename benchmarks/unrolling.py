@@ -10,7 +10,7 @@
     python benchmarks/unrolling.py all --steps 3000     # everything (about 30 min on one core)
 
 Convention: t = 0 noise, t = 1 data (the manuscript's "near the data, t = 0.1" is our t = 0.9). Every run uses the
-labs' model (fmlab.viz.unrolling.LAB_MODEL: MLP 3 x 128, batch 256, AdamW lr 2e-3, EMA) and one CPU thread unless
+labs' model (fmlab.experiments.LAB_MODEL: MLP 3 x 128, batch 256, AdamW lr 2e-3, EMA) and one CPU thread unless
 --threads says otherwise. Numbers go to stdout; copy them into benchmarks/README.md ("Unrolling").
 """
 
@@ -237,7 +237,7 @@ METHODS = (
 def unrolling(args: argparse.Namespace) -> None:
     sample_steps = 16
     data = args.data
-    budget = ("the training time of {n} single-step FM steps (cost model fmlab.viz.unrolling.relative_cost)"
+    budget = ("the training time of {n} single-step FM steps (cost model fmlab.viz.unrolling_runs.relative_cost)"
               if args.budget == "time" else "{n} optimizer steps (unrolled methods get L times the compute)")
     print(f"{data}: every method gets {budget.format(n=args.steps)}; dt = 1/{sample_steps}; W1 (n = {args.n_eval}) "
           f"with Euler {sample_steps} and 100 steps; mean+-sd over {args.seeds} seed(s) (seed = model init, data, "
