@@ -1,6 +1,6 @@
-"""The CelebA lab's orchestration (lab 13): plan the runs for the machine at hand, train them (cached in the
-session), sample and score them. Image runs in general: fmlab.runs (load, sample, evaluate) and fmlab.cli_images
-(the command line's image paths)."""
+"""The CelebA lab's orchestration (lab 13): plan the runs for the machine at hand, train them and sample them
+(kept in the kernel and in the disk cache), score them. Image runs in general: fmlab.runs (load, sample,
+evaluate) and fmlab.cli_images (the command line's image paths)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from .train_images import (
 )
 
 __all__ = ["LAB_RUNS", "LAB_EVAL_STEPS", "LabPlan", "CPU_MINUTES", "plan_lab", "train_lab_run", "lab_samples",
-           "lab_sampler", "lab_reference", "DATA_DRAWS", "lab_scores", "preset_table", "LAB_GUIDANCE_P_UNCOND",
-           "train_lab_guidance", "guided_lab_samples", "sample_images"]  # sample_images: fmlab.runs's, for lab 13
+           "lab_sampler", "SAMPLES_ON_DISK_MAX_BYTES", "prepare_lab_run", "lab_reference", "DATA_DRAWS", "lab_scores",
+           "preset_table", "LAB_GUIDANCE_P_UNCOND", "train_lab_guidance", "guided_lab_samples",
+           "sample_images"]  # sample_images: fmlab.runs's, for lab 13
 
 
 # --- the final lab: plan, train, sample, score ---------------------------------------------------------------------
@@ -189,24 +190,44 @@ def guided_lab_samples(trainer: ImageTrainer, label: int, w: float, n: int = 16,
 
 def lab_samples(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1) -> dict[str, dict[int, np.ndarray]]:
     """{label: {steps: uint8 [n_eval, H, W, 3]}}: every model from the same noise at every step count of the plan
-    (Euler steps for velocity models, flow-map jumps for MeanFlow). Cached per kernel (`lab_sampler`)."""
+    (Euler steps for velocity models, flow-map jumps for MeanFlow). Kept like `lab_sampler`'s."""
     sample = lab_sampler(plan, trainers, seed)
     return {label: {k: sample(label, k) for k in plan.eval_steps} for label in trainers}
 
 
+SAMPLES_ON_DISK_MAX_BYTES = 32 * 2**20  # larger sample sets (a GPU plan's 5000 at 64 px: 61 MB) stay in memory
+
+
 def lab_sampler(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1):
     """`sample(label, steps)` -> uint8 [n_eval, H, W, 3]: any step count of a lab run, from the noise of
-    `lab_samples` (same seed), each (run, steps) drawn once per kernel: the step slider of the sample grid."""
-    from .labkit import cache_key, session_cache
+    `lab_samples` (same seed), each (run, steps) drawn once: the step slider of the sample grid. Kept in the kernel
+    and, up to SAMPLES_ON_DISK_MAX_BYTES, in the disk cache beside the trained runs (keyed by the run's config, its
+    EMA weights' fingerprint and the sampling settings), so that a new kernel, or one after `python -m fmlab
+    prewarm`, draws nothing."""
+    from .labkit import cache_key, persisted, session_cache, weights_fingerprint
 
     def sample(label: str, steps: int) -> np.ndarray:
-        trainer, cache = trainers[label], session_cache()
-        key = cache_key("lab_sampler", trainer.config, plan.n_eval, steps, seed)
-        if key not in cache:
-            cache[key] = to_uint8(sample_images(trainer.ema, plan.n_eval, steps, None, seed, loss=trainer.config.loss))
-        return cache[key]
+        trainer = trainers[label]
+        key = cache_key("lab_sampler", trainer.config, weights_fingerprint(trainer.ema), plan.n_eval, steps, seed)
+
+        def draw() -> np.ndarray:
+            return to_uint8(sample_images(trainer.ema, plan.n_eval, steps, None, seed, loss=trainer.config.loss))
+
+        if plan.n_eval * 3 * plan.image_size ** 2 > SAMPLES_ON_DISK_MAX_BYTES:
+            cache = session_cache()
+            if key not in cache:
+                cache[key] = draw()
+            return cache[key]
+        return persisted(key, draw, lambda images: {"images": torch.from_numpy(images)},
+                         lambda state: state["images"].numpy())
 
     return sample
+
+
+def prepare_lab_run(plan: LabPlan, label: str) -> None:
+    """Train the run `label` (`train_lab_run`, no live figure) and draw its samples at every step count of the plan
+    (`lab_samples`): what `python -m fmlab prewarm 13` stores for each run."""
+    lab_samples(plan, {label: train_lab_run(plan, label, live=False)})
 
 
 def lab_reference(plan: LabPlan, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, Any]:

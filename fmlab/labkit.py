@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import platform
 import warnings
@@ -27,8 +28,8 @@ from .checks import check_int
 from .diskcache import clear_disk, load_entry, save_entry, storable
 
 __all__ = ["FAST_ENV", "fast_mode", "steps", "pick", "cached", "cache_key", "session_cache", "clear_cache",
-           "cache_info", "computed_count", "persisted", "trainer_state", "restore_trainer", "train_cached",
-           "device_summary", "seeded"]
+           "cache_info", "computed_count", "persisted", "weights_fingerprint", "trainer_state", "restore_trainer",
+           "train_cached", "device_summary", "seeded"]
 
 FAST_ENV = "FMLAB_FAST"
 _TRUE = {"1", "true", "yes", "on"}
@@ -162,7 +163,7 @@ def persisted(key: Hashable, compute: Callable[[], T], to_state: Callable[[T], d
             return _CACHE[key]
         except (ValueError, KeyError, TypeError, RuntimeError) as err:
             warnings.warn(f"fmlab cache: the stored entry of {key[0] if isinstance(key, tuple) else key!r} could not "
-                          f"be rebuilt ({type(err).__name__}: {err}); training again", RuntimeWarning, stacklevel=2)
+                          f"be rebuilt ({type(err).__name__}: {err}); computing it again", RuntimeWarning, stacklevel=2)
     _COMPUTED[0] += 1
     result = compute()
     try:
@@ -173,6 +174,17 @@ def persisted(key: Hashable, compute: Callable[[], T], to_state: Callable[[T], d
         save_entry(key, state)
     _CACHE[key] = result
     return result
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A short SHA-256 of `module`'s state dict (names, shapes, dtypes and values): a key part for results drawn
+    from trained weights (samples), so that a stored result is never served for other weights."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def trainer_state(trainer: Any) -> dict[str, Any]:

@@ -102,3 +102,23 @@ def test_computed_count_counts_what_was_trained_not_what_was_found(tmp_path, mon
     labkit.clear_cache()  # a new kernel: found on disk
     labkit.persisted(key, lambda: {"w": torch.ones(2)}, lambda r: r, lambda s: s)
     assert labkit.computed_count() == start + 1
+
+
+def test_weights_fingerprint_changes_with_any_value_name_or_dtype():
+    from fmlab.labkit import weights_fingerprint
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    same = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    same.load_state_dict(net.state_dict())
+    print_ = weights_fingerprint(net)
+    assert weights_fingerprint(same) == print_ and len(print_) == 16
+    with torch.no_grad():
+        same[0].weight[0, 0] = torch.nextafter(same[0].weight[0, 0], torch.tensor(1.0))  # one ulp
+    assert weights_fingerprint(same) != print_
+    same.load_state_dict(net.state_dict())
+    same[1].running_mean.add_(1)  # buffers count too
+    assert weights_fingerprint(same) != print_
+    same.load_state_dict(net.state_dict())
+    assert weights_fingerprint(same) == print_
+    assert weights_fingerprint(same.double()) != print_  # the same values in another dtype

@@ -3,7 +3,9 @@
 import importlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from fmlab import diskcache, labkit, prewarm
 from fmlab.cli import main
@@ -89,20 +91,49 @@ def test_prewarm_lab04_then_its_cells_train_nothing(cache, monkeypatch):
 
 
 def test_prewarm_lab13_then_a_new_kernel_plans_the_same_runs_and_trains_nothing(cache, monkeypatch):
-    from fmlab.images import LAB_RUNS, plan_lab, train_lab_guidance, train_lab_run
+    from fmlab import images
+    from fmlab.images import LAB_RUNS, lab_samples, plan_lab, train_lab_guidance, train_lab_run
     from fmlab.train_images import ImageTrainer
 
     report = prewarm.prewarm(["13"], jobs=1, fast=True, progress=False)
     entries = diskcache.disk_info()["entries"]
-    assert report["errors"] == [] and report["jobs"] == len(LAB_RUNS) + 1 and entries == report["jobs"] + 1  # + plan
-    labkit.clear_cache()  # a new kernel: memory empty, disk kept
-    fits = []
-    monkeypatch.setattr(ImageTrainer, "fit", lambda self, *a, **k: fits.append(self.config))
     plan = plan_lab(fast=True)  # the throughput comes from the disk: the same steps as the pre-warm's plan
-    for label in LAB_RUNS:
-        assert train_lab_run(plan, label, live=False).step == plan.steps
+    samples = len(LAB_RUNS) * len(plan.eval_steps)  # each run's samples at each step count
+    assert report["errors"] == [] and report["jobs"] == len(LAB_RUNS) + 1
+    assert entries == report["jobs"] + 1 + samples  # + the plan's throughput
+    stored = lab_samples(plan, {label: train_lab_run(plan, label, live=False) for label in LAB_RUNS})
+    labkit.clear_cache()  # a new kernel: memory empty, disk kept
+    fits, draws = [], []
+    monkeypatch.setattr(ImageTrainer, "fit", lambda self, *a, **k: fits.append(self.config))
+    monkeypatch.setattr(images, "sample_images", lambda *a, **k: draws.append(a))
+    trainers = {label: train_lab_run(plan, label, live=False) for label in LAB_RUNS}
+    assert all(t.step == plan.steps for t in trainers.values())
+    again = lab_samples(plan, trainers)
     train_lab_guidance(plan, live=False)
-    assert fits == [] and diskcache.disk_info()["entries"] == entries, "a pre-warmed lab 13 run trained again"
+    assert fits == [] and draws == [], "a pre-warmed lab 13 trained or sampled again"
+    assert diskcache.disk_info()["entries"] == entries
+    for label in LAB_RUNS:
+        for k in plan.eval_steps:
+            assert again[label][k].dtype == np.uint8 and np.array_equal(again[label][k], stored[label][k])
+
+
+def test_lab_samples_are_keyed_by_the_weights_they_come_from(cache, monkeypatch):
+    from fmlab import images
+    from fmlab.images import lab_sampler, plan_lab, prepare_lab_run, train_lab_run
+
+    plan = plan_lab(fast=True)
+    prepare_lab_run(plan, "field (cfm)")  # what the pre-warm does for each run: train, then sample every step count
+    labkit.clear_cache()  # a new kernel
+    draws = []
+    drawn = images.sample_images
+    monkeypatch.setattr(images, "sample_images", lambda *a, **k: draws.append(a) or drawn(*a, **k))
+    trainer = train_lab_run(plan, "field (cfm)", live=False)
+    sample = lab_sampler(plan, {"field (cfm)": trainer})
+    first = sample("field (cfm)", 2)
+    assert first.dtype == np.uint8 and first.shape[0] == plan.n_eval and draws == []  # from the disk
+    with torch.no_grad():
+        next(trainer.ema.parameters()).add_(0.01)  # other weights, same config: never the stored samples
+    assert not np.array_equal(sample("field (cfm)", 2), first) and len(draws) == 1
 
 
 def test_cli_cache_info_and_clear(cache, capsys):
