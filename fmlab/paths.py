@@ -122,10 +122,10 @@ def unit_time(value: float, name: str = "t") -> float:
 
 
 def check_time(t: Tensor, name: str = "t") -> None:
-    """Raise a ValueError naming `name` if any time lies outside [0, 1]."""
+    """Raise a ValueError naming `name` if any time lies outside [0, 1] or is NaN."""
     if not t.numel():
         return
-    low, high = (v.item() for v in torch.aminmax(t))  # one pass and one device sync, not four
+    low, high = (v.item() for v in torch.aminmax(t))  # one reduction, not four
     if not (0 <= low and high <= 1):  # NaN fails too
         raise ValueError(f"{name} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]")
 
