@@ -21,7 +21,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..checks import check_int
-from .style import COLORS, FONT_SIZE, SEQUENCE, apply_style
+from .style import COLORS, FONT_SIZE, SEQUENCE, apply_style, log_ticks
 
 __all__ = ["png_source", "grid_image", "render_image_grid", "aligned_face", "render_crops", "crop_widget",
            "render_training", "LiveTraining", "render_samples", "samples_widget", "render_sample_overview",
@@ -140,7 +140,7 @@ def render_training(grid: np.ndarray | None, log: Sequence[Mapping[str, Any]], t
     fig.update_layout(width=900, height=430, showlegend=False, title_font_size=FONT_SIZE)
     _image_axes(fig, 1, 1)
     fig.update_xaxes(title_text="training step", row=1, col=2, range=[0, total_steps] if total_steps else None)
-    fig.update_yaxes(title_text="loss (per pixel)", type="log", row=1, col=2)
+    fig.update_yaxes(title_text="loss (per pixel)", type="log", row=1, col=2, **log_ticks([r["loss"] for r in log]))
     return fig
 
 
@@ -166,6 +166,8 @@ class LiveTraining:
                 self.widget.data[0].source = png_source(self.grid)
             self.widget.data[1].x = [r["step"] for r in self.log]
             self.widget.data[1].y = [r["loss"] for r in self.log]
+            ticks = log_ticks([r["loss"] for r in self.log])
+            self.widget.layout.yaxis2.update(tickvals=ticks.get("tickvals"), ticktext=ticks.get("ticktext"))
             last = f", loss {self.log[-1]['loss']:.3f}" if self.log else ""
             self.widget.layout.title.text = f"{self.title}: step {step} of {self.total}{last}"
 
@@ -307,7 +309,7 @@ def render_loss_curves(logs: Mapping[str, Sequence[Mapping[str, Any]]], title: s
         fig.add_trace(go.Scatter(x=[r["step"] for r in log], y=[r["loss"] for r in log], mode="lines", name=name,
                                  line=dict(color=SEQUENCE[i % len(SEQUENCE)], width=2)))
     apply_style(fig, title=title, x_title="training step", y_title="loss (per pixel, log scale)")
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", **log_ticks([r["loss"] for log in logs.values() for r in log]))
     return fig
 
 

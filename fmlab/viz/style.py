@@ -18,7 +18,8 @@ import plotly.io as pio
 from ..export import export_mode, use_static_renderer
 
 __all__ = ["COLORS", "SEQUENCE", "FONT_SIZE", "TITLE_SIZE", "FIG_SIZE", "NOTEBOOK_WIDTH", "TEMPLATE",
-           "PRESENTATION_SCALE", "lab_template", "presentation", "presentation_scale", "apply_style", "to_numpy"]
+           "PRESENTATION_SCALE", "lab_template", "presentation", "presentation_scale", "apply_style", "log_ticks",
+           "to_numpy"]
 
 # Colour-blind-safe (Okabe-Ito) roles used across all labs.
 COLORS: dict[str, str] = {
@@ -81,6 +82,27 @@ def apply_style(fig: Any, title: str | None = None, x_title: str | None = None, 
     if _STATE["scale"] != 1.0:
         _enlarge_traces(fig, _STATE["scale"])
     return fig
+
+
+def log_ticks(values: Any) -> dict[str, list]:
+    """Tick values and labels for a log axis over `values` (positive entries; others ignored): 1, 2, 5 times the
+    powers of ten in their range, or 1, 2, 3, 5, or every digit, the first that gives four, each labelled in full
+    ("0.2", not plotly's bare "2" between the decades). Empty (plotly's own ticks) when fewer than two would show.
+        fig.update_yaxes(type="log", **log_ticks(losses))"""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    if not v.size:
+        return {}
+    lo, hi = v.min(), v.max()
+    decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+    for digits in ((1, 2, 5), (1, 2, 3, 5), range(1, 10)):
+        candidates = (float(f"{d * 10.0 ** k:.3g}") for k in decades for d in digits)
+        ticks = [t for t in candidates if lo * 0.999 <= t <= hi * 1.001]
+        if len(ticks) >= 4:
+            break
+    if len(ticks) < 2:
+        return {}
+    return {"tickvals": ticks, "ticktext": [f"{t:.3g}" for t in ticks]}
 
 
 def _enlarge_traces(fig: Any, scale: float) -> None:

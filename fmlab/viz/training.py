@@ -28,7 +28,7 @@ from ..checks import check_int
 from ..data import GMM_2D, GaussianMixture, data_sampler, gmm_2d
 from ..labkit import cache_key, persisted, restore_trainer, trainer_state
 from ..solvers import Field, solve
-from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, to_numpy
+from .style import COLORS, FONT_SIZE, NOTEBOOK_WIDTH, apply_style, log_ticks, to_numpy
 
 __all__ = ["EXTENT", "AXIS_X", "AXIS_Y", "grid", "arrow_traces", "density_contour", "scatter", "blend",
            "loss_floor", "field_error", "loss_decomposition", "ground_truth", "render_loss_curve", "fit",
@@ -185,7 +185,7 @@ def render_loss_curve(log: Sequence[dict[str, Any]], floor: float | None = None,
         last = f"{log[-1]['loss']:.3f} at step {log[-1]['step']}" if log else "not started"
         title = f"Flow-matching loss: {last}"
     apply_style(fig, title=title, x_title="training step", y_title="loss (mean squared error per coordinate)")
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", **log_ticks([y for trace in fig.data for y in trace.y]))
     fig.update_xaxes(range=[0, xmax])
     fig.update_layout(legend=dict(orientation="h", x=0.0, y=-0.22, yanchor="top"), height=560, margin=dict(b=120))
     return fig

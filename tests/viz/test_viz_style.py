@@ -53,3 +53,14 @@ def test_the_memoised_path_parser_answers_as_plotly_does(path):
     assert (keys, starts) == parse.original(path)
     starts.append(-1)  # a caller mutating its copy does not change the cached answer
     assert parse(path) == parse.original(path)
+
+
+def test_log_ticks_label_every_tick_in_full_and_leave_narrow_ranges_to_plotly():
+    from fmlab.viz.style import log_ticks
+
+    assert log_ticks([4.1, 0.12]) == {"tickvals": [0.2, 0.5, 1.0, 2.0], "ticktext": ["0.2", "0.5", "1", "2"]}
+    assert log_ticks([2.9, 0.24])["ticktext"] == ["0.3", "0.5", "1", "2"]  # 1, 2, 3, 5 where 1, 2, 5 gives three
+    narrow = log_ticks([0.9, 0.25])  # under a decade: every digit, never a bare "3" for 0.3
+    assert narrow["tickvals"] == [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9] and narrow["ticktext"][0] == "0.3"
+    assert log_ticks([0.25, 0.29]) == {} and log_ticks([]) == {} and log_ticks([0.0, -1.0, float("nan")]) == {}
+    assert log_ticks([3e-4, 2e-2])["ticktext"] == ["0.0005", "0.001", "0.002", "0.005", "0.01", "0.02"]
