@@ -49,6 +49,7 @@ import sys
 
 if importlib.util.find_spec("fmlab") is None:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/{repo}@{branch}"])
+    importlib.invalidate_caches()  # so that this kernel finds the package just installed
 if "google.colab" in sys.modules:
     from google.colab import output
 
