@@ -264,9 +264,12 @@ def fit_live(config: Any, teacher: Any = None, show: bool = True, progress: bool
 def _update_curve(widget: go.FigureWidget, log: Sequence[dict[str, Any]], title: str) -> None:
     """Set the loss and field-error traces of a live `render_loss_curve` widget in place (cheap: no re-styling)."""
     err = [(r["step"], r["field_error"]) for r in log if r.get("field_error") is not None]
+    floor = [y for trace in widget.data[2:] for y in (trace.y or ())]
+    ticks = log_ticks([r["loss"] for r in log] + [e for _, e in err] + floor)
     with widget.batch_update():
         widget.data[0].x, widget.data[0].y = [r["step"] for r in log], [r["loss"] for r in log]
         widget.data[1].x, widget.data[1].y = [s for s, _ in err], [e for _, e in err]
+        widget.layout.yaxis.update(tickvals=ticks.get("tickvals"), ticktext=ticks.get("ticktext"))
         widget.layout.title.text = title
 
 

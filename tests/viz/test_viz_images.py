@@ -133,6 +133,9 @@ def test_training_figure_and_live_view():
     live.on_record(2, log[1])
     live.on_grid(2, V.grid_image(_images(4, 8)))
     assert "step 2 of 10" in live.widget.layout.title.text and list(live.widget.data[1].y) == [0.5]
+    for step, loss in ((3, 0.3), (4, 0.2), (5, 0.12)):
+        live.on_record(step, {"step": step, "loss": loss})
+    assert list(live.widget.layout.yaxis2.ticktext) == ["0.2", "0.3", "0.4", "0.5"]  # the log axis labelled in full
 
 
 ROWS = [{"model": "noise", "steps": 0, "name": "SWD-pixels", "value": 0.5, "n": 8},

@@ -65,6 +65,10 @@ def test_render_loss_curve_draws_loss_error_and_floor():
     assert list(fig.data[2].y) == [2.2, 2.2] and fig.layout.yaxis.type == "log"
     assert "2.500 at step 20" in fig.layout.title.text
     assert T.render_loss_curve(log[:1]).layout.title.text != fig.layout.title.text
+    assert list(fig.layout.yaxis.ticktext) == ["0.5", "1", "2", "3"]  # labelled in full, not plotly's bare digits
+    widget = go.FigureWidget(T.render_loss_curve([], floor=2.2, total_steps=100))
+    T._update_curve(widget, log, "live")  # the live curve relabels its axis as the loss falls
+    assert list(widget.layout.yaxis.ticktext) == ["0.5", "1", "2", "3"]
 
 
 def test_fit_is_cached_records_field_error_and_live_curve_updates():
