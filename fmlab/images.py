@@ -5,6 +5,7 @@ evaluate) and fmlab.cli_images (the command line's image paths)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,9 @@ from .train_images import (
 )
 
 __all__ = ["LAB_RUNS", "LAB_EVAL_STEPS", "LabPlan", "CPU_MINUTES", "plan_lab", "train_lab_run", "lab_samples",
-           "lab_sampler", "SAMPLES_ON_DISK_MAX_BYTES", "prepare_lab_run", "lab_reference", "DATA_DRAWS", "lab_scores",
-           "preset_table", "LAB_GUIDANCE_P_UNCOND", "train_lab_guidance", "guided_lab_samples",
-           "sample_images"]  # sample_images: fmlab.runs's, for lab 13
+           "lab_sampler", "SAMPLES_ON_DISK_MAX_BYTES", "prepare_lab_run", "prepare_lab_scores", "lab_reference",
+           "DATA_DRAWS", "lab_scores", "samples_fingerprint", "preset_table", "LAB_GUIDANCE_P_UNCOND",
+           "train_lab_guidance", "guided_lab_samples", "sample_images"]  # sample_images: fmlab.runs's, for lab 13
 
 
 # --- the final lab: plan, train, sample, score ---------------------------------------------------------------------
@@ -230,6 +231,12 @@ def prepare_lab_run(plan: LabPlan, label: str) -> None:
     lab_samples(plan, {label: train_lab_run(plan, label, live=False)})
 
 
+def prepare_lab_scores(plan: LabPlan) -> None:
+    """Score the four runs' samples as the lab does (`lab_scores` of `lab_samples` of LAB_RUNS, in order): what
+    `python -m fmlab prewarm 13` stores once the runs are trained (it trains and samples any that are not)."""
+    lab_scores(plan, lab_samples(plan, {label: train_lab_run(plan, label, live=False) for label in LAB_RUNS}))
+
+
 def lab_reference(plan: LabPlan, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, Any]:
     """(n training images chosen at random (seeded), the data set) for scoring."""
     config = plan.config("cfm")
@@ -248,11 +255,35 @@ def lab_scores(plan: LabPlan, samples: dict[str, dict[int, np.ndarray]], incepti
     Inception weights) and the proxies, for every model and step count, plus two baselines scored the same way:
     'noise (no training)', Gaussian noise images (what a model that learned nothing gets), and 'data (held-out
     draws)', DATA_DRAWS disjoint sets of n_eval real images: the floor a perfect model reaches, with 'spread' the
-    standard deviation over the draws (a difference between models well below about twice it is sampling noise)."""
-    from .fid import image_scores, inception_extractor, reference_stats
+    standard deviation over the draws (a difference between models well below about twice it is sampling noise).
+    Scored by the proxies alone (no Inception weights), the rows are kept in the disk cache too, keyed by the plan
+    and a fingerprint of the samples, so that a new kernel scores nothing again."""
+    from .fid import inception_extractor
+    from .labkit import cache_key, persisted
+
+    extractor = inception_extractor(inception)
+    if extractor is not None:
+        return _score_rows(plan, samples, extractor)
+    return persisted(cache_key("lab_scores", plan, samples_fingerprint(samples)),
+                     lambda: _score_rows(plan, samples, None), lambda rows: {"rows": rows},
+                     lambda state: [dict(row) for row in state["rows"]])
+
+
+def samples_fingerprint(samples: dict[str, dict[int, np.ndarray]]) -> str:
+    """A short SHA-256 of {label: {steps: images}} (labels and step counts in order, shapes and pixels)."""
+    digest = hashlib.sha256()
+    for label, by_steps in samples.items():  # in order: the rows follow it
+        for k, images in by_steps.items():
+            images = np.ascontiguousarray(images)
+            digest.update(f"{label}:{k}:{images.shape}:{images.dtype};".encode())
+            digest.update(images.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _score_rows(plan: LabPlan, samples: dict[str, dict[int, np.ndarray]], extractor: Any) -> list[dict[str, Any]]:
+    from .fid import image_scores, reference_stats
 
     reference, dataset = lab_reference(plan)
-    extractor = inception_extractor(inception)
     stats = reference_stats(extractor, dataset.images, dataset.name) if extractor is not None else None
     g = torch.Generator().manual_seed(123)
     noise = to_uint8(torch.randn(plan.n_eval, 3, plan.image_size, plan.image_size, generator=g).clamp(-1, 1))

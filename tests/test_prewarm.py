@@ -91,16 +91,16 @@ def test_prewarm_lab04_then_its_cells_train_nothing(cache, monkeypatch):
 
 
 def test_prewarm_lab13_then_a_new_kernel_plans_the_same_runs_and_trains_nothing(cache, monkeypatch):
-    from fmlab import images
-    from fmlab.images import LAB_RUNS, lab_samples, plan_lab, train_lab_guidance, train_lab_run
+    from fmlab import fid, images
+    from fmlab.images import LAB_RUNS, lab_samples, lab_scores, plan_lab, train_lab_guidance, train_lab_run
     from fmlab.train_images import ImageTrainer
 
     report = prewarm.prewarm(["13"], jobs=1, fast=True, progress=False)
     entries = diskcache.disk_info()["entries"]
     plan = plan_lab(fast=True)  # the throughput comes from the disk: the same steps as the pre-warm's plan
     samples = len(LAB_RUNS) * len(plan.eval_steps)  # each run's samples at each step count
-    assert report["errors"] == [] and report["jobs"] == len(LAB_RUNS) + 1
-    assert entries == report["jobs"] + 1 + samples  # + the plan's throughput
+    assert report["errors"] == [] and report["jobs"] == len(LAB_RUNS) + 2  # + the conditional run + the scores
+    assert entries == len(LAB_RUNS) + 1 + samples + 1 + 1  # runs, conditional run, samples, scores, throughput
     stored = lab_samples(plan, {label: train_lab_run(plan, label, live=False) for label in LAB_RUNS})
     labkit.clear_cache()  # a new kernel: memory empty, disk kept
     fits, draws = [], []
@@ -109,8 +109,11 @@ def test_prewarm_lab13_then_a_new_kernel_plans_the_same_runs_and_trains_nothing(
     trainers = {label: train_lab_run(plan, label, live=False) for label in LAB_RUNS}
     assert all(t.step == plan.steps for t in trainers.values())
     again = lab_samples(plan, trainers)
+    scored = []
+    monkeypatch.setattr(fid, "image_scores", lambda *a, **k: scored.append(a))
+    lab_scores(plan, again)
     train_lab_guidance(plan, live=False)
-    assert fits == [] and draws == [], "a pre-warmed lab 13 trained or sampled again"
+    assert fits == [] and draws == [] and scored == [], "a pre-warmed lab 13 trained, sampled or scored again"
     assert diskcache.disk_info()["entries"] == entries
     for label in LAB_RUNS:
         for k in plan.eval_steps:
@@ -134,6 +137,24 @@ def test_lab_samples_are_keyed_by_the_weights_they_come_from(cache, monkeypatch)
     with torch.no_grad():
         next(trainer.ema.parameters()).add_(0.01)  # other weights, same config: never the stored samples
     assert not np.array_equal(sample("field (cfm)", 2), first) and len(draws) == 1
+
+
+def test_lab_scores_are_kept_on_disk_for_the_same_samples_only(cache, monkeypatch):
+    from fmlab import fid
+    from fmlab.images import LAB_RUNS, lab_samples, lab_scores, plan_lab, prepare_lab_scores, train_lab_run
+
+    plan = plan_lab(fast=True)
+    prepare_lab_scores(plan)  # what the pre-warm does once the four runs are trained
+    labkit.clear_cache()  # a new kernel
+    scored = []
+    real = fid.image_scores
+    monkeypatch.setattr(fid, "image_scores", lambda *a, **k: scored.append(1) or real(*a, **k))
+    samples = lab_samples(plan, {label: train_lab_run(plan, label, live=False) for label in LAB_RUNS})
+    rows = lab_scores(plan, samples)
+    assert scored == [] and {r["model"] for r in rows} == {"noise (no training)", "data (held-out draws)", *LAB_RUNS}
+    first = next(iter(LAB_RUNS))
+    other = {**samples, first: {k: 255 - images for k, images in samples[first].items()}}
+    assert lab_scores(plan, other) != rows and scored  # other samples: scored again
 
 
 def test_cli_cache_info_and_clear(cache, capsys):

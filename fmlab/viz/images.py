@@ -445,13 +445,15 @@ _STEP_COST = {"meanflow": 2.1, "anchored_consistency": 1.5}  # per step, relativ
 
 
 def prewarm_jobs(fast: bool) -> list:
-    """Lab 13's four runs (each with its samples) and its conditional run at the lab's default budget, for `python -m
-    fmlab prewarm` (fmlab.prewarm). The plan comes from the throughput kept in the disk cache
-    (`fmlab.images.plan_lab`), so the lab's own plan, in a later kernel, asks for exactly these configurations."""
+    """Lab 13's four runs (each with its samples), its conditional run at the lab's default budget and, once the four
+    are done, their scores, for `python -m fmlab prewarm` (fmlab.prewarm). The plan comes from the throughput kept in
+    the disk cache (`fmlab.images.plan_lab`), so the lab's own plan, in a later kernel, asks for exactly these
+    configurations."""
     from ..images import LAB_RUNS, plan_lab
     from ..prewarm import job
 
     plan = plan_lab(fast=fast)
     runs = [job("13", "fmlab.images:prepare_lab_run", plan, label,  # the run and its samples
                 cost=max(1, round(plan.steps * _STEP_COST.get(loss, 1.0)))) for label, loss in LAB_RUNS.items()]
-    return runs + [job("13", "fmlab.images:train_lab_guidance", plan, live=False, cost=plan.steps)]
+    scores = job("13", "fmlab.images:prepare_lab_scores", plan, cost=max(1, plan.steps // 4), stage=1)  # after the runs
+    return runs + [job("13", "fmlab.images:train_lab_guidance", plan, live=False, cost=plan.steps), scores]
