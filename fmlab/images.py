@@ -204,12 +204,16 @@ def lab_sampler(plan: LabPlan, trainers: dict[str, ImageTrainer], seed: int = 1)
     `lab_samples` (same seed), each (run, steps) drawn once: the step slider of the sample grid. Kept in the kernel
     and, up to SAMPLES_ON_DISK_MAX_BYTES, in the disk cache beside the trained runs (keyed by the run's config, its
     EMA weights' fingerprint and the sampling settings), so that a new kernel, or one after `python -m fmlab
-    prewarm`, draws nothing."""
+    prewarm`, draws nothing. The trainers are finished runs: each one's fingerprint is taken once, not per move."""
     from .labkit import cache_key, persisted, session_cache, weights_fingerprint
+
+    fingerprints: dict[str, str] = {}
 
     def sample(label: str, steps: int) -> np.ndarray:
         trainer = trainers[label]
-        key = cache_key("lab_sampler", trainer.config, weights_fingerprint(trainer.ema), plan.n_eval, steps, seed)
+        if label not in fingerprints:
+            fingerprints[label] = weights_fingerprint(trainer.ema)
+        key = cache_key("lab_sampler", trainer.config, fingerprints[label], plan.n_eval, steps, seed)
 
         def draw() -> np.ndarray:
             return to_uint8(sample_images(trainer.ema, plan.n_eval, steps, None, seed, loss=trainer.config.loss))

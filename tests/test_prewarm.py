@@ -136,6 +136,7 @@ def test_lab_samples_are_keyed_by_the_weights_they_come_from(cache, monkeypatch)
     assert first.dtype == np.uint8 and first.shape[0] == plan.n_eval and draws == []  # from the disk
     with torch.no_grad():
         next(trainer.ema.parameters()).add_(0.01)  # other weights, same config: never the stored samples
+    sample = lab_sampler(plan, {"field (cfm)": trainer})  # a sampler fingerprints its (finished) runs once
     assert not np.array_equal(sample("field (cfm)", 2), first) and len(draws) == 1
 
 

@@ -226,12 +226,19 @@ def test_lab13_long_run_no_train_samples_the_runs_again_to_the_same_artefacts(mo
     assert all(run["minutes"] == 0.5 for run in meta["runs"].values())
 
 
+def _load(script: str):
+    """A script of this repository (a path from its root) imported as a module, without running its main."""
+    path = ROOT / script
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_image_benchmark_measures_each_cpu_cell_in_a_process_of_its_own(capsys):
     """benchmarks/images.py: on a CPU a cell's peak memory is the resident set, which keeps what earlier cells freed,
     so every cell runs in a fresh process (the options it passes on drop the lists it was given)."""
-    spec = importlib.util.spec_from_file_location("bench_images", ROOT / "benchmarks" / "images.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _load("benchmarks/images.py")
     assert bench._without(["--presets", "tiny", "mini", "--steps", "1", "--batch-size=8", "--threads", "1"],
                           ("--presets", "--batch-size")) == ["--steps", "1", "--threads", "1"]
     argv = ["--presets", "tiny", "--losses", "cfm", "--batch-size", "2", "--image-size", "16", "--steps", "1",
@@ -241,17 +248,10 @@ def test_image_benchmark_measures_each_cpu_cell_in_a_process_of_its_own(capsys):
     assert row.startswith("| tiny | 0.30M | cfm | 2 | fp32 |") and row.endswith(" MB |") and " nan MB" not in row
 
 
-def _publish_badges():
-    spec = importlib.util.spec_from_file_location("publish_badges", ROOT / "scripts" / "publish_badges.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_publish_badges_puts_colab_and_binder_on_every_lab_and_a_setup_cell_first(tmp_path):
     import jupytext
 
-    publish = _publish_badges()
+    publish = _load("scripts/publish_badges.py")
     (tmp_path / "labs").mkdir()
     for source in sorted((ROOT / "labs").glob("[0-9][0-9]_*.py")):
         shutil.copy(source, tmp_path / "labs" / source.name)
