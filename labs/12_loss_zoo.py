@@ -381,8 +381,9 @@ ex.check_sampler("cd", answer)
 #   $x_1 - x_0$; samplers must follow what the loss trained.
 # - With the same small network and budget, the best flow-map losses in one jump beat 100 flow-matching steps on moons
 #   and are within noise of them on the checkerboard (three seeds); which loss leads is within noise. With the tangent
-#   carried by hand, a JVP-based loss costs about the survey's pass count (within 1.25x on this network, iMF aside,
-#   whose step does more); eager forward-mode AD (`torch.func.jvp`) would cost 1.6-2.3x that on a network this small.
+#   carried by hand, a JVP-based loss costs close to the survey's pass count wherever its step does what the survey
+#   counts (within 1.25x on this network in the repeated timing of benchmarks/README.md, "JVPs at their cost"; the
+#   chart above is one noisier run, and CTM, PFMM and iMF do more); eager `torch.func.jvp` would cost 1.6-2.3x that.
 
 # %% [markdown]
 # ## Further reading
